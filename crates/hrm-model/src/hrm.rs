@@ -1,0 +1,957 @@
+//! The Hierarchical Reasoning Model, ACT v1: blocks, H/L reasoning modules, one segment, and the
+//! ACT wrapper with its carry.
+//!
+//! Mirrors sapientinc/HRM:models/hrm/hrm_act_v1.py (`HierarchicalReasoningModel_ACTV1Block`,
+//! `..ReasoningModule`, `.._Inner`, `HierarchicalReasoningModel_ACTV1`) and the layers of
+//! models/layers.py; paper arXiv 2506.21734 §2 (one-step gradient, deep supervision, ACT).
+//!
+//! Shape legend: B batch, L seq_len (tokens), P puzzle-prefix positions, S = P + L, D hidden,
+//! V vocab, I SwiGLU inner width, Dp puzzle_emb_ndim.
+//!
+//! Parameters are candle `Var`s in f32 named exactly like the reference's `state_dict` keys
+//! (`inner.H_level.layers.0.self_attn.qkv_proj.weight`, ...). The no-gradient cycles of a segment
+//! use detached views of the weights, so they record no autograd graph: memory does not grow with
+//! `H_cycles x L_cycles` (see the test `no_grad_cycles_record_no_graph`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, RngCore};
+
+use crate::config::{ForwardDtype, ModelConfig, PosEncoding};
+use crate::init::trunc_normal;
+use crate::ops::{self, Attention, RopeTables};
+use crate::{Error, Result};
+
+/// Learned-position mix factor (the reference's literal 0.707106781, ~1/sqrt(2)).
+const LEARNED_POS_SCALE: f64 = 0.707106781;
+
+/// One batch of puzzles on the host, as the data loader collates it (labels already use -100 for
+/// ignored positions).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PuzzleBatch {
+    /// Token ids `[B * L]`.
+    pub inputs: Vec<i32>,
+    /// Target ids `[B * L]`, -100 = ignored.
+    pub labels: Vec<i32>,
+    /// Puzzle-embedding rows `[B]`.
+    pub puzzle_identifiers: Vec<i32>,
+    /// Rows B.
+    pub batch_size: usize,
+    /// Tokens per row L.
+    pub seq_len: usize,
+}
+
+impl PuzzleBatch {
+    /// A batch of `batch_size` rows of zeros (the reference's `zeros_like` initial carry data).
+    pub fn zeros(batch_size: usize, seq_len: usize) -> Self {
+        Self {
+            inputs: vec![0; batch_size * seq_len],
+            labels: vec![0; batch_size * seq_len],
+            puzzle_identifiers: vec![0; batch_size],
+            batch_size,
+            seq_len,
+        }
+    }
+
+    fn check(&self, cfg: &ModelConfig) -> Result<()> {
+        let (b, l) = (self.batch_size, self.seq_len);
+        if l != cfg.seq_len {
+            return Err(Error::msg(format!(
+                "batch seq_len {l} does not match the model's seq_len {}",
+                cfg.seq_len
+            )));
+        }
+        if self.inputs.len() != b * l
+            || self.labels.len() != b * l
+            || self.puzzle_identifiers.len() != b
+        {
+            return Err(Error::msg(format!(
+                "batch arrays have lengths {}/{}/{} but B = {b}, L = {l}",
+                self.inputs.len(),
+                self.labels.len(),
+                self.puzzle_identifiers.len()
+            )));
+        }
+        if let Some(&t) = self
+            .inputs
+            .iter()
+            .find(|&&t| t < 0 || t as usize >= cfg.vocab_size)
+        {
+            return Err(Error::msg(format!(
+                "input token {t} outside the vocabulary [0, {})",
+                cfg.vocab_size
+            )));
+        }
+        if cfg.puzzle_emb_ndim > 0 {
+            if let Some(&p) = self
+                .puzzle_identifiers
+                .iter()
+                .find(|&&p| p < 0 || p as usize >= cfg.num_puzzle_identifiers)
+            {
+                return Err(Error::msg(format!(
+                    "puzzle identifier {p} outside [0, {})",
+                    cfg.num_puzzle_identifiers
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Copy row `b` of `src` into row `b` of `self`.
+    fn copy_row(&mut self, src: &PuzzleBatch, b: usize) {
+        let l = self.seq_len;
+        self.inputs[b * l..(b + 1) * l].copy_from_slice(&src.inputs[b * l..(b + 1) * l]);
+        self.labels[b * l..(b + 1) * l].copy_from_slice(&src.labels[b * l..(b + 1) * l]);
+        self.puzzle_identifiers[b] = src.puzzle_identifiers[b];
+    }
+}
+
+/// One transformer block's weights (post-norm, attention then SwiGLU).
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// `self_attn.qkv_proj.weight` `[3D, D]` (rows Q | K | V, heads contiguous).
+    pub qkv_proj: Var,
+    /// `self_attn.o_proj.weight` `[D, D]`.
+    pub o_proj: Var,
+    /// `mlp.gate_up_proj.weight` `[2I, D]` (rows gate | up).
+    pub gate_up_proj: Var,
+    /// `mlp.down_proj.weight` `[D, I]`.
+    pub down_proj: Var,
+}
+
+/// Train or eval behaviour of the ACT wrapper (halting, exploration, Q target, sparse embedding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Gradient through the last L and H calls; Q-halting with exploration; the extra
+    /// no-gradient forward for the Q-continue target.
+    Train,
+    /// No gradient anywhere; every row runs exactly `halt_max_steps` segments.
+    Eval,
+}
+
+/// The recurrent state carried between ACT steps (the reference's `..ACTV1Carry`).
+#[derive(Debug, Clone)]
+pub struct Carry {
+    /// High-level state `[B, S, D]` (detached).
+    pub z_h: Tensor,
+    /// Low-level state `[B, S, D]` (detached).
+    pub z_l: Tensor,
+    /// Segments done in the current episode, per row.
+    pub steps: Vec<u32>,
+    /// Whether the row's episode ended (it restarts on the next batch row).
+    pub halted: Vec<bool>,
+    /// The example each row is working on.
+    pub data: PuzzleBatch,
+}
+
+/// What one ACT step produces besides the new carry.
+#[derive(Debug)]
+pub struct StepOutput {
+    /// LM logits `[B, L, V]` in the forward dtype (part of the autograd graph in train mode).
+    pub logits: Tensor,
+    /// Q-halt logits `[B]`, f32.
+    pub q_halt: Tensor,
+    /// Q-continue logits `[B]`, f32.
+    pub q_continue: Tensor,
+    /// Bootstrapped Q-continue target `[B]` (train mode with `halt_max_steps > 1`).
+    pub target_q_continue: Option<Vec<f32>>,
+    /// The per-row copy of the puzzle-embedding rows that received the gradient (train mode),
+    /// with the ids it was read from (the reference's `local_weights` / `local_ids`).
+    pub puzzle_local: Option<(Var, Vec<i32>)>,
+}
+
+/// Recorded intermediate tensors of a forward (for localising a parity mismatch).
+#[derive(Debug, Default)]
+pub struct Trace {
+    /// `(name, tensor)` in call order: `input_embeddings`, `call<i>.L` / `call<i>.H`,
+    /// `call0.layer0.{attn,mlp,out}`.
+    pub entries: Vec<(String, Tensor)>,
+    calls: usize,
+}
+
+/// The HRM ACT v1 model.
+#[derive(Debug)]
+pub struct Hrm {
+    /// Architecture.
+    pub cfg: ModelConfig,
+    device: Device,
+    fdt: DType,
+    /// `inner.H_init` `[D]`: initial z_H (buffer, never trained).
+    pub h_init: Var,
+    /// `inner.L_init` `[D]`: initial z_L (buffer, never trained).
+    pub l_init: Var,
+    /// `inner.embed_tokens.embedding_weight` `[V, D]`.
+    pub embed_tokens: Var,
+    /// `inner.embed_pos.embedding_weight` `[S, D]` with learned positions.
+    pub embed_pos: Option<Var>,
+    /// `inner.lm_head.weight` `[V, D]`.
+    pub lm_head: Var,
+    /// `inner.q_head.weight` `[2, D]` (row 0 halt, row 1 continue).
+    pub q_head_w: Var,
+    /// `inner.q_head.bias` `[2]`.
+    pub q_head_b: Var,
+    /// `inner.puzzle_emb.weights` `[num_puzzle_identifiers, Dp]` (buffer, trained by SignSGD).
+    pub puzzle_emb: Option<Var>,
+    /// `inner.H_level.layers.*`.
+    pub h_level: Vec<Block>,
+    /// `inner.L_level.layers.*`.
+    pub l_level: Vec<Block>,
+    attn: Attention,
+    trace: Mutex<Option<Trace>>,
+}
+
+/// Whether a state-dict entry is an `nn.Parameter` (trained by AdamATan2) or a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorKind {
+    /// Trainable by AdamATan2.
+    Parameter,
+    /// Persistent buffer (H_init, L_init, the puzzle table).
+    Buffer,
+}
+
+fn dtype_of(f: ForwardDtype) -> DType {
+    match f {
+        ForwardDtype::F32 => DType::F32,
+        ForwardDtype::BF16 => DType::BF16,
+    }
+}
+
+impl Hrm {
+    /// Build a freshly initialised model (the reference's initialisation; our own seeded RNG).
+    pub fn new(cfg: &ModelConfig, device: &Device, rng: &mut impl Rng) -> Result<Self> {
+        cfg.validate()?;
+        let d = cfg.hidden_size;
+        let std_d = 1.0 / (d as f64).sqrt();
+        let mut var = |shape: &[usize], std: f64| -> Result<Var> {
+            let n = shape.iter().product();
+            Ok(Var::from_vec(trunc_normal(n, std, rng), shape, device)?)
+        };
+        let h_init = var(&[d], 1.0)?;
+        let l_init = var(&[d], 1.0)?;
+        let embed_tokens = var(&[cfg.vocab_size, d], std_d)?;
+        let lm_head = var(&[cfg.vocab_size, d], std_d)?;
+        // Q head: weight 0 and bias -5 so that q_halt == q_continue at start and nothing halts
+        // early until the Q-head has learned ("init Q to (almost) zero for faster learning
+        // during bootstrapping").
+        let q_head_w = Var::zeros((2, d), DType::F32, device)?;
+        let q_head_b = Var::from_vec(vec![-5f32, -5.0], 2, device)?;
+        let puzzle_emb = if cfg.puzzle_emb_ndim > 0 {
+            Some(Var::zeros(
+                (cfg.num_puzzle_identifiers, cfg.puzzle_emb_ndim),
+                DType::F32,
+                device,
+            )?)
+        } else {
+            None
+        };
+        let embed_pos = match cfg.pos_encodings {
+            PosEncoding::Learned => Some(var(&[cfg.full_seq_len(), d], std_d)?),
+            PosEncoding::Rope => None,
+        };
+        let i = cfg.mlp_inner();
+        let mut blocks = |n: usize| -> Result<Vec<Block>> {
+            (0..n)
+                .map(|_| {
+                    Ok(Block {
+                        qkv_proj: var(&[3 * d, d], std_d)?,
+                        o_proj: var(&[d, d], std_d)?,
+                        gate_up_proj: var(&[2 * i, d], std_d)?,
+                        down_proj: var(&[d, i], 1.0 / (i as f64).sqrt())?,
+                    })
+                })
+                .collect()
+        };
+        let h_level = blocks(cfg.h_layers)?;
+        let l_level = blocks(cfg.l_layers)?;
+        let mut m = Self::assemble(
+            cfg,
+            device,
+            h_init,
+            l_init,
+            embed_tokens,
+            embed_pos,
+            lm_head,
+            q_head_w,
+            q_head_b,
+            puzzle_emb,
+            h_level,
+            l_level,
+        );
+        // the reference draws H_init/L_init directly in the forward dtype
+        if m.fdt != DType::F32 {
+            for v in [&m.h_init, &m.l_init] {
+                v.set(&v.as_tensor().to_dtype(m.fdt)?.to_dtype(DType::F32)?)?;
+            }
+        }
+        m.cfg = cfg.clone();
+        Ok(m)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        cfg: &ModelConfig,
+        device: &Device,
+        h_init: Var,
+        l_init: Var,
+        embed_tokens: Var,
+        embed_pos: Option<Var>,
+        lm_head: Var,
+        q_head_w: Var,
+        q_head_b: Var,
+        puzzle_emb: Option<Var>,
+        h_level: Vec<Block>,
+        l_level: Vec<Block>,
+    ) -> Self {
+        let rope = match cfg.pos_encodings {
+            PosEncoding::Rope => Some(Arc::new(RopeTables::new(
+                cfg.full_seq_len(),
+                cfg.head_dim(),
+                cfg.rope_theta,
+            ))),
+            PosEncoding::Learned => None,
+        };
+        Self {
+            cfg: cfg.clone(),
+            device: device.clone(),
+            fdt: dtype_of(cfg.forward_dtype),
+            h_init,
+            l_init,
+            embed_tokens,
+            embed_pos,
+            lm_head,
+            q_head_w,
+            q_head_b,
+            puzzle_emb,
+            h_level,
+            l_level,
+            attn: Attention {
+                num_heads: cfg.num_heads,
+                head_dim: cfg.head_dim(),
+                rope,
+            },
+            trace: Mutex::new(None),
+        }
+    }
+
+    /// Every state-dict entry in the reference's order: `(key, var, kind)`, keys starting `inner.`.
+    pub fn named_tensors(&self) -> Vec<(String, &Var, TensorKind)> {
+        use TensorKind::*;
+        let mut v: Vec<(String, &Var, TensorKind)> = vec![
+            ("inner.H_init".into(), &self.h_init, Buffer),
+            ("inner.L_init".into(), &self.l_init, Buffer),
+            (
+                "inner.embed_tokens.embedding_weight".into(),
+                &self.embed_tokens,
+                Parameter,
+            ),
+            ("inner.lm_head.weight".into(), &self.lm_head, Parameter),
+            ("inner.q_head.weight".into(), &self.q_head_w, Parameter),
+            ("inner.q_head.bias".into(), &self.q_head_b, Parameter),
+        ];
+        if let Some(p) = &self.puzzle_emb {
+            v.push(("inner.puzzle_emb.weights".into(), p, Buffer));
+        }
+        if let Some(p) = &self.embed_pos {
+            v.push(("inner.embed_pos.embedding_weight".into(), p, Parameter));
+        }
+        for (level, blocks) in [("H_level", &self.h_level), ("L_level", &self.l_level)] {
+            for (i, b) in blocks.iter().enumerate() {
+                let p = format!("inner.{level}.layers.{i}");
+                v.push((
+                    format!("{p}.self_attn.qkv_proj.weight"),
+                    &b.qkv_proj,
+                    Parameter,
+                ));
+                v.push((format!("{p}.self_attn.o_proj.weight"), &b.o_proj, Parameter));
+                v.push((
+                    format!("{p}.mlp.gate_up_proj.weight"),
+                    &b.gate_up_proj,
+                    Parameter,
+                ));
+                v.push((format!("{p}.mlp.down_proj.weight"), &b.down_proj, Parameter));
+            }
+        }
+        v
+    }
+
+    /// The trainable parameters in the reference's `named_parameters()` order.
+    pub fn parameters(&self) -> Vec<(String, &Var)> {
+        self.named_tensors()
+            .into_iter()
+            .filter(|(_, _, k)| *k == TensorKind::Parameter)
+            .map(|(n, v, _)| (n, v))
+            .collect()
+    }
+
+    /// Expected shape of every state-dict key.
+    pub fn expected_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+        let (d, i, v) = (cfg.hidden_size, cfg.mlp_inner(), cfg.vocab_size);
+        let mut out = vec![
+            ("inner.H_init".to_string(), vec![d]),
+            ("inner.L_init".into(), vec![d]),
+            ("inner.embed_tokens.embedding_weight".into(), vec![v, d]),
+            ("inner.lm_head.weight".into(), vec![v, d]),
+            ("inner.q_head.weight".into(), vec![2, d]),
+            ("inner.q_head.bias".into(), vec![2]),
+        ];
+        if cfg.puzzle_emb_ndim > 0 {
+            out.push((
+                "inner.puzzle_emb.weights".into(),
+                vec![cfg.num_puzzle_identifiers, cfg.puzzle_emb_ndim],
+            ));
+        }
+        if cfg.pos_encodings == PosEncoding::Learned {
+            out.push((
+                "inner.embed_pos.embedding_weight".into(),
+                vec![cfg.full_seq_len(), d],
+            ));
+        }
+        for (level, n) in [("H_level", cfg.h_layers), ("L_level", cfg.l_layers)] {
+            for l in 0..n {
+                let p = format!("inner.{level}.layers.{l}");
+                out.push((format!("{p}.self_attn.qkv_proj.weight"), vec![3 * d, d]));
+                out.push((format!("{p}.self_attn.o_proj.weight"), vec![d, d]));
+                out.push((format!("{p}.mlp.gate_up_proj.weight"), vec![2 * i, d]));
+                out.push((format!("{p}.mlp.down_proj.weight"), vec![d, i]));
+            }
+        }
+        out
+    }
+
+    /// Build a model from a state dict (keys as in [`Hrm::named_tensors`]). Strict: every
+    /// missing, unexpected or mis-shaped key is reported by name in one error.
+    pub fn from_state_dict(
+        cfg: &ModelConfig,
+        device: &Device,
+        tensors: &HashMap<String, Tensor>,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let expected = Self::expected_shapes(cfg);
+        let mut problems = Vec::new();
+        for (k, shape) in &expected {
+            match tensors.get(k) {
+                None => problems.push(format!("missing key `{k}` (expected shape {shape:?})")),
+                Some(t) if t.dims() != shape.as_slice() => problems.push(format!(
+                    "key `{k}` has shape {:?}, expected {shape:?}",
+                    t.dims()
+                )),
+                _ => {}
+            }
+        }
+        let known: std::collections::HashSet<&str> =
+            expected.iter().map(|(k, _)| k.as_str()).collect();
+        let mut unexpected: Vec<&String> = tensors
+            .keys()
+            .filter(|k| !known.contains(k.as_str()))
+            .collect();
+        unexpected.sort();
+        for k in unexpected {
+            problems.push(format!("unexpected key `{k}`"));
+        }
+        if !problems.is_empty() {
+            return Err(Error::StateDict(problems));
+        }
+        let var = |k: &str| -> Result<Var> {
+            let t = tensors[k].to_device(device)?.to_dtype(DType::F32)?;
+            Ok(Var::from_tensor(&t)?)
+        };
+        let blocks = |level: &str, n: usize| -> Result<Vec<Block>> {
+            (0..n)
+                .map(|l| {
+                    let p = format!("inner.{level}.layers.{l}");
+                    Ok(Block {
+                        qkv_proj: var(&format!("{p}.self_attn.qkv_proj.weight"))?,
+                        o_proj: var(&format!("{p}.self_attn.o_proj.weight"))?,
+                        gate_up_proj: var(&format!("{p}.mlp.gate_up_proj.weight"))?,
+                        down_proj: var(&format!("{p}.mlp.down_proj.weight"))?,
+                    })
+                })
+                .collect()
+        };
+        Ok(Self::assemble(
+            cfg,
+            device,
+            var("inner.H_init")?,
+            var("inner.L_init")?,
+            var("inner.embed_tokens.embedding_weight")?,
+            match cfg.pos_encodings {
+                PosEncoding::Learned => Some(var("inner.embed_pos.embedding_weight")?),
+                PosEncoding::Rope => None,
+            },
+            var("inner.lm_head.weight")?,
+            var("inner.q_head.weight")?,
+            var("inner.q_head.bias")?,
+            if cfg.puzzle_emb_ndim > 0 {
+                Some(var("inner.puzzle_emb.weights")?)
+            } else {
+                None
+            },
+            blocks("H_level", cfg.h_layers)?,
+            blocks("L_level", cfg.l_layers)?,
+        ))
+    }
+
+    /// The state dict (f32 tensors sharing storage with the model; clone before mutating).
+    pub fn state_dict(&self) -> Vec<(String, Tensor)> {
+        self.named_tensors()
+            .into_iter()
+            .map(|(k, v, _)| (k, v.as_detached_tensor()))
+            .collect()
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Activation dtype (f32 or bf16).
+    pub fn forward_dtype(&self) -> DType {
+        self.fdt
+    }
+
+    /// Start recording intermediate tensors of the next forward passes.
+    pub fn start_trace(&self) {
+        *self.trace.lock().expect("trace lock") = Some(Trace::default());
+    }
+
+    /// Stop recording and return what was recorded.
+    pub fn take_trace(&self) -> Option<Trace> {
+        self.trace.lock().expect("trace lock").take()
+    }
+
+    fn record(&self, name: impl FnOnce(&mut Trace) -> Option<String>, t: &Tensor) {
+        if let Ok(mut g) = self.trace.lock() {
+            if let Some(tr) = g.as_mut() {
+                if let Some(n) = name(tr) {
+                    tr.entries.push((n, t.detach()));
+                }
+            }
+        }
+    }
+
+    // --------------------------------------------------------------------------------------------
+    // Layers
+    // --------------------------------------------------------------------------------------------
+
+    /// A weight in the forward dtype; detached (no graph) unless `grad`.
+    fn weight(&self, v: &Var, grad: bool) -> Result<Tensor> {
+        let t = if grad {
+            v.as_tensor().clone()
+        } else {
+            v.as_detached_tensor()
+        };
+        Ok(if t.dtype() != self.fdt {
+            t.to_dtype(self.fdt)?
+        } else {
+            t
+        })
+    }
+
+    /// `CastedLinear`: `x [.., in] @ w^T` with `w [out, in]`.
+    fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (k, rows) = (dims[dims.len() - 1], x.elem_count() / dims[dims.len() - 1]);
+        let out = w.dim(0)?;
+        let x2 = if x.is_contiguous() {
+            x.reshape((rows, k))?
+        } else {
+            x.contiguous()?.reshape((rows, k))?
+        };
+        let y = x2.matmul(&w.t()?)?;
+        let mut od = dims;
+        *od.last_mut().expect("rank >= 1") = out;
+        Ok(y.reshape(od)?)
+    }
+
+    /// Post-norm block: `h = norm(h + attn(h)); h = norm(h + mlp(h))`.
+    fn block(&self, b: &Block, h: &Tensor, grad: bool, trace0: bool) -> Result<Tensor> {
+        let eps = self.cfg.rms_norm_eps;
+        let qkv = Self::linear(h, &self.weight(&b.qkv_proj, grad)?)?;
+        let a = Self::linear(
+            &ops::attention(&qkv, &self.attn)?,
+            &self.weight(&b.o_proj, grad)?,
+        )?;
+        let h = ops::add_rms_norm(h, &a, eps)?;
+        let gu = Self::linear(&h, &self.weight(&b.gate_up_proj, grad)?)?;
+        let m = Self::linear(&ops::swiglu(&gu)?, &self.weight(&b.down_proj, grad)?)?;
+        let out = ops::add_rms_norm(&h, &m, eps)?;
+        if trace0 {
+            self.record(|_| Some("call0.layer0.attn".into()), &a);
+            self.record(|_| Some("call0.layer0.mlp".into()), &m);
+            self.record(|_| Some("call0.layer0.out".into()), &out);
+        }
+        Ok(out)
+    }
+
+    /// Reasoning module `f(z, u)`: add the injection once, then the block stack.
+    fn module(&self, h_level: bool, z: &Tensor, inj: &Tensor, grad: bool) -> Result<Tensor> {
+        let blocks = if h_level {
+            &self.h_level
+        } else {
+            &self.l_level
+        };
+        let first_call = self
+            .trace
+            .lock()
+            .map(|g| g.as_ref().is_some_and(|t| t.calls == 0));
+        let trace0 = !h_level && first_call.unwrap_or(false);
+        let mut z = (z + inj)?;
+        for (i, b) in blocks.iter().enumerate() {
+            z = self.block(b, &z, grad, trace0 && i == 0)?;
+        }
+        self.record(
+            |t| {
+                let n = format!("call{}.{}", t.calls, if h_level { "H" } else { "L" });
+                t.calls += 1;
+                Some(n)
+            },
+            &z,
+        );
+        Ok(z)
+    }
+
+    /// Input encoding x̃ `[B, S, D]`: token embeddings, the puzzle-embedding prefix (zero-padded to
+    /// P*D), learned positions if any, times sqrt(D). `puzzle_rows` are `[B, Dp]` in f32.
+    fn input_embeddings(&self, inputs: &Tensor, puzzle_rows: Option<&Tensor>) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (b, l) = inputs.dims2()?;
+        let d = cfg.hidden_size;
+        let table = self.weight(&self.embed_tokens, true)?;
+        let mut x = table
+            .index_select(&inputs.flatten_all()?, 0)?
+            .reshape((b, l, d))?;
+        if let Some(rows) = puzzle_rows {
+            let p = cfg.puzzle_emb_len();
+            let mut rows = rows.to_dtype(self.fdt)?;
+            let pad = p * d - cfg.puzzle_emb_ndim;
+            if pad > 0 {
+                let zeros = Tensor::zeros((b, pad), self.fdt, &self.device)?;
+                rows = Tensor::cat(&[&rows, &zeros], 1)?;
+            }
+            x = Tensor::cat(&[&rows.reshape((b, p, d))?, &x], 1)?;
+        }
+        if let Some(pos) = &self.embed_pos {
+            let pos = self.weight(pos, true)?;
+            x = (x.broadcast_add(&pos.unsqueeze(0)?)? * LEARNED_POS_SCALE)?;
+        }
+        Ok((x * (d as f64).sqrt())?)
+    }
+
+    /// One segment (the reference's inner forward): `H_cycles x L_cycles` module calls, all but the
+    /// last L and the last H without gradient; returns the detached carry, logits `[B, L, V]` and
+    /// Q logits `[B, 2]` (f32). With `grad == false` nothing records a graph.
+    pub fn segment(
+        &self,
+        z_h: &Tensor,
+        z_l: &Tensor,
+        x: &Tensor,
+        grad: bool,
+    ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+        let (hc, lc) = (self.cfg.h_cycles, self.cfg.l_cycles);
+        let (mut z_h, mut z_l) = (z_h.detach(), z_l.detach());
+        let x_nograd = x.detach();
+        // Phase A: no gradient (the one-step gradient approximation of the paper).
+        for n in 0..hc {
+            for t in 0..lc {
+                if !(n == hc - 1 && t == lc - 1) {
+                    z_l = self.module(false, &z_l, &(&z_h + &x_nograd)?, false)?;
+                }
+            }
+            if n < hc - 1 {
+                z_h = self.module(true, &z_h, &z_l, false)?;
+            }
+        }
+        // Phase B: the last L and H calls carry the gradient. The injection is (z_H + x̃) first,
+        // then added to z_L, as in the reference (the order matters for bitwise bf16 parity).
+        let inj = if grad {
+            (&z_h + x)?
+        } else {
+            (&z_h + &x_nograd)?
+        };
+        let z_l = self.module(false, &z_l, &inj, grad)?;
+        let z_h = self.module(true, &z_h, &z_l, grad)?;
+        let p = self.cfg.puzzle_emb_len();
+        let logits = Self::linear(&z_h, &self.weight(&self.lm_head, grad)?)?;
+        let logits = logits.narrow(1, p, self.cfg.seq_len)?;
+        let first = z_h.narrow(1, 0, 1)?.squeeze(1)?; // [B, D]
+        let q = Self::linear(&first, &self.weight(&self.q_head_w, grad)?)?
+            .broadcast_add(&self.weight(&self.q_head_b, grad)?)?
+            .to_dtype(DType::F32)?;
+        Ok((z_h.detach(), z_l.detach(), logits, q))
+    }
+
+    // --------------------------------------------------------------------------------------------
+    // ACT wrapper
+    // --------------------------------------------------------------------------------------------
+
+    /// A fresh carry for `batch`'s shape: every row halted, so the first step loads every row.
+    pub fn initial_carry(&self, batch: &PuzzleBatch) -> Result<Carry> {
+        let (b, s, d) = (
+            batch.batch_size,
+            self.cfg.full_seq_len(),
+            self.cfg.hidden_size,
+        );
+        let z = Tensor::zeros((b, s, d), self.fdt, &self.device)?;
+        Ok(Carry {
+            z_h: z.clone(),
+            z_l: z,
+            steps: vec![0; b],
+            halted: vec![true; b],
+            data: PuzzleBatch::zeros(b, batch.seq_len),
+        })
+    }
+
+    /// Rows of `init` `[D]` where `halted`, else the carry's rows.
+    fn reset_rows(&self, init: &Var, z: &Tensor, halted: &[bool]) -> Result<Tensor> {
+        let init = init.as_detached_tensor().to_dtype(self.fdt)?;
+        let init = init
+            .reshape((1, 1, self.cfg.hidden_size))?
+            .broadcast_as(z.shape())?;
+        if halted.iter().all(|&h| h) {
+            return Ok(init.contiguous()?);
+        }
+        if !halted.iter().any(|&h| h) {
+            return Ok(z.clone());
+        }
+        let mask: Vec<u8> = halted.iter().map(|&h| h as u8).collect();
+        let mask =
+            Tensor::from_vec(mask, (halted.len(), 1, 1), &self.device)?.broadcast_as(z.shape())?;
+        Ok(mask.where_cond(&init, z)?)
+    }
+
+    fn ids_tensor(&self, ids: &[i32], shape: (usize, usize)) -> Result<Tensor> {
+        let v: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        Ok(Tensor::from_vec(v, shape, &self.device)?)
+    }
+
+    /// One ACT step (one segment for every row): halted rows restart on their row of `batch`,
+    /// the others continue their own example and ignore `batch`'s row at their index.
+    pub fn act_step(
+        &self,
+        carry: &Carry,
+        batch: &PuzzleBatch,
+        mode: Mode,
+        rng: &mut dyn RngCore,
+    ) -> Result<(Carry, StepOutput)> {
+        batch.check(&self.cfg)?;
+        let b = batch.batch_size;
+        if carry.halted.len() != b {
+            return Err(Error::msg(format!(
+                "carry has {} rows but the batch has {b}",
+                carry.halted.len()
+            )));
+        }
+        let cfg = &self.cfg;
+        // 1. reset halted rows
+        let z_h = self.reset_rows(&self.h_init, &carry.z_h, &carry.halted)?;
+        let z_l = self.reset_rows(&self.l_init, &carry.z_l, &carry.halted)?;
+        let mut steps: Vec<u32> = carry
+            .steps
+            .iter()
+            .zip(&carry.halted)
+            .map(|(&s, &h)| if h { 0 } else { s })
+            .collect();
+        let mut data = carry.data.clone();
+        for (i, &h) in carry.halted.iter().enumerate() {
+            if h {
+                data.copy_row(batch, i);
+            }
+        }
+        // 2. the segment
+        let inputs = self.ids_tensor(&data.inputs, (b, data.seq_len))?;
+        let mut puzzle_local = None;
+        let rows = match &self.puzzle_emb {
+            Some(table) => {
+                let ids = self
+                    .ids_tensor(&data.puzzle_identifiers, (b, 1))?
+                    .flatten_all()?;
+                let rows = table.as_detached_tensor().index_select(&ids, 0)?;
+                if mode == Mode::Train {
+                    // the reference's `local_weights`: a leaf copy of the rows that gets the grad
+                    let local = Var::from_tensor(&rows)?;
+                    let t = local.as_tensor().clone();
+                    puzzle_local = Some((local, data.puzzle_identifiers.clone()));
+                    Some(t)
+                } else {
+                    Some(rows)
+                }
+            }
+            None => None,
+        };
+        let x = self.input_embeddings(&inputs, rows.as_ref())?;
+        self.record(|_| Some("input_embeddings".into()), &x);
+        let (z_h, z_l, logits, q) = self.segment(&z_h, &z_l, &x, mode == Mode::Train)?;
+        let q_halt = q.narrow(1, 0, 1)?.squeeze(1)?;
+        let q_continue = q.narrow(1, 1, 1)?.squeeze(1)?;
+        // 3. step counting and halting (no gradient)
+        for s in steps.iter_mut() {
+            *s += 1;
+        }
+        let m = cfg.halt_max_steps as u32;
+        let is_last: Vec<bool> = steps.iter().map(|&s| s >= m).collect();
+        let mut halted = is_last.clone();
+        let mut target_q_continue = None;
+        if mode == Mode::Train && cfg.halt_max_steps > 1 {
+            let qh = q_halt.detach().to_vec1::<f32>()?;
+            let qc = q_continue.detach().to_vec1::<f32>()?;
+            for i in 0..b {
+                halted[i] = halted[i] || qh[i] > qc[i];
+            }
+            // exploration: a minimum segment count redrawn every step (prob eps, uniform 2..=M)
+            for i in 0..b {
+                let r: f32 = rng.random();
+                let k: u32 = rng.random_range(2..=m.max(2));
+                let min_steps = if (r as f64) < cfg.halt_exploration_prob {
+                    k
+                } else {
+                    0
+                };
+                halted[i] = halted[i] && steps[i] >= min_steps;
+            }
+            // Q-learning target from one more no-gradient segment on the new carry (no replay
+            // buffer or target network: many parallel rows stand in for them, as in PQN)
+            let (_, _, _, q2) = self.segment(&z_h, &z_l, &x.detach(), false)?;
+            let q2 = q2.to_vec2::<f32>()?;
+            target_q_continue = Some(
+                (0..b)
+                    .map(|i| {
+                        let v = if is_last[i] {
+                            q2[i][0]
+                        } else {
+                            q2[i][0].max(q2[i][1])
+                        };
+                        sigmoid_f32(v)
+                    })
+                    .collect(),
+            );
+        }
+        let new_carry = Carry {
+            z_h,
+            z_l,
+            steps,
+            halted,
+            data,
+        };
+        Ok((
+            new_carry,
+            StepOutput {
+                logits,
+                q_halt,
+                q_continue,
+                target_q_continue,
+                puzzle_local,
+            },
+        ))
+    }
+}
+
+/// torch.sigmoid on an f32 value.
+fn sigmoid_f32(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// A tensor's values as a flat f32 vector (helper for host-side code).
+pub(crate) fn to_host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn tiny(batch: usize) -> ModelConfig {
+        ModelConfig {
+            halt_max_steps: 3,
+            ..ModelConfig::tiny(batch)
+        }
+    }
+
+    fn batch(cfg: &ModelConfig, seed: u64) -> PuzzleBatch {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n = cfg.batch_size * cfg.seq_len;
+        let labels: Vec<i32> = (0..n)
+            .map(|_| rng.random_range(2..cfg.vocab_size as i32))
+            .collect();
+        let inputs = labels
+            .iter()
+            .map(|&l| if rng.random::<f32>() < 0.5 { 1 } else { l })
+            .collect();
+        PuzzleBatch {
+            inputs,
+            labels,
+            puzzle_identifiers: vec![0; cfg.batch_size],
+            batch_size: cfg.batch_size,
+            seq_len: cfg.seq_len,
+        }
+    }
+
+    #[test]
+    fn state_dict_round_trip_and_strict_loading() {
+        let cfg = tiny(2);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let m = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
+        let sd: HashMap<String, Tensor> = m.state_dict().into_iter().collect();
+        assert_eq!(sd.len(), 7 + 16);
+        let m2 = Hrm::from_state_dict(&cfg, &Device::Cpu, &sd).unwrap();
+        assert_eq!(m2.parameters().len(), m.parameters().len());
+        let mut bad = sd.clone();
+        bad.remove("inner.lm_head.weight");
+        bad.insert(
+            "inner.extra".into(),
+            Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+        );
+        bad.insert(
+            "inner.q_head.bias".into(),
+            Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+        );
+        let e = Hrm::from_state_dict(&cfg, &Device::Cpu, &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing key `inner.lm_head.weight`"), "{e}");
+        assert!(e.contains("unexpected key `inner.extra`"), "{e}");
+        assert!(e.contains("`inner.q_head.bias` has shape [3]"), "{e}");
+    }
+
+    #[test]
+    fn eval_runs_exactly_halt_max_steps() {
+        let cfg = tiny(3);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let m = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
+        let b = batch(&cfg, 2);
+        let mut carry = m.initial_carry(&b).unwrap();
+        for k in 1..=cfg.halt_max_steps {
+            let (c, out) = m.act_step(&carry, &b, Mode::Eval, &mut rng).unwrap();
+            assert_eq!(out.logits.dims(), &[3, cfg.seq_len, cfg.vocab_size]);
+            assert!(c.steps.iter().all(|&s| s as usize == k));
+            assert_eq!(c.halted.iter().all(|&h| h), k == cfg.halt_max_steps);
+            assert!(out.target_q_continue.is_none());
+            carry = c;
+        }
+    }
+
+    #[test]
+    fn no_grad_cycles_record_no_graph() {
+        // The graph of a training segment must not depend on H_cycles x L_cycles: count the
+        // tensors reachable from the logits for 1x1 and 3x3 cycles.
+        let count = |h: usize, l: usize| {
+            let cfg = ModelConfig {
+                h_cycles: h,
+                l_cycles: l,
+                ..tiny(2)
+            };
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+            let m = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
+            let b = batch(&cfg, 4);
+            let carry = m.initial_carry(&b).unwrap();
+            let (_, out) = m.act_step(&carry, &b, Mode::Train, &mut rng).unwrap();
+            let loss = out.logits.sum_all().unwrap();
+            loss.sorted_nodes().len()
+        };
+        let small = count(1, 1);
+        let big = count(3, 3);
+        assert_eq!(small, big, "the no-gradient cycles recorded graph nodes");
+    }
+}

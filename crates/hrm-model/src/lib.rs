@@ -1,0 +1,62 @@
+//! `hrm-model`: the Hierarchical Reasoning Model (HRM, ACT v1; Wang et al. 2025,
+//! arXiv 2506.21734) on candle, numerically matching the PyTorch reference (sapientinc/HRM).
+//!
+//! - [`config`]: the architecture config with the reference's key names.
+//! - [`init`]: JAX-style truncated LeCun-normal initialisation.
+//! - [`ops`]: fused attention+RoPE, residual+RMSNorm and SwiGLU with hand-written backward passes.
+//! - [`hrm`]: blocks, reasoning modules, the segment forward and the ACT wrapper with its carry.
+//! - [`loss`]: stablemax / softmax cross-entropy, Q-learning BCE losses and the metrics.
+//! - [`optim`]: AdamATan2 (adam-atan2 0.0.3 semantics) and the sparse puzzle-embedding SignSGD.
+//! - [`train`]: one training step (forward, loss, backward) and the gradients it produces.
+//! - [`checkpoint`]: safetensors checkpoints with config metadata; reference `.pt` import.
+//! - [`parity`]: replays `hrm-parity-v1` golden fixtures of the PyTorch reference.
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod config;
+pub mod hrm;
+pub mod init;
+pub mod loss;
+pub mod ops;
+pub mod optim;
+pub mod parity;
+pub mod train;
+
+pub use config::ModelConfig;
+pub use hrm::{Carry, Hrm, Mode, PuzzleBatch, StepOutput};
+
+/// Errors of this crate: tensor errors, configuration errors and checkpoint problems, each with a
+/// message that names the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An error from candle.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// An invalid model configuration.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A state dict that does not fit the model: every problem, by key.
+    #[error("state dict does not match the model: {}", .0.join("; "))]
+    StateDict(Vec<String>),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Anything else, with its explanation.
+    #[error("{0}")]
+    Msg(String),
+}
+
+impl Error {
+    /// An error with a free-form message.
+    pub fn msg(s: impl Into<String>) -> Self {
+        Error::Msg(s.into())
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

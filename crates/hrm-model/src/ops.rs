@@ -1,0 +1,1013 @@
+//! Fused operations of the HRM block, as candle custom ops with hand-written backward passes.
+//!
+//! Three kernels cover everything in a block that is not a matrix product
+//! (mirrors sapientinc/HRM:models/layers.py `Attention.forward`, `SwiGLU.forward`, `rms_norm`,
+//! `apply_rotary_pos_emb` and the residual adds of `HierarchicalReasoningModel_ACTV1Block`):
+//!
+//! - [`attention`]: `qkv [B, S, 3D] -> out [B, S, D]`: split into heads, rotate-half RoPE on q and
+//!   k (fp32 tables), non-causal softmax attention with scale 1/sqrt(Dh), merge heads. The backward
+//!   pass recomputes the attention probabilities from q and k (as FlashAttention does) instead of
+//!   keeping a `[B, H, S, S]` tensor alive in the graph.
+//! - [`add_rms_norm`]: `rms_norm(a + b)`, the post-norm residual of the block, parameter-free,
+//!   computed in fp32 (f64 accumulation of the mean square).
+//! - [`swiglu`]: `gate_up [.., 2I] -> silu(gate) * up [.., I]`.
+//!
+//! candle's own fused `softmax_last_dim`, `candle_nn::RmsNorm` and `rotary_emb::rope` silently drop
+//! gradients, which is why these exist. Each kernel runs on CPU as a custom op (f32, bf16 via an
+//! fp32 compute copy, and f64 so that finite-difference tests are precise); on other devices the
+//! same maths runs as composed, differentiable candle ops (`*_composed`), which also serve as a
+//! second opinion in the tests.
+//!
+//! Shape legend: B batch, S sequence (puzzle prefix included), H heads, Dh head dim, D = H*Dh,
+//! I SwiGLU inner width.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
+use half::bf16;
+use rayon::prelude::*;
+
+// ------------------------------------------------------------------------------------------------
+// Element type plumbing
+// ------------------------------------------------------------------------------------------------
+
+/// The float types our kernels compute in (bf16 inputs are computed in f32).
+pub(crate) trait Real:
+    num_traits::Float + Send + Sync + Copy + std::iter::Sum + std::fmt::Debug + 'static
+{
+    fn from_f64(x: f64) -> Self;
+    fn to_f64(self) -> f64;
+}
+impl Real for f32 {
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+}
+impl Real for f64 {
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+/// A contiguous view (borrowed when possible) of a storage as `T`.
+fn contiguous<'a, T: candle_core::WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> Result<Cow<'a, [T]>> {
+    let data = s.as_slice::<T>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(Cow::Borrowed(&data[a..b])),
+        None => Ok(Cow::Owned(
+            strided_offsets(l).into_iter().map(|i| data[i]).collect(),
+        )),
+    }
+}
+
+/// Storage offsets of every element of a (possibly strided) layout, in row-major order.
+fn strided_offsets(l: &Layout) -> Vec<usize> {
+    let dims = l.dims();
+    let stride = l.stride();
+    let n: usize = dims.iter().product();
+    let mut out = Vec::with_capacity(n);
+    let mut idx = vec![0usize; dims.len()];
+    for _ in 0..n {
+        out.push(l.start_offset() + idx.iter().zip(stride).map(|(i, s)| i * s).sum::<usize>());
+        for d in (0..dims.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < dims[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    out
+}
+
+/// Input of a custom op in its compute type: f32/f64 as they are, bf16 widened to f32.
+enum Input<'a> {
+    F32(Cow<'a, [f32]>),
+    F64(Cow<'a, [f64]>),
+}
+
+fn input<'a>(s: &'a CpuStorage, l: &Layout) -> Result<(Input<'a>, DType)> {
+    Ok(match s.dtype() {
+        DType::F32 => (Input::F32(contiguous::<f32>(s, l)?), DType::F32),
+        DType::F64 => (Input::F64(contiguous::<f64>(s, l)?), DType::F64),
+        DType::BF16 => {
+            let v = contiguous::<bf16>(s, l)?;
+            (
+                Input::F32(Cow::Owned(v.iter().map(|x| x.to_f32()).collect())),
+                DType::BF16,
+            )
+        }
+        dt => candle_core::bail!("hrm ops support f32, bf16 and f64, got {dt:?}"),
+    })
+}
+
+/// Wrap an f32/f64 result into a storage of the requested dtype.
+fn output_f32(v: Vec<f32>, dtype: DType) -> CpuStorage {
+    match dtype {
+        DType::BF16 => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+        _ => CpuStorage::F32(v),
+    }
+}
+
+fn same_dtype(a: DType, b: DType, op: &str) -> Result<()> {
+    if a != b {
+        candle_core::bail!("{op}: dtype mismatch {a:?} vs {b:?}")
+    }
+    Ok(())
+}
+
+/// Dot product with 8 independent accumulators (lets the compiler vectorise the reduction).
+#[inline]
+fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let n = a.len() / 8 * 8;
+    for (ca, cb) in a[..n].chunks_exact(8).zip(b[..n].chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] = acc[k] + ca[k] * cb[k];
+        }
+    }
+    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for i in n..a.len() {
+        s = s + a[i] * b[i];
+    }
+    s
+}
+
+/// y += a * x
+#[inline]
+fn axpy<T: Real>(y: &mut [T], a: T, x: &[T]) {
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi = *yi + a * xi;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// RoPE tables
+// ------------------------------------------------------------------------------------------------
+
+/// Rotary tables `[S, Dh]`, built in f32 exactly as the reference does: `inv_freq_k =
+/// 1 / theta^(2k/Dh)`, angle `t * inv_freq_k` in f32, the Dh/2 angles concatenated with themselves.
+#[derive(Debug, Clone)]
+pub struct RopeTables {
+    /// Positions S (puzzle prefix included; the prefix is position 0).
+    pub seq_len: usize,
+    /// Head dimension Dh.
+    pub head_dim: usize,
+    /// cos table, row-major `[S, Dh]`.
+    pub cos: Vec<f32>,
+    /// sin table, row-major `[S, Dh]`.
+    pub sin: Vec<f32>,
+}
+
+impl RopeTables {
+    /// Build the tables for `seq_len` positions of `head_dim`-wide heads with base `theta`.
+    pub fn new(seq_len: usize, head_dim: usize, theta: f64) -> Self {
+        let half = head_dim / 2;
+        // torch: 1.0 / (base ** (torch.arange(0, dim, 2, dtype=float32) / dim)); the power is
+        // evaluated in f32 (a python float base with an f32 tensor exponent gives an f32 result).
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|k| {
+                let e = (2 * k) as f32 / head_dim as f32;
+                1.0f32 / (theta as f32).powf(e)
+            })
+            .collect();
+        let mut cos = vec![0f32; seq_len * head_dim];
+        let mut sin = vec![0f32; seq_len * head_dim];
+        for t in 0..seq_len {
+            for k in 0..half {
+                let a = t as f32 * inv_freq[k];
+                let (s, c) = (a.sin(), a.cos());
+                for j in [k, k + half] {
+                    cos[t * head_dim + j] = c;
+                    sin[t * head_dim + j] = s;
+                }
+            }
+        }
+        Self {
+            seq_len,
+            head_dim,
+            cos,
+            sin,
+        }
+    }
+
+    /// The tables as `[S, Dh]` tensors (for the composed path and for checks).
+    pub fn tensors(&self, device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
+        let shape = (self.seq_len, self.head_dim);
+        Ok((
+            Tensor::from_slice(&self.cos, shape, device)?,
+            Tensor::from_slice(&self.sin, shape, device)?,
+        ))
+    }
+}
+
+/// Rotate-half RoPE of one head vector in place: x'_i = x_i c_i - x_{i+h} s_i,
+/// x'_{i+h} = x_{i+h} c_{i+h} + x_i s_{i+h} (the tables repeat, so c_i = c_{i+h}).
+#[inline]
+fn rope_apply<T: Real>(x: &mut [T], cos: &[f32], sin: &[f32]) {
+    let h = x.len() / 2;
+    for i in 0..h {
+        let (a, b) = (x[i], x[i + h]);
+        let (ci, si) = (T::from_f64(cos[i] as f64), T::from_f64(sin[i] as f64));
+        let (cj, sj) = (
+            T::from_f64(cos[i + h] as f64),
+            T::from_f64(sin[i + h] as f64),
+        );
+        // same operation order as `q * cos + rotate_half(q) * sin`
+        x[i] = a * ci + (-b) * si;
+        x[i + h] = b * cj + a * sj;
+    }
+}
+
+/// Transpose of [`rope_apply`] (the gradient through the rotation): g = g'∘c - R(g'∘s).
+#[inline]
+fn rope_apply_t<T: Real>(g: &mut [T], cos: &[f32], sin: &[f32]) {
+    let h = g.len() / 2;
+    for i in 0..h {
+        let (a, b) = (g[i], g[i + h]);
+        let (ci, si) = (T::from_f64(cos[i] as f64), T::from_f64(sin[i] as f64));
+        let (cj, sj) = (
+            T::from_f64(cos[i + h] as f64),
+            T::from_f64(sin[i + h] as f64),
+        );
+        g[i] = a * ci + b * sj;
+        g[i + h] = b * cj - a * si;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Attention
+// ------------------------------------------------------------------------------------------------
+
+/// Non-causal multi-head attention with RoPE as one op: `qkv [B, S, 3D] -> [B, S, D]`.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    /// Heads H.
+    pub num_heads: usize,
+    /// Head width Dh.
+    pub head_dim: usize,
+    /// RoPE tables, or None for learned positions.
+    pub rope: Option<Arc<RopeTables>>,
+}
+
+/// Per (batch, head) working set: rotated q, k, plain v, each `[S, Dh]`, and probabilities `[S, S]`.
+struct HeadCtx<T> {
+    q: Vec<T>,
+    k: Vec<T>,
+    v: Vec<T>,
+    p: Vec<T>,
+}
+
+impl Attention {
+    fn check(&self, l: &Layout) -> Result<(usize, usize)> {
+        let dims = l.dims();
+        let d = self.num_heads * self.head_dim;
+        if dims.len() != 3 || dims[2] != 3 * d {
+            candle_core::bail!("attention expects qkv [B, S, {}], got {:?}", 3 * d, dims)
+        }
+        if let Some(r) = &self.rope {
+            if r.seq_len != dims[1] || r.head_dim != self.head_dim {
+                candle_core::bail!(
+                    "attention: RoPE tables are [{}, {}] but the sequence is [{}, {}]",
+                    r.seq_len,
+                    r.head_dim,
+                    dims[1],
+                    self.head_dim
+                )
+            }
+        }
+        Ok((dims[0], dims[1]))
+    }
+
+    /// Gather head `h` of batch row `b` from `qkv`, rotate q and k, compute softmax(q k^T * scale).
+    fn head_ctx<T: Real>(&self, qkv: &[T], s: usize, b: usize, h: usize) -> HeadCtx<T> {
+        let dh = self.head_dim;
+        let d = self.num_heads * dh;
+        let mut q = vec![T::zero(); s * dh];
+        let mut k = vec![T::zero(); s * dh];
+        let mut v = vec![T::zero(); s * dh];
+        for i in 0..s {
+            let row = &qkv[(b * s + i) * 3 * d..(b * s + i + 1) * 3 * d];
+            q[i * dh..(i + 1) * dh].copy_from_slice(&row[h * dh..(h + 1) * dh]);
+            k[i * dh..(i + 1) * dh].copy_from_slice(&row[d + h * dh..d + (h + 1) * dh]);
+            v[i * dh..(i + 1) * dh].copy_from_slice(&row[2 * d + h * dh..2 * d + (h + 1) * dh]);
+            if let Some(r) = &self.rope {
+                let (c, sn) = (&r.cos[i * dh..(i + 1) * dh], &r.sin[i * dh..(i + 1) * dh]);
+                rope_apply(&mut q[i * dh..(i + 1) * dh], c, sn);
+                rope_apply(&mut k[i * dh..(i + 1) * dh], c, sn);
+            }
+        }
+        let scale = T::from_f64(1.0 / (dh as f64).sqrt());
+        let mut p = vec![T::zero(); s * s];
+        for i in 0..s {
+            let qi = &q[i * dh..(i + 1) * dh];
+            let row = &mut p[i * s..(i + 1) * s];
+            let mut mx = T::neg_infinity();
+            for j in 0..s {
+                let x = dot(qi, &k[j * dh..(j + 1) * dh]) * scale;
+                row[j] = x;
+                mx = mx.max(x);
+            }
+            let mut sum = T::zero();
+            for x in row.iter_mut() {
+                *x = (*x - mx).exp();
+                sum = sum + *x;
+            }
+            let inv = T::one() / sum;
+            for x in row.iter_mut() {
+                *x = *x * inv;
+            }
+        }
+        HeadCtx { q, k, v, p }
+    }
+
+    fn fwd_t<T: Real>(&self, qkv: &[T], b: usize, s: usize) -> Vec<T> {
+        let (nh, dh) = (self.num_heads, self.head_dim);
+        let d = nh * dh;
+        // one [S, Dh] output block per (batch, head), computed in parallel
+        let blocks: Vec<Vec<T>> = (0..b * nh)
+            .into_par_iter()
+            .map(|bh| {
+                let ctx = self.head_ctx(qkv, s, bh / nh, bh % nh);
+                let mut o = vec![T::zero(); s * dh];
+                for i in 0..s {
+                    let oi = &mut o[i * dh..(i + 1) * dh];
+                    for j in 0..s {
+                        axpy(oi, ctx.p[i * s + j], &ctx.v[j * dh..(j + 1) * dh]);
+                    }
+                }
+                o
+            })
+            .collect();
+        let mut out = vec![T::zero(); b * s * d];
+        for (bh, o) in blocks.iter().enumerate() {
+            let (bi, h) = (bh / nh, bh % nh);
+            for i in 0..s {
+                out[(bi * s + i) * d + h * dh..(bi * s + i) * d + (h + 1) * dh]
+                    .copy_from_slice(&o[i * dh..(i + 1) * dh]);
+            }
+        }
+        out
+    }
+
+    /// d qkv from d out, recomputing the probabilities.
+    fn bwd_t<T: Real>(&self, qkv: &[T], dout: &[T], b: usize, s: usize) -> Vec<T> {
+        let (nh, dh) = (self.num_heads, self.head_dim);
+        let d = nh * dh;
+        let scale = T::from_f64(1.0 / (dh as f64).sqrt());
+        let blocks: Vec<(Vec<T>, Vec<T>, Vec<T>)> = (0..b * nh)
+            .into_par_iter()
+            .map(|bh| {
+                let (bi, h) = (bh / nh, bh % nh);
+                let ctx = self.head_ctx(qkv, s, bi, h);
+                // dO for this head, [S, Dh]
+                let mut go = vec![T::zero(); s * dh];
+                for i in 0..s {
+                    go[i * dh..(i + 1) * dh].copy_from_slice(
+                        &dout[(bi * s + i) * d + h * dh..(bi * s + i) * d + (h + 1) * dh],
+                    );
+                }
+                let mut dq = vec![T::zero(); s * dh];
+                let mut dk = vec![T::zero(); s * dh];
+                let mut dv = vec![T::zero(); s * dh];
+                let mut ds = vec![T::zero(); s];
+                for i in 0..s {
+                    let pi = &ctx.p[i * s..(i + 1) * s];
+                    let goi = &go[i * dh..(i + 1) * dh];
+                    // dV[j] += P[i,j] dO[i]; dP[i,j] = dO[i] . V[j]
+                    let mut rowdot = T::zero();
+                    for j in 0..s {
+                        axpy(&mut dv[j * dh..(j + 1) * dh], pi[j], goi);
+                        let dp = dot(goi, &ctx.v[j * dh..(j + 1) * dh]);
+                        ds[j] = dp;
+                        rowdot = rowdot + pi[j] * dp;
+                    }
+                    // softmax backward: dS = P (dP - sum_j P dP), then through the scale
+                    for j in 0..s {
+                        ds[j] = pi[j] * (ds[j] - rowdot) * scale;
+                    }
+                    let dqi = &mut dq[i * dh..(i + 1) * dh];
+                    for j in 0..s {
+                        axpy(dqi, ds[j], &ctx.k[j * dh..(j + 1) * dh]);
+                    }
+                    let qi = &ctx.q[i * dh..(i + 1) * dh];
+                    for j in 0..s {
+                        axpy(&mut dk[j * dh..(j + 1) * dh], ds[j], qi);
+                    }
+                }
+                if let Some(r) = &self.rope {
+                    for i in 0..s {
+                        let (c, sn) = (&r.cos[i * dh..(i + 1) * dh], &r.sin[i * dh..(i + 1) * dh]);
+                        rope_apply_t(&mut dq[i * dh..(i + 1) * dh], c, sn);
+                        rope_apply_t(&mut dk[i * dh..(i + 1) * dh], c, sn);
+                    }
+                }
+                (dq, dk, dv)
+            })
+            .collect();
+        let mut dqkv = vec![T::zero(); b * s * 3 * d];
+        for (bh, (dq, dk, dv)) in blocks.iter().enumerate() {
+            let (bi, h) = (bh / nh, bh % nh);
+            for i in 0..s {
+                let row = &mut dqkv[(bi * s + i) * 3 * d..(bi * s + i + 1) * 3 * d];
+                row[h * dh..(h + 1) * dh].copy_from_slice(&dq[i * dh..(i + 1) * dh]);
+                row[d + h * dh..d + (h + 1) * dh].copy_from_slice(&dk[i * dh..(i + 1) * dh]);
+                row[2 * d + h * dh..2 * d + (h + 1) * dh]
+                    .copy_from_slice(&dv[i * dh..(i + 1) * dh]);
+            }
+        }
+        dqkv
+    }
+}
+
+impl CustomOp1 for Attention {
+    fn name(&self) -> &'static str {
+        "hrm-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, sq) = self.check(l)?;
+        let shape = Shape::from((b, sq, self.num_heads * self.head_dim));
+        let (x, dt) = input(s, l)?;
+        let out = match x {
+            Input::F32(x) => output_f32(self.fwd_t(&x, b, sq), dt),
+            Input::F64(x) => CpuStorage::F64(self.fwd_t(&x, b, sq)),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let g = grad_res.to_dtype(arg.dtype())?;
+        Ok(Some(arg.apply_op2_no_bwd(&g, &AttentionBwd(self.clone()))?))
+    }
+}
+
+/// `(qkv, d out) -> d qkv` of [`Attention`] (no backward of its own).
+struct AttentionBwd(Attention);
+
+impl CustomOp2 for AttentionBwd {
+    fn name(&self) -> &'static str {
+        "hrm-attention-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, sq) = self.0.check(l1)?;
+        let (x, dt) = input(s1, l1)?;
+        let (g, dt2) = input(s2, l2)?;
+        same_dtype(dt, dt2, "attention backward")?;
+        let out = match (x, g) {
+            (Input::F32(x), Input::F32(g)) => output_f32(self.0.bwd_t(&x, &g, b, sq), dt),
+            (Input::F64(x), Input::F64(g)) => CpuStorage::F64(self.0.bwd_t(&x, &g, b, sq)),
+            _ => candle_core::bail!("attention backward: mixed dtypes"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// Attention with RoPE: `qkv [B, S, 3D] -> [B, S, D]`; the fused op on CPU, composed ops elsewhere.
+pub fn attention(qkv: &Tensor, op: &Attention) -> Result<Tensor> {
+    if qkv.device().is_cpu() {
+        qkv.apply_op1(op.clone())
+    } else {
+        attention_composed(qkv, op)
+    }
+}
+
+/// Rotate-half RoPE on `[B, S, H, Dh]` in f32 with `[S, Dh]` tables, as composed candle ops.
+pub fn rope_composed(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let dt = x.dtype();
+    let x = x.to_dtype(DType::F32)?;
+    let h = x.dim(D::Minus1)? / 2;
+    let x1 = x.narrow(D::Minus1, 0, h)?;
+    let x2 = x.narrow(D::Minus1, h, h)?;
+    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    let (s, dh) = cos.dims2()?;
+    let cos = cos.reshape((1, s, 1, dh))?;
+    let sin = sin.reshape((1, s, 1, dh))?;
+    x.broadcast_mul(&cos)?
+        .add(&rot.broadcast_mul(&sin)?)?
+        .to_dtype(dt)
+}
+
+/// The same maths as [`Attention`] in differentiable candle ops (any device).
+pub fn attention_composed(qkv: &Tensor, op: &Attention) -> Result<Tensor> {
+    let (b, s, _) = qkv.dims3()?;
+    let (nh, dh) = (op.num_heads, op.head_dim);
+    let qkv = qkv.reshape((b, s, 3 * nh, dh))?;
+    let mut q = qkv.narrow(2, 0, nh)?;
+    let mut k = qkv.narrow(2, nh, nh)?;
+    let v = qkv.narrow(2, 2 * nh, nh)?;
+    if let Some(r) = &op.rope {
+        let (cos, sin) = r.tensors(qkv.device())?;
+        q = rope_composed(&q, &cos, &sin)?;
+        k = rope_composed(&k, &cos, &sin)?;
+    }
+    let q = q.transpose(1, 2)?.contiguous()?; // [B, H, S, Dh]
+    let k = k.transpose(1, 2)?.contiguous()?;
+    let v = v.transpose(1, 2)?.contiguous()?;
+    let scores = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?; // [B, H, S, S]
+    let p = softmax_composed(&scores)?;
+    let o = p.matmul(&v)?; // [B, H, S, Dh]
+    o.transpose(1, 2)?.reshape((b, s, nh * dh))
+}
+
+/// Softmax over the last dimension from differentiable primitives (max-subtracted, f32 inside).
+pub fn softmax_composed(x: &Tensor) -> Result<Tensor> {
+    let dt = x.dtype();
+    let x = x.to_dtype(if dt == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    })?;
+    let mx = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&mx)?.exp()?;
+    let sum = e.sum_keepdim(D::Minus1)?;
+    e.broadcast_div(&sum)?.to_dtype(dt)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Residual add + RMSNorm
+// ------------------------------------------------------------------------------------------------
+
+/// `rms_norm(a + b)` over the last dimension: `y = x / sqrt(mean(x^2) + eps)`.
+#[derive(Debug, Clone, Copy)]
+pub struct AddRmsNorm {
+    /// Epsilon inside the square root (1e-5).
+    pub eps: f64,
+}
+
+impl AddRmsNorm {
+    /// Forward over rows of width `d`; returns y. With `round_bf16` the sum is rounded to bf16
+    /// first, as the reference's bf16 residual add does before the fp32 norm.
+    fn fwd_t<T: Real>(&self, a: &[T], b: &[T], d: usize, round_bf16: bool) -> Vec<T> {
+        let mut y = vec![T::zero(); a.len()];
+        y.par_chunks_mut(d * 64.max(1))
+            .enumerate()
+            .for_each(|(c, ys)| {
+                let base = c * d * 64;
+                for (r, yr) in ys.chunks_mut(d).enumerate() {
+                    let off = base + r * d;
+                    let mut ss = 0f64;
+                    for j in 0..d {
+                        let mut x = a[off + j] + b[off + j];
+                        if round_bf16 {
+                            x = T::from_f64(bf16::from_f64(x.to_f64()).to_f64());
+                        }
+                        yr[j] = x;
+                        ss += x.to_f64() * x.to_f64();
+                    }
+                    let var = T::from_f64(ss / d as f64);
+                    let r = T::one() / (var + T::from_f64(self.eps)).sqrt();
+                    for v in yr.iter_mut() {
+                        *v = *v * r;
+                    }
+                }
+            });
+        y
+    }
+
+    /// dx = r (g - y mean(g y)), recomputing r from a + b.
+    fn bwd_t<T: Real>(&self, a: &[T], b: &[T], g: &[T], d: usize) -> Vec<T> {
+        let mut dx = vec![T::zero(); a.len()];
+        dx.par_chunks_mut(d * 64).enumerate().for_each(|(c, dxs)| {
+            let base = c * d * 64;
+            for (r, dxr) in dxs.chunks_mut(d).enumerate() {
+                let off = base + r * d;
+                let mut ss = 0f64;
+                for j in 0..d {
+                    let x = (a[off + j] + b[off + j]).to_f64();
+                    ss += x * x;
+                }
+                let rr = 1.0 / (ss / d as f64 + self.eps).sqrt();
+                let mut gy = 0f64;
+                for j in 0..d {
+                    let y = (a[off + j] + b[off + j]).to_f64() * rr;
+                    gy += g[off + j].to_f64() * y;
+                }
+                let m = gy / d as f64;
+                for j in 0..d {
+                    let y = (a[off + j] + b[off + j]).to_f64() * rr;
+                    dxr[j] = T::from_f64(rr * (g[off + j].to_f64() - y * m));
+                }
+            }
+        });
+        dx
+    }
+}
+
+impl CustomOp2 for AddRmsNorm {
+    fn name(&self) -> &'static str {
+        "hrm-add-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            candle_core::bail!(
+                "add_rms_norm: shapes {:?} and {:?} differ",
+                l1.dims(),
+                l2.dims()
+            )
+        }
+        let d = *l1.dims().last().unwrap_or(&1);
+        let (a, dt) = input(s1, l1)?;
+        let (b, dt2) = input(s2, l2)?;
+        same_dtype(dt, dt2, "add_rms_norm")?;
+        let out = match (a, b) {
+            (Input::F32(a), Input::F32(b)) => {
+                output_f32(self.fwd_t(&a, &b, d, dt == DType::BF16), dt)
+            }
+            (Input::F64(a), Input::F64(b)) => CpuStorage::F64(self.fwd_t(&a, &b, d, false)),
+            _ => candle_core::bail!("add_rms_norm: mixed dtypes"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = grad.to_dtype(a.dtype())?;
+        let dx = a.apply_op3_no_bwd(b, &g, &AddRmsNormBwd(*self))?;
+        Ok((Some(dx.clone()), Some(dx)))
+    }
+}
+
+/// `(a, b, dy) -> dx` of [`AddRmsNorm`].
+struct AddRmsNormBwd(AddRmsNorm);
+
+impl candle_core::CustomOp3 for AddRmsNormBwd {
+    fn name(&self) -> &'static str {
+        "hrm-add-rms-norm-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = *l1.dims().last().unwrap_or(&1);
+        let (a, dt) = input(s1, l1)?;
+        let (b, _) = input(s2, l2)?;
+        let (g, _) = input(s3, l3)?;
+        let out = match (a, b, g) {
+            (Input::F32(a), Input::F32(b), Input::F32(g)) => {
+                output_f32(self.0.bwd_t(&a, &b, &g, d), dt)
+            }
+            (Input::F64(a), Input::F64(b), Input::F64(g)) => {
+                CpuStorage::F64(self.0.bwd_t(&a, &b, &g, d))
+            }
+            _ => candle_core::bail!("add_rms_norm backward: mixed dtypes"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// `rms_norm(a + b)`: the fused op on CPU, composed ops elsewhere.
+pub fn add_rms_norm(a: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    if a.device().is_cpu() {
+        a.apply_op2(b, AddRmsNorm { eps })
+    } else {
+        rms_norm_composed(&(a + b)?, eps)
+    }
+}
+
+/// Parameter-free RMSNorm as composed candle ops (fp32 inside, result in the input dtype).
+pub fn rms_norm_composed(x: &Tensor, eps: f64) -> Result<Tensor> {
+    let dt = x.dtype();
+    let xf = x.to_dtype(if dt == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    })?;
+    let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
+    let r = (var + eps)?.sqrt()?.recip()?;
+    xf.broadcast_mul(&r)?.to_dtype(dt)
+}
+
+// ------------------------------------------------------------------------------------------------
+// SwiGLU gate
+// ------------------------------------------------------------------------------------------------
+
+/// `gate_up [.., 2I] -> silu(gate) * up [.., I]` where gate is the first half of the features.
+#[derive(Debug, Clone, Copy)]
+pub struct SwiGlu;
+
+#[inline]
+fn sigmoid<T: Real>(x: T) -> T {
+    T::one() / (T::one() + (-x).exp())
+}
+
+impl SwiGlu {
+    fn fwd_t<T: Real>(gu: &[T], inner: usize) -> Vec<T> {
+        let rows = gu.len() / (2 * inner);
+        let mut out = vec![T::zero(); rows * inner];
+        out.par_chunks_mut(inner).enumerate().for_each(|(r, o)| {
+            let g = &gu[r * 2 * inner..r * 2 * inner + inner];
+            let u = &gu[r * 2 * inner + inner..(r + 1) * 2 * inner];
+            for i in 0..inner {
+                // silu(x) = x * sigmoid(x)
+                o[i] = g[i] * sigmoid(g[i]) * u[i];
+            }
+        });
+        out
+    }
+
+    fn bwd_t<T: Real>(gu: &[T], dout: &[T], inner: usize) -> Vec<T> {
+        let mut d = vec![T::zero(); gu.len()];
+        d.par_chunks_mut(2 * inner).enumerate().for_each(|(r, dr)| {
+            let g = &gu[r * 2 * inner..r * 2 * inner + inner];
+            let u = &gu[r * 2 * inner + inner..(r + 1) * 2 * inner];
+            let go = &dout[r * inner..(r + 1) * inner];
+            let (dg, du) = dr.split_at_mut(inner);
+            for i in 0..inner {
+                let s = sigmoid(g[i]);
+                let silu = g[i] * s;
+                // silu'(x) = s (1 + x (1 - s))
+                dg[i] = go[i] * u[i] * s * (T::one() + g[i] * (T::one() - s));
+                du[i] = go[i] * silu;
+            }
+        });
+        d
+    }
+}
+
+impl CustomOp1 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "hrm-swiglu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let mut dims = l.dims().to_vec();
+        let last = dims
+            .last_mut()
+            .ok_or_else(|| candle_core::Error::Msg("swiglu: scalar".into()))?;
+        if *last % 2 != 0 {
+            candle_core::bail!("swiglu: last dim {} is odd", *last)
+        }
+        *last /= 2;
+        let inner = *last;
+        let (x, dt) = input(s, l)?;
+        let out = match x {
+            Input::F32(x) => output_f32(Self::fwd_t(&x, inner), dt),
+            Input::F64(x) => CpuStorage::F64(Self::fwd_t(&x, inner)),
+        };
+        Ok((out, Shape::from(dims)))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let g = grad.to_dtype(arg.dtype())?;
+        Ok(Some(arg.apply_op2_no_bwd(&g, &SwiGluBwd)?))
+    }
+}
+
+/// `(gate_up, d out) -> d gate_up` of [`SwiGlu`].
+struct SwiGluBwd;
+
+impl CustomOp2 for SwiGluBwd {
+    fn name(&self) -> &'static str {
+        "hrm-swiglu-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let inner = l1.dims().last().copied().unwrap_or(0) / 2;
+        let (x, dt) = input(s1, l1)?;
+        let (g, _) = input(s2, l2)?;
+        let out = match (x, g) {
+            (Input::F32(x), Input::F32(g)) => output_f32(SwiGlu::bwd_t(&x, &g, inner), dt),
+            (Input::F64(x), Input::F64(g)) => CpuStorage::F64(SwiGlu::bwd_t(&x, &g, inner)),
+            _ => candle_core::bail!("swiglu backward: mixed dtypes"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// SwiGLU gate: the fused op on CPU, composed ops elsewhere.
+pub fn swiglu(gate_up: &Tensor) -> Result<Tensor> {
+    if gate_up.device().is_cpu() {
+        gate_up.apply_op1(SwiGlu)
+    } else {
+        swiglu_composed(gate_up)
+    }
+}
+
+/// SwiGLU gate as composed candle ops.
+pub fn swiglu_composed(gate_up: &Tensor) -> Result<Tensor> {
+    let inner = gate_up.dim(D::Minus1)? / 2;
+    let gate = gate_up.narrow(D::Minus1, 0, inner)?;
+    let up = gate_up.narrow(D::Minus1, inner, inner)?;
+    gate.silu()?.mul(&up)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Finite-difference gradient checks (in f64, where central differences are accurate to
+    //! ~1e-9) for every custom op, and agreement of each fused op with its composed twin.
+    use super::*;
+    use candle_core::{Device, Var};
+    use rand::{Rng, SeedableRng};
+
+    fn rand_t(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n).map(|_| rng.random_range(-1.5..1.5)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap()
+    }
+
+    /// Checks d<w, f(x)>/dx of `f` by central differences on a few coordinates of each input.
+    fn fd_check(inputs: &[Tensor], f: &dyn Fn(&[Tensor]) -> Tensor, tol: f64) {
+        let vars: Vec<Var> = inputs
+            .iter()
+            .map(|t| Var::from_tensor(t).unwrap())
+            .collect();
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let out = f(&ts);
+        let w = rand_t(out.dims(), 99, DType::F64);
+        let loss = out.mul(&w).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let scalar = |xs: &[Tensor]| -> f64 {
+            f(xs)
+                .mul(&w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for (k, v) in vars.iter().enumerate() {
+            let g = grads
+                .get(v.as_tensor())
+                .expect("gradient reached the input");
+            let g = g.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let base = inputs[k].flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            for _ in 0..12 {
+                let i = rng.random_range(0..base.len());
+                let h = 1e-6;
+                let eval = |delta: f64| {
+                    let mut x = base.clone();
+                    x[i] += delta;
+                    let mut xs = inputs.to_vec();
+                    xs[k] = Tensor::from_vec(x, inputs[k].dims(), &Device::Cpu).unwrap();
+                    scalar(&xs)
+                };
+                let num = (eval(h) - eval(-h)) / (2.0 * h);
+                let err = (num - g[i]).abs();
+                assert!(
+                    err <= tol * (1.0 + num.abs()),
+                    "input {k} elem {i}: analytic {} vs numeric {num}",
+                    g[i]
+                );
+            }
+        }
+    }
+
+    fn attn_op(nh: usize, dh: usize, s: usize, rope: bool) -> Attention {
+        Attention {
+            num_heads: nh,
+            head_dim: dh,
+            rope: rope.then(|| Arc::new(RopeTables::new(s, dh, 10000.0))),
+        }
+    }
+
+    #[test]
+    fn attention_gradient_matches_finite_differences() {
+        for rope in [true, false] {
+            let op = attn_op(3, 4, 5, rope);
+            let qkv = rand_t(&[2, 5, 36], 1, DType::F64);
+            fd_check(&[qkv], &|x| x[0].apply_op1(op.clone()).unwrap(), 1e-6);
+        }
+    }
+
+    #[test]
+    fn add_rms_norm_gradient_matches_finite_differences() {
+        let a = rand_t(&[3, 4, 16], 2, DType::F64);
+        let b = rand_t(&[3, 4, 16], 3, DType::F64);
+        fd_check(
+            &[a, b],
+            &|x| x[0].apply_op2(&x[1], AddRmsNorm { eps: 1e-5 }).unwrap(),
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn swiglu_gradient_matches_finite_differences() {
+        let gu = rand_t(&[2, 3, 20], 4, DType::F64);
+        fd_check(&[gu], &|x| x[0].apply_op1(SwiGlu).unwrap(), 1e-6);
+    }
+
+    /// Forward values and input gradients of fused vs composed, in f32.
+    fn agree(fused: &dyn Fn(&Tensor) -> Tensor, composed: &dyn Fn(&Tensor) -> Tensor, x: Tensor) {
+        let v1 = Var::from_tensor(&x).unwrap();
+        let v2 = Var::from_tensor(&x).unwrap();
+        let y1 = fused(v1.as_tensor());
+        let y2 = composed(v2.as_tensor());
+        let w = rand_t(y1.dims(), 5, DType::F32);
+        let d = (&y1 - &y2)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 2e-6, "forward differs by {d}");
+        let g1 = y1.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = y2.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (g1, g2) = (
+            g1.get(v1.as_tensor()).unwrap(),
+            g2.get(v2.as_tensor()).unwrap(),
+        );
+        let d = (g1 - g2)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-5, "gradient differs by {d}");
+    }
+
+    #[test]
+    fn fused_ops_agree_with_composed_ops() {
+        let op = attn_op(4, 16, 10, true);
+        agree(
+            &|x| attention(x, &op).unwrap(),
+            &|x| attention_composed(x, &op).unwrap(),
+            rand_t(&[3, 10, 192], 6, DType::F32),
+        );
+        agree(
+            &|x| swiglu(x).unwrap(),
+            &|x| swiglu_composed(x).unwrap(),
+            rand_t(&[3, 10, 64], 7, DType::F32),
+        );
+        let b = rand_t(&[3, 10, 32], 9, DType::F32);
+        agree(
+            &|x| add_rms_norm(x, &b, 1e-5).unwrap(),
+            &|x| rms_norm_composed(&(x + &b).unwrap(), 1e-5).unwrap(),
+            rand_t(&[3, 10, 32], 8, DType::F32),
+        );
+    }
+
+    #[test]
+    fn rope_tables_follow_the_reference_formula() {
+        let r = RopeTables::new(82, 16, 10000.0);
+        // position 1, k = 1: angle = 1 / 10000^(2/16)
+        let a = 1.0f32 / 10000f32.powf(2.0 / 16.0);
+        assert_eq!(r.cos[16 + 1], a.cos());
+        assert_eq!(r.sin[16 + 1 + 8], a.sin());
+        assert_eq!(r.cos[0], 1.0);
+    }
+
+    #[test]
+    fn bf16_inputs_run_in_f32_and_return_bf16() {
+        let x = rand_t(&[2, 3, 8], 10, DType::BF16);
+        let y = swiglu(&x).unwrap();
+        assert_eq!(y.dtype(), DType::BF16);
+        let y32 = swiglu(&x.to_dtype(DType::F32).unwrap()).unwrap();
+        let d = (y.to_dtype(DType::F32).unwrap() - y32)
+            .unwrap()
+            .abs()
+            .unwrap();
+        assert!(d.max_all().unwrap().to_scalar::<f32>().unwrap() < 2e-2);
+    }
+}

@@ -1,0 +1,643 @@
+//! Replay of `hrm-parity-v1` fixtures: golden tensors of the PyTorch reference (parameters,
+//! batches, an eval rollout, training steps with gradients and updated parameters, and a trace of
+//! the first segment). Format and tolerances: ../shared/fixtures/parity/README.md (§3, §6).
+//!
+//! [`run_fixture`] loads the parameters into an [`Hrm`], runs the eval rollout and every training
+//! step with both optimizers, and compares every stored tensor by group:
+//!
+//! | group | criterion |
+//! |---|---|
+//! | `trace` (RoPE tables, x̃, every module call of segment 1, first block) | atol 2e-5 |
+//! | `eval.logits`, `eval.z` | atol 1e-4 |
+//! | `*.q` (Q logits) | atol 5e-5 |
+//! | `train<s>.logits` | atol 5e-5 |
+//! | `train<s>.target_q` | atol 1e-6 |
+//! | `train<s>.loss` | rtol 1e-6 |
+//! | `*.metric_losses` | rtol 1e-5 |
+//! | `*.metric_accuracy` | atol 1e-6 |
+//! | `*.metric_counts`, `*.halted/steps` (with `data.*`) | exact |
+//! | `train<s>.grads` | max abs diff <= 5e-5 * max abs ref, per tensor |
+//! | `step<s>.params` | atol 5e-6 |
+//!
+//! Nothing is special-cased to particular files: every key the format defines is compared when
+//! present, for any configuration the format can describe.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
+use serde::Deserialize;
+
+use crate::checkpoint::read_safetensors;
+use crate::config::ModelConfig;
+use crate::hrm::{Carry, Hrm, PuzzleBatch};
+use crate::loss::{LossMetrics, LossType};
+use crate::ops::RopeTables;
+use crate::train::{eval_step, forward_backward, Optimizers};
+use crate::{Error, Result};
+
+/// Format tag of parity fixtures.
+pub const FORMAT: &str = "hrm-parity-v1";
+
+/// The `optim` metadata of a fixture.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OptimSpec {
+    /// AdamATan2 learning rate (constant).
+    pub lr: f64,
+    /// AdamATan2 weight decay.
+    pub weight_decay: f64,
+    /// beta1.
+    pub beta1: f64,
+    /// beta2.
+    pub beta2: f64,
+    /// SignSGD learning rate.
+    pub puzzle_emb_lr: f64,
+    /// SignSGD weight decay.
+    pub puzzle_emb_weight_decay: f64,
+    /// The loss is back-propagated as `loss / global_batch_size`.
+    pub global_batch_size: usize,
+}
+
+/// How a group is judged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Criterion {
+    /// max |mine - ref| <= tol.
+    Abs(f64),
+    /// max |mine - ref| / |ref| <= tol (element-wise, for scalars).
+    Rel(f64),
+    /// max |mine - ref| <= tol * max |ref|, per tensor.
+    RelToMax(f64),
+}
+
+/// The comparison result of one group of tensors.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// Group name, e.g. `train2.grads`.
+    pub name: String,
+    /// Largest absolute difference seen.
+    pub max_abs: f64,
+    /// Largest difference relative to the reference tensor's max |value|.
+    pub max_rel: f64,
+    /// The worst value of the criterion's own measure.
+    pub measure: f64,
+    /// The criterion.
+    pub criterion: Criterion,
+    /// Tensors compared.
+    pub tensors: usize,
+}
+
+impl Group {
+    /// Whether the group meets its criterion.
+    pub fn ok(&self) -> bool {
+        let tol = match self.criterion {
+            Criterion::Abs(t) | Criterion::Rel(t) | Criterion::RelToMax(t) => t,
+        };
+        self.measure <= tol
+    }
+}
+
+/// All groups of one fixture.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Groups in the order they were first compared.
+    pub groups: Vec<Group>,
+    index: HashMap<String, usize>,
+}
+
+impl Report {
+    fn cmp(
+        &mut self,
+        name: &str,
+        key: &str,
+        mine: &[f64],
+        reference: &[f64],
+        crit: Criterion,
+    ) -> Result<()> {
+        if mine.len() != reference.len() {
+            return Err(Error::msg(format!(
+                "fixture key `{key}` has {} elements, ours {}",
+                reference.len(),
+                mine.len()
+            )));
+        }
+        let ref_max = reference.iter().fold(0f64, |m, x| m.max(x.abs()));
+        let mut max_abs = 0f64;
+        let mut max_elem_rel = 0f64;
+        for (a, b) in mine.iter().zip(reference) {
+            let d = (a - b).abs();
+            let d = if d.is_nan() { f64::INFINITY } else { d };
+            max_abs = max_abs.max(d);
+            if d > 0.0 {
+                max_elem_rel = max_elem_rel.max(d / b.abs().max(f64::MIN_POSITIVE));
+            }
+        }
+        let max_rel = if max_abs == 0.0 {
+            0.0
+        } else {
+            max_abs / ref_max.max(f64::MIN_POSITIVE)
+        };
+        let measure = match crit {
+            Criterion::Abs(_) => max_abs,
+            Criterion::Rel(_) => max_elem_rel,
+            Criterion::RelToMax(_) => max_rel,
+        };
+        let i = *self.index.entry(name.to_string()).or_insert_with(|| {
+            self.groups.push(Group {
+                name: name.to_string(),
+                max_abs: 0.0,
+                max_rel: 0.0,
+                measure: 0.0,
+                criterion: crit,
+                tensors: 0,
+            });
+            self.groups.len() - 1
+        });
+        let g = &mut self.groups[i];
+        g.max_abs = g.max_abs.max(max_abs);
+        g.max_rel = g.max_rel.max(max_rel);
+        g.measure = g.measure.max(measure);
+        g.tensors += 1;
+        Ok(())
+    }
+
+    /// True when every group passes.
+    pub fn ok(&self) -> bool {
+        self.groups.iter().all(Group::ok)
+    }
+
+    /// Worst `max_rel` over all groups.
+    pub fn worst_rel(&self) -> f64 {
+        self.groups.iter().fold(0f64, |m, g| m.max(g.max_rel))
+    }
+}
+
+/// A loaded fixture.
+pub struct Fixture {
+    /// The architecture.
+    pub cfg: ModelConfig,
+    /// Optimizer settings.
+    pub optim: OptimSpec,
+    /// LM loss kind.
+    pub loss_type: LossType,
+    /// Eval segments stored.
+    pub segments: usize,
+    /// Training steps stored.
+    pub train_steps: usize,
+    tensors: HashMap<String, Tensor>,
+    path: String,
+}
+
+impl Fixture {
+    /// Read a fixture file and check its format tag and metadata.
+    pub fn load(path: &Path) -> Result<Self> {
+        let f = read_safetensors(path, &Device::Cpu)?;
+        let p = path.display().to_string();
+        let meta = |k: &str| {
+            f.metadata.get(k).ok_or_else(|| {
+                Error::msg(format!(
+                    "{p}: metadata key `{k}` missing (is this an {FORMAT} fixture?)"
+                ))
+            })
+        };
+        let format = meta("format")?;
+        if format != FORMAT {
+            return Err(Error::msg(format!(
+                "{p}: metadata `format` is `{format}`, expected `{FORMAT}`"
+            )));
+        }
+        let cfg: ModelConfig = serde_json::from_str(meta("config")?)
+            .map_err(|e| Error::msg(format!("{p}: metadata `config`: {e}")))?;
+        cfg.validate()
+            .map_err(|e| Error::msg(format!("{p}: {e}")))?;
+        let optim: OptimSpec = serde_json::from_str(meta("optim")?)
+            .map_err(|e| Error::msg(format!("{p}: metadata `optim`: {e}")))?;
+        let loss_type = match f.metadata.get("loss_type").map(String::as_str) {
+            None | Some("stablemax_cross_entropy") => LossType::Stablemax,
+            Some("softmax_cross_entropy") => LossType::Softmax,
+            Some(o) => {
+                return Err(Error::msg(format!(
+                    "{p}: metadata `loss_type` = `{o}` is unknown"
+                )))
+            }
+        };
+        let num = |k: &str| -> Result<usize> {
+            meta(k)?
+                .parse()
+                .map_err(|_| Error::msg(format!("{p}: metadata `{k}` is not a number")))
+        };
+        Ok(Self {
+            segments: num("segments")?,
+            train_steps: num("train_steps")?,
+            cfg,
+            optim,
+            loss_type,
+            tensors: f.tensors,
+            path: p,
+        })
+    }
+
+    fn get(&self, k: &str) -> Result<&Tensor> {
+        self.tensors
+            .get(k)
+            .ok_or_else(|| Error::msg(format!("{}: key `{k}` missing", self.path)))
+    }
+
+    fn f64s(&self, k: &str) -> Result<Vec<f64>> {
+        Ok(self
+            .get(k)?
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .to_vec1::<f64>()?)
+    }
+
+    fn i32s(&self, k: &str) -> Result<Vec<i32>> {
+        let t = self.get(k)?;
+        if t.dtype() != DType::I32 {
+            return Err(Error::msg(format!(
+                "{}: key `{k}` must be I32, is {:?}",
+                self.path,
+                t.dtype()
+            )));
+        }
+        Ok(t.flatten_all()?.to_vec1::<i32>()?)
+    }
+
+    fn batch(&self, prefix: &str) -> Result<PuzzleBatch> {
+        let t = self.get(&format!("{prefix}.inputs"))?;
+        let (b, l) = t.dims2().map_err(|_| {
+            Error::msg(format!(
+                "{}: key `{prefix}.inputs` must be [B, L], is {:?}",
+                self.path,
+                t.dims()
+            ))
+        })?;
+        let batch = PuzzleBatch {
+            inputs: self.i32s(&format!("{prefix}.inputs"))?,
+            labels: self.i32s(&format!("{prefix}.labels"))?,
+            puzzle_identifiers: self.i32s(&format!("{prefix}.puzzle_identifiers"))?,
+            batch_size: b,
+            seq_len: l,
+        };
+        if batch.labels.len() != b * l || batch.puzzle_identifiers.len() != b {
+            return Err(Error::msg(format!(
+                "{}: `{prefix}.labels` / `.puzzle_identifiers` do not match [{b}, {l}]",
+                self.path
+            )));
+        }
+        Ok(batch)
+    }
+
+    /// The model with the fixture's initial parameters.
+    pub fn model(&self) -> Result<Hrm> {
+        let sd: HashMap<String, Tensor> = self
+            .tensors
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("param.").map(|n| (n.to_string(), v.clone())))
+            .collect();
+        Hrm::from_state_dict(&self.cfg, &Device::Cpu, &sd)
+            .map_err(|e| Error::msg(format!("{}: parameters: {e}", self.path)))
+    }
+}
+
+fn host(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+}
+
+fn f32s_to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// Compare one step's carry, outputs and metrics with the fixture's keys under `p`.
+#[allow(clippy::too_many_arguments)]
+fn cmp_step(
+    rep: &mut Report,
+    fx: &Fixture,
+    tag: &str,
+    p: &str,
+    carry: &Carry,
+    logits: &[f32],
+    q: (&[f32], &[f32]),
+    target: Option<&[f32]>,
+    metrics: &LossMetrics,
+    logits_tol: f64,
+) -> Result<()> {
+    let k = format!("{p}.logits");
+    rep.cmp(
+        &format!("{tag}.logits"),
+        &k,
+        &f32s_to_f64(logits),
+        &fx.f64s(&k)?,
+        Criterion::Abs(logits_tol),
+    )?;
+    let k = format!("{p}.q_halt_logits");
+    rep.cmp(
+        &format!("{tag}.q"),
+        &k,
+        &f32s_to_f64(q.0),
+        &fx.f64s(&k)?,
+        Criterion::Abs(5e-5),
+    )?;
+    let k = format!("{p}.q_continue_logits");
+    rep.cmp(
+        &format!("{tag}.q"),
+        &k,
+        &f32s_to_f64(q.1),
+        &fx.f64s(&k)?,
+        Criterion::Abs(5e-5),
+    )?;
+    let k = format!("{p}.target_q_continue");
+    match (target, fx.tensors.contains_key(&k)) {
+        (Some(t), true) => rep.cmp(
+            &format!("{tag}.target_q"),
+            &k,
+            &f32s_to_f64(t),
+            &fx.f64s(&k)?,
+            Criterion::Abs(1e-6),
+        )?,
+        (None, true) => {
+            return Err(Error::msg(format!(
+                "fixture has `{k}` but we computed no target"
+            )))
+        }
+        (Some(_), false) => {
+            return Err(Error::msg(format!(
+                "we computed a Q target but the fixture has no `{k}`"
+            )))
+        }
+        (None, false) => {}
+    }
+    for (name, z) in [("z_H", &carry.z_h), ("z_L", &carry.z_l)] {
+        let k = format!("{p}.{name}");
+        if fx.tensors.contains_key(&k) {
+            rep.cmp(
+                &format!("{tag}.z"),
+                &k,
+                &host(z)?,
+                &fx.f64s(&k)?,
+                Criterion::Abs(1e-4),
+            )?;
+        }
+    }
+    let hs = format!("{tag}.halted/steps");
+    let halted: Vec<f64> = carry.halted.iter().map(|&h| h as u8 as f64).collect();
+    rep.cmp(
+        &hs,
+        &format!("{p}.halted"),
+        &halted,
+        &fx.f64s(&format!("{p}.halted"))?,
+        Criterion::Abs(0.0),
+    )?;
+    let steps: Vec<f64> = carry.steps.iter().map(|&s| s as f64).collect();
+    rep.cmp(
+        &hs,
+        &format!("{p}.steps"),
+        &steps,
+        &fx.f64s(&format!("{p}.steps"))?,
+        Criterion::Abs(0.0),
+    )?;
+    for (name, v) in [
+        ("inputs", &carry.data.inputs),
+        ("labels", &carry.data.labels),
+        ("puzzle_identifiers", &carry.data.puzzle_identifiers),
+    ] {
+        let k = format!("{p}.data.{name}");
+        if fx.tensors.contains_key(&k) {
+            let mine: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+            rep.cmp(&hs, &k, &mine, &fx.f64s(&k)?, Criterion::Abs(0.0))?;
+        }
+    }
+    for (name, v) in metrics.entries() {
+        let k = format!("{p}.metric.{name}");
+        if !fx.tensors.contains_key(&k) {
+            return Err(Error::msg(format!("{}: key `{k}` missing", fx.path)));
+        }
+        // stored as f32: compare our value rounded the same way
+        let mine = [v as f32 as f64];
+        let r = fx.f64s(&k)?;
+        if name.ends_with("loss") {
+            rep.cmp(
+                &format!("{tag}.metric_losses"),
+                &k,
+                &mine,
+                &r,
+                Criterion::Rel(1e-5),
+            )?;
+        } else if name == "accuracy" {
+            // a sum of per-row fractions: f32 summation order shows at ~1e-7
+            rep.cmp(
+                &format!("{tag}.metric_accuracy"),
+                &k,
+                &mine,
+                &r,
+                Criterion::Abs(1e-6),
+            )?;
+        } else {
+            rep.cmp(
+                &format!("{tag}.metric_counts"),
+                &k,
+                &mine,
+                &r,
+                Criterion::Abs(0.0),
+            )?;
+        }
+    }
+    // every stored metric must be one we produce
+    let prefix = format!("{p}.metric.");
+    for k in fx.tensors.keys().filter(|k| k.starts_with(&prefix)) {
+        let name = &k[prefix.len()..];
+        if !metrics.entries().iter().any(|(n, _)| *n == name) {
+            return Err(Error::msg(format!(
+                "fixture metric `{k}` is not produced by our loss head"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Replay a fixture and compare everything; `Err` only for unreadable or malformed fixtures.
+pub fn run_fixture(path: &Path) -> Result<Report> {
+    let fx = Fixture::load(path)?;
+    let cfg = &fx.cfg;
+    let model = fx.model()?;
+    let mut rep = Report::default();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let batch = fx.batch("batch")?;
+    if batch.batch_size != cfg.batch_size || batch.seq_len != cfg.seq_len {
+        return Err(Error::msg(format!(
+            "{}: `batch.inputs` is [{}, {}] but the config says batch_size {}, seq_len {}",
+            fx.path, batch.batch_size, batch.seq_len, cfg.batch_size, cfg.seq_len
+        )));
+    }
+
+    // 0) RoPE tables and the trace of eval segment 1 (when the fixture has them)
+    if fx.tensors.contains_key("trace.rope.cos") {
+        let r = RopeTables::new(cfg.full_seq_len(), cfg.head_dim(), cfg.rope_theta);
+        for (k, v) in [("trace.rope.cos", &r.cos), ("trace.rope.sin", &r.sin)] {
+            rep.cmp(
+                "trace",
+                k,
+                &f32s_to_f64(v),
+                &fx.f64s(k)?,
+                Criterion::Abs(2e-5),
+            )?;
+        }
+    }
+    let has_trace = fx.tensors.keys().any(|k| k.starts_with("trace.seg1."));
+
+    // 1) the eval rollout from the initial parameters
+    let mut carry = model.initial_carry(&batch)?;
+    for k in 1..=fx.segments {
+        if k == 1 && has_trace {
+            model.start_trace();
+        }
+        let (c, loss, out) = eval_step(&model, &carry, &batch, fx.loss_type, &mut rng)?;
+        if k == 1 && has_trace {
+            let trace = model.take_trace().unwrap_or_default();
+            let mut seen = 0;
+            for (name, t) in &trace.entries {
+                let key = format!("trace.seg1.{name}");
+                if fx.tensors.contains_key(&key) {
+                    rep.cmp(
+                        "trace",
+                        &key,
+                        &host(t)?,
+                        &fx.f64s(&key)?,
+                        Criterion::Abs(2e-5),
+                    )?;
+                    seen += 1;
+                }
+            }
+            let stored = fx
+                .tensors
+                .keys()
+                .filter(|k| k.starts_with("trace.seg1."))
+                .count();
+            if seen != stored {
+                return Err(Error::msg(format!(
+                    "{}: {stored} trace tensors stored but only {seen} match our module calls \
+                     (H_cycles {} x L_cycles {})",
+                    fx.path, cfg.h_cycles, cfg.l_cycles
+                )));
+            }
+        }
+        let p = format!("eval.seg{k}");
+        cmp_step(
+            &mut rep,
+            &fx,
+            "eval",
+            &p,
+            &c,
+            &out.logits,
+            (&out.q_halt, &out.q_continue),
+            None,
+            &loss.metrics,
+            1e-4,
+        )?;
+        carry = c;
+    }
+
+    // 2) training steps from the same parameters
+    let o = &fx.optim;
+    let mut opt = Optimizers::new(
+        &model,
+        (o.beta1, o.beta2),
+        o.weight_decay,
+        o.puzzle_emb_weight_decay,
+    );
+    let mut carry = model.initial_carry(&batch)?;
+    let names: Vec<String> = model.parameters().into_iter().map(|(n, _)| n).collect();
+    for s in 1..=fx.train_steps {
+        let b = if s == 1 {
+            batch.clone()
+        } else {
+            fx.batch(&format!("batch{s}"))?
+        };
+        let step = forward_backward(
+            &model,
+            &carry,
+            &b,
+            fx.loss_type,
+            o.global_batch_size,
+            &mut rng,
+        )?;
+        let tag = format!("train{s}");
+        cmp_step(
+            &mut rep,
+            &fx,
+            &tag,
+            &tag,
+            &step.carry,
+            &step.out.logits,
+            (&step.out.q_halt, &step.out.q_continue),
+            step.out.target_q_continue.as_deref(),
+            &step.loss.metrics,
+            5e-5,
+        )?;
+        let k = format!("train{s}.loss");
+        rep.cmp(
+            &format!("{tag}.loss"),
+            &k,
+            &[step.loss.total],
+            &fx.f64s(&k)?,
+            Criterion::Rel(1e-6),
+        )?;
+        for (name, g) in names.iter().zip(&step.grads.params) {
+            let k = format!("grad{s}.{name}");
+            let g = g
+                .as_ref()
+                .ok_or_else(|| Error::msg(format!("parameter `{name}` got no gradient")))?;
+            rep.cmp(
+                &format!("{tag}.grads"),
+                &k,
+                &host(g)?,
+                &fx.f64s(&k)?,
+                Criterion::RelToMax(5e-5),
+            )?;
+        }
+        if let Some((_, g)) = &step.grads.puzzle {
+            let k = format!("grad{s}.inner.puzzle_emb.local_weights");
+            rep.cmp(
+                &format!("{tag}.grads"),
+                &k,
+                &host(g)?,
+                &fx.f64s(&k)?,
+                Criterion::RelToMax(5e-5),
+            )?;
+        }
+        opt.step(&model, &step.grads, o.lr, o.puzzle_emb_lr)?;
+        for (name, t) in model.state_dict() {
+            let k = format!("step{s}.param.{name}");
+            rep.cmp(
+                &format!("step{s}.params"),
+                &k,
+                &host(&t)?,
+                &fx.f64s(&k)?,
+                Criterion::Abs(5e-6),
+            )?;
+        }
+        carry = step.carry;
+    }
+    Ok(rep)
+}
+
+/// Render a report as one line per group.
+pub fn format_report(rep: &Report) -> String {
+    let mut s = String::new();
+    for g in &rep.groups {
+        let crit = match g.criterion {
+            Criterion::Abs(t) => format!("abs<={t:.0e}"),
+            Criterion::Rel(t) => format!("rel<={t:.0e}"),
+            Criterion::RelToMax(t) => format!("abs<={t:.0e}*max|ref|"),
+        };
+        s.push_str(&format!(
+            "{:24} max_abs {:.3e}  max_rel {:.3e}  {:22} {}\n",
+            g.name,
+            g.max_abs,
+            g.max_rel,
+            crit,
+            if g.ok() { "ok" } else { "FAIL" }
+        ));
+    }
+    s
+}

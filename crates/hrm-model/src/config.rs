@@ -188,16 +188,16 @@ impl ModelConfig {
                 "is 0 but puzzle_emb_ndim > 0 (set puzzle_emb_ndim = 0 to disable)".into(),
             );
         }
-        if !(self.expansion > 0.0 && self.expansion.is_finite()) {
+        if !self.expansion.is_finite() || self.expansion <= 0.0 {
             return err(
                 "expansion",
                 format!("= {} must be a positive number", self.expansion),
             );
         }
-        if !(self.rms_norm_eps >= 0.0 && self.rms_norm_eps.is_finite()) {
+        if !self.rms_norm_eps.is_finite() || self.rms_norm_eps < 0.0 {
             return err("rms_norm_eps", "must be a non-negative number".into());
         }
-        if !(self.rope_theta > 0.0) {
+        if self.rope_theta.is_nan() || self.rope_theta <= 0.0 {
             return err("rope_theta", "must be positive".into());
         }
         if !(0.0..=1.0).contains(&self.halt_exploration_prob) {

@@ -558,7 +558,7 @@ impl AddRmsNorm {
     /// first, as the reference's bf16 residual add does before the fp32 norm.
     fn fwd_t<T: Real>(&self, a: &[T], b: &[T], d: usize, round_bf16: bool) -> Vec<T> {
         let mut y = vec![T::zero(); a.len()];
-        y.par_chunks_mut(d * 64.max(1))
+        y.par_chunks_mut(d * 64)
             .enumerate()
             .for_each(|(c, ys)| {
                 let base = c * d * 64;

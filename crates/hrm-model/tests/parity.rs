@@ -70,7 +70,11 @@ fn extra_fixtures_match() {
             let rep = run_fixture(&path).unwrap_or_else(|e| panic!("{e}"));
             let text = format_report(&rep);
             assert!(rep.ok(), "{} fails parity:\n{text}", path.display());
-            eprintln!("{}: ok, worst rel {:.2e}\n{text}", path.display(), rep.worst_rel());
+            eprintln!(
+                "{}: ok, worst rel {:.2e}\n{text}",
+                path.display(),
+                rep.worst_rel()
+            );
             n += 1;
         }
     }

@@ -1,0 +1,45 @@
+//! `hrm`: build datasets, train, evaluate and run the Hierarchical Reasoning Model.
+//!
+//! One binary, one subcommand per job (convention 8 of docs/style-and-ecosystem.md):
+//! `hrm data ...` (datasets), `hrm parity` (check against the PyTorch reference's golden tensors),
+//! `hrm convert` (reference checkpoint -> safetensors), `hrm train`, `hrm eval`, `hrm solve`.
+
+use clap::{Parser, Subcommand};
+
+mod data_cmd;
+mod model_cmd;
+
+/// The Hierarchical Reasoning Model in Rust.
+#[derive(Parser)]
+#[command(name = "hrm", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a puzzle dataset in the reference's on-disk layout (.npy + dataset.json).
+    Data {
+        #[command(subcommand)]
+        cmd: data_cmd::DataCommand,
+    },
+    /// Replay hrm-parity-v1 golden fixtures of the PyTorch reference and compare every tensor.
+    Parity(model_cmd::ParityArgs),
+    /// Convert a reference PyTorch checkpoint (pickled state dict) into an hrm safetensors file.
+    Convert(model_cmd::ConvertArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Data { cmd } => data_cmd::run(cmd),
+        Command::Parity(args) => model_cmd::parity(&args),
+        Command::Convert(args) => model_cmd::convert(&args),
+    };
+    if let Err(e) = result {
+        // One clear line (plus the cause chain) instead of a panic or a debug dump.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

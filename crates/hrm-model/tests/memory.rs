@@ -1,0 +1,85 @@
+//! Peak memory of a training step must not grow with the reasoning depth (H_cycles x L_cycles):
+//! only the last L and H calls carry a graph (the one-step gradient), every other call's
+//! temporaries are freed as soon as the call returns. Measured with a counting allocator.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use candle_core::Device;
+use hrm_model::loss::LossType;
+use hrm_model::train::forward_backward;
+use hrm_model::{Hrm, ModelConfig, PuzzleBatch};
+use rand::{Rng, SeedableRng};
+
+struct Counting;
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(l) };
+        if !p.is_null() {
+            let now = CURRENT.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) };
+        CURRENT.fetch_sub(l.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+/// Peak bytes allocated during one training step above what was live before it.
+fn step_peak(h: usize, l: usize) -> usize {
+    let cfg = ModelConfig {
+        h_cycles: h,
+        l_cycles: l,
+        hidden_size: 64,
+        num_heads: 4,
+        puzzle_emb_ndim: 64,
+        halt_max_steps: 4,
+        ..ModelConfig::tiny(8)
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let model = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
+    let n = cfg.batch_size * cfg.seq_len;
+    let labels: Vec<i32> = (0..n).map(|_| rng.random_range(2..11)).collect();
+    let batch = PuzzleBatch {
+        inputs: labels
+            .iter()
+            .map(|&x| if rng.random::<f32>() < 0.5 { 1 } else { x })
+            .collect(),
+        labels,
+        puzzle_identifiers: vec![0; cfg.batch_size],
+        batch_size: cfg.batch_size,
+        seq_len: cfg.seq_len,
+    };
+    let carry = model.initial_carry(&batch).unwrap();
+    // warm-up step (thread pools, lazily built tables)
+    drop(forward_backward(&model, &carry, &batch, LossType::Stablemax, 8, &mut rng).unwrap());
+    let base = CURRENT.load(Ordering::SeqCst);
+    PEAK.store(base, Ordering::SeqCst);
+    let step = forward_backward(&model, &carry, &batch, LossType::Stablemax, 8, &mut rng).unwrap();
+    let peak = PEAK.load(Ordering::SeqCst) - base;
+    drop(step);
+    peak
+}
+
+#[test]
+fn training_step_memory_is_flat_in_reasoning_depth() {
+    let p11 = step_peak(1, 1);
+    let p22 = step_peak(2, 2);
+    let p44 = step_peak(4, 4);
+    let p88 = step_peak(8, 8);
+    eprintln!("peak bytes per training step: 1x1 {p11}, 2x2 {p22}, 4x4 {p44}, 8x8 {p88}");
+    for (name, p) in [("2x2", p22), ("4x4", p44), ("8x8", p88)] {
+        assert!(
+            (p as f64) <= 1.10 * p11 as f64,
+            "{name} cycles peak {p} bytes vs 1x1 {p11}: memory grows with reasoning depth"
+        );
+    }
+}

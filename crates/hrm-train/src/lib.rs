@@ -1,0 +1,16 @@
+//! `hrm-train`: everything around the HRM training loop.
+//!
+//! Mirrors the non-model parts of sapientinc/HRM:pretrain.py: the config (`PretrainConfig` +
+//! Hydra's `cfg_pretrain.yaml`/`arch/hrm_v1.yaml`, in [`config`]), the learning-rate schedule
+//! (`cosine_schedule_with_warmup_lr_lambda`, in [`schedule`]), and the run folder the reference
+//! writes under `checkpoints/<project>/<run>` (in [`rundir`]). What the reference sends to
+//! Weights & Biases goes to `metrics.jsonl` and TensorBoard event files here ([`sinks`],
+//! [`tfevents`]); its tqdm bar becomes [`progress`].
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod progress;
+pub mod rundir;
+pub mod schedule;
+pub mod sinks;
+pub mod tfevents;

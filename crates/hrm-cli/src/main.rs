@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod data_cmd;
 mod model_cmd;
+mod train_cmd;
 
 /// The Hierarchical Reasoning Model in Rust.
 #[derive(Parser)]
@@ -28,6 +29,12 @@ enum Command {
     Parity(model_cmd::ParityArgs),
     /// Convert a reference PyTorch checkpoint (pickled state dict) into an hrm safetensors file.
     Convert(model_cmd::ConvertArgs),
+    /// Train with a config file plus `key=value` overrides (the reference's pretrain.py).
+    Train(train_cmd::TrainArgs),
+    /// Evaluate a checkpoint on a dataset's test split (metrics as JSON).
+    Eval(train_cmd::EvalArgs),
+    /// Solve one puzzle with a trained model.
+    Solve(train_cmd::SolveArgs),
 }
 
 fn main() {
@@ -36,6 +43,9 @@ fn main() {
         Command::Data { cmd } => data_cmd::run(cmd),
         Command::Parity(args) => model_cmd::parity(&args),
         Command::Convert(args) => model_cmd::convert(&args),
+        Command::Train(args) => train_cmd::train_cmd(&args),
+        Command::Eval(args) => train_cmd::eval_cmd(&args),
+        Command::Solve(args) => train_cmd::solve_cmd(&args),
     };
     if let Err(e) = result {
         // One clear line (plus the cause chain) instead of a panic or a debug dump.

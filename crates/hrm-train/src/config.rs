@@ -20,6 +20,7 @@
 //! - `arch.forward_dtype` absent means `bfloat16` on CUDA (the reference's default) and
 //!   `float32` on CPU (bf16 matmuls are slow there and the parity fixtures are f32).
 //! - Additions (not in the reference): `eval_max_examples`, `log_interval`, `checkpoint_keep`,
+//!   `checkpoint_interval`,
 //!   `device`, `threads`. Multi-process training is not implemented: the world size is 1.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -199,6 +200,10 @@ pub struct TrainConfig {
     /// Addition: keep only the newest N checkpoints (absent = keep all, as the reference).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_keep: Option<usize>,
+    /// Addition: also checkpoint every N optimizer steps (absent = only at evaluations, as the
+    /// reference); a killed run resumes from the newest checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_interval: Option<u64>,
     /// Addition: `cpu` (default), `cuda` or `cuda:N`.
     #[serde(default = "default_device")]
     pub device: String,
@@ -430,6 +435,7 @@ const SCHEMA: &[KeySpec] = &[
     spec("eval_max_examples", Kind::Int, false),
     spec("log_interval", Kind::Int, false),
     spec("checkpoint_keep", Kind::Int, false),
+    spec("checkpoint_interval", Kind::Int, false),
     spec("device", Kind::Str, false),
     spec("threads", Kind::Int, false),
     spec("arch", Kind::Table, true),
@@ -593,6 +599,12 @@ impl TrainConfig {
         }
         if self.log_interval == 0 {
             return Err(self.invalid("log_interval", "must be at least 1"));
+        }
+        if self.checkpoint_interval == Some(0) {
+            return Err(self.invalid(
+                "checkpoint_interval",
+                "must be at least 1 (leave it out for none)",
+            ));
         }
         for (key, v) in [
             ("checkpoint_keep", self.checkpoint_keep),
@@ -911,6 +923,7 @@ fn unset_meaning(key: &str) -> &'static str {
         "checkpoint_path" => "runs/<project>-<run>",
         "eval_max_examples" => "all test examples",
         "checkpoint_keep" => "keep all",
+        "checkpoint_interval" => "at evaluations only",
         "threads" => "all cores",
         "arch.forward_dtype" => "bfloat16 on cuda, float32 on cpu",
         _ => "default",

@@ -5,12 +5,16 @@
 //! (`cosine_schedule_with_warmup_lr_lambda`, in [`schedule`]), and the run folder the reference
 //! writes under `checkpoints/<project>/<run>` (in [`rundir`]). What the reference sends to
 //! Weights & Biases goes to `metrics.jsonl` and TensorBoard event files here ([`sinks`],
-//! [`tfevents`]); its tqdm bar becomes [`progress`].
+//! [`tfevents`]); its tqdm bar becomes [`progress`]. The loop itself is [`trainer`], evaluation
+//! [`eval`], and the exact-resume checkpoints [`state`].
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod eval;
 pub mod progress;
 pub mod rundir;
 pub mod schedule;
 pub mod sinks;
+pub mod state;
 pub mod tfevents;
+pub mod trainer;

@@ -1,0 +1,528 @@
+//! `hrm train`, `hrm eval` and `hrm solve`.
+//!
+//! `train` mirrors sapientinc/HRM:pretrain.py (config file + Hydra-style `key=value` overrides),
+//! `eval` mirrors evaluate.py plus the ARC voting of arc_eval.ipynb, `solve` runs one puzzle.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::{Args, Subcommand, ValueEnum};
+use hrm_data::format::{load_split, read_identifiers, SplitData};
+use hrm_model::checkpoint::load_model;
+use hrm_model::hrm::{Hrm, Mode, PuzzleBatch};
+use hrm_model::loss::LossType;
+use hrm_train::config::TrainConfig;
+use hrm_train::eval::{evaluate, EvalOptions, EvalOutput, Predictions};
+use hrm_train::trainer::{resume, train, TrainOptions};
+use rand::SeedableRng;
+use serde_json::{json, Value};
+
+/// Flags of `hrm train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Config file (TOML; presets in configs/), then `key=value` overrides with the reference's
+    /// key names, e.g. `data_path=data/sudoku-extreme-1k-aug-1000 epochs=20000 arch.L_cycles=8`.
+    /// With --resume, only overrides.
+    pub args: Vec<String>,
+    /// Run folder (default: a new folder under runs/).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in this folder from its newest checkpoint.
+    #[arg(long, conflicts_with = "run_dir")]
+    pub resume: Option<PathBuf>,
+    /// Stop with a checkpoint after this many optimizer steps (for smoke runs).
+    #[arg(long)]
+    pub stop_after: Option<u64>,
+    /// No progress bar or log lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `hrm train`.
+pub fn train_cmd(a: &TrainArgs) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // first Ctrl-C: finish the step, checkpoint, exit; second: exit at once
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("interrupted twice: exiting without a checkpoint");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "interrupt: finishing the step and writing a checkpoint (Ctrl-C again to abort)"
+            );
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let opts = TrainOptions {
+        run_dir: a.run_dir.clone(),
+        stop,
+        stop_after: a.stop_after,
+        quiet: a.quiet,
+    };
+    let summary = match &a.resume {
+        Some(dir) => resume(dir, &a.args, &opts)?,
+        None => {
+            let (file, overrides) = match a.args.split_first() {
+                Some((f, rest)) if !f.contains('=') => (PathBuf::from(f), rest.to_vec()),
+                _ => bail!("hrm train needs a config file first, e.g. `hrm train configs/tiny.toml data_path=...`"),
+            };
+            let cfg = TrainConfig::load(&file, &overrides)?;
+            train(cfg, &opts)?
+        }
+    };
+    println!(
+        "{} at step {} in {}",
+        if summary.interrupted {
+            "stopped"
+        } else {
+            "finished"
+        },
+        summary.step,
+        summary.run_dir.display()
+    );
+    Ok(())
+}
+
+/// The puzzle family, for task-specific scoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Task {
+    /// Pick from the dataset's shape (81 tokens / vocab 11: Sudoku; vocab 6: Maze; vocab 12 x 900:
+    /// ARC).
+    Auto,
+    /// 9x9 Sudoku: also counts predictions that are valid Sudokus agreeing with the givens.
+    Sudoku,
+    /// Maze: also the valid-and-optimal path rate (the paper's criterion).
+    Maze,
+    /// ARC: inverse augmentation, voting, pass@K and an ARC-Prize submission.
+    Arc,
+    /// Only the loss head's metrics.
+    Generic,
+}
+
+/// Halting rule at evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Halting {
+    /// Always run halt_max_steps segments (the reference's evaluation).
+    Fixed,
+    /// Stop a row at its first segment with q_halt > q_continue.
+    Learned,
+}
+
+/// Flags of `hrm eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Model checkpoint (safetensors; reference .pt files: `hrm convert` first).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Dataset folder (its `test` split is evaluated).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Segments per example (inference-time scaling); default: the checkpoint's halt_max_steps.
+    #[arg(long)]
+    pub halt_max_steps: Option<usize>,
+    /// Halting rule.
+    #[arg(long, value_enum, default_value_t = Halting::Fixed)]
+    pub halting: Halting,
+    /// Evaluate only the first N test examples.
+    #[arg(long)]
+    pub max_examples: Option<usize>,
+    /// Examples per batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Task-specific scoring.
+    #[arg(long, value_enum, default_value_t = Task::Auto)]
+    pub task: Task,
+    /// Write the metrics JSON here (it is always printed).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// ARC: write an ARC-Prize submission JSON here.
+    #[arg(long)]
+    pub submission: Option<PathBuf>,
+    /// LM loss used for the loss metrics.
+    #[arg(long, default_value = "stablemax_cross_entropy")]
+    pub loss_type: String,
+}
+
+fn detect_task(split: &SplitData) -> Task {
+    let m = &split.metadata;
+    match (m.seq_len, m.vocab_size) {
+        (81, 11) => Task::Sudoku,
+        (_, 6) => Task::Maze,
+        (900, 12) => Task::Arc,
+        _ => Task::Generic,
+    }
+}
+
+fn sudoku_score(p: &Predictions) -> Value {
+    let l = p.seq_len;
+    let n = p.segments.len();
+    let mut valid = 0;
+    for r in 0..n {
+        let (inp, pred) = (
+            &p.inputs[r * l..(r + 1) * l],
+            &p.predictions[r * l..(r + 1) * l],
+        );
+        if l == 81 && sudoku_answer_ok(inp, pred) {
+            valid += 1;
+        }
+    }
+    json!({ "examples": n, "valid_solutions": valid, "valid_solution_rate": valid as f64 / n.max(1) as f64 })
+}
+
+/// A predicted Sudoku (tokens 2..10 = digits) is a complete valid grid agreeing with the givens.
+fn sudoku_answer_ok(input: &[i32], pred: &[i32]) -> bool {
+    let mut q = [0u8; 81];
+    let mut a = [0u8; 81];
+    for i in 0..81 {
+        q[i] = if (2..=10).contains(&input[i]) {
+            (input[i] - 1) as u8
+        } else {
+            0
+        };
+        if !(2..=10).contains(&pred[i]) {
+            return false;
+        }
+        a[i] = (pred[i] - 1) as u8;
+    }
+    hrm_data::sudoku::is_valid_solution(&a) && hrm_data::sudoku::givens_agree(&q, &a)
+}
+
+fn maze_score(p: &Predictions) -> Value {
+    let l = p.seq_len;
+    let n = p.segments.len();
+    let (mut valid, mut optimal) = (0, 0);
+    for r in 0..n {
+        let q: Vec<u8> = p.inputs[r * l..(r + 1) * l]
+            .iter()
+            .map(|&x| x.clamp(0, 255) as u8)
+            .collect();
+        let a: Vec<u8> = p.predictions[r * l..(r + 1) * l]
+            .iter()
+            .map(|&x| x.clamp(0, 255) as u8)
+            .collect();
+        let v = hrm_data::maze::check_path(&q, &a);
+        valid += v.valid as usize;
+        optimal += v.optimal as usize;
+    }
+    json!({
+        "examples": n,
+        "valid_paths": valid,
+        "valid_and_optimal": optimal,
+        "valid_and_optimal_rate": optimal as f64 / n.max(1) as f64,
+    })
+}
+
+fn arc_score(
+    p: &Predictions,
+    split: &SplitData,
+    data: &Path,
+    submission: Option<&Path>,
+) -> Result<Value> {
+    use hrm_data::arc::{test_cases_from_split, vote, write_submission, ArcPrediction};
+    let ids = read_identifiers(data)?;
+    let cases = test_cases_from_split(split, &ids)?;
+    let l = p.seq_len;
+    let preds: Vec<ArcPrediction> = (0..p.segments.len())
+        .filter(|&r| p.puzzle_identifiers[r] > 0)
+        .map(|r| ArcPrediction {
+            puzzle_name: ids
+                .get(p.puzzle_identifiers[r] as usize)
+                .cloned()
+                .unwrap_or_default(),
+            input: p.inputs[r * l..(r + 1) * l]
+                .iter()
+                .map(|&x| x as u8)
+                .collect(),
+            predicted: p.predictions[r * l..(r + 1) * l]
+                .iter()
+                .map(|&x| x.clamp(0, 255) as u8)
+                .collect(),
+            q_halt_logit: p.q_halt[r],
+        })
+        .collect();
+    let ks = [1, 2, 10, 100, 1000];
+    let report = vote(&cases, &preds, &ks)?;
+    if let Some(path) = submission {
+        write_submission(path, &report)?;
+    }
+    let mut pass = BTreeMap::new();
+    for k in ks {
+        if let Some(v) = report.pass_at(k) {
+            pass.insert(format!("pass@{k}"), v);
+        }
+    }
+    Ok(json!({
+        "tasks_scored": report.scored_tasks,
+        "test_inputs": report.tests.len(),
+        "predictions": report.predictions,
+        "pass": pass,
+    }))
+}
+
+fn eval_json(ev: &EvalOutput) -> Value {
+    json!(ev.metrics)
+}
+
+/// `hrm eval`.
+pub fn eval_cmd(a: &EvalArgs) -> Result<()> {
+    let loss_type: LossType = serde_json::from_value(json!(a.loss_type)).with_context(|| {
+        format!(
+            "--loss-type `{}` (stablemax_cross_entropy | softmax_cross_entropy)",
+            a.loss_type
+        )
+    })?;
+    let (model, meta) = load_model(&a.checkpoint, &Device::Cpu, |_| {})?;
+    let split = Arc::new(load_split(&a.data, "test")?);
+    let m = &split.metadata;
+    if m.seq_len != model.cfg.seq_len || m.vocab_size != model.cfg.vocab_size {
+        bail!(
+            "{}: the test split has seq_len {} / vocab_size {} but the checkpoint {} was trained on \
+             seq_len {} / vocab_size {}",
+            a.data.display(),
+            m.seq_len,
+            m.vocab_size,
+            a.checkpoint.display(),
+            model.cfg.seq_len,
+            model.cfg.vocab_size
+        );
+    }
+    let task = if a.task == Task::Auto {
+        detect_task(&split)
+    } else {
+        a.task
+    };
+    let opts = EvalOptions {
+        halt_max_steps: a.halt_max_steps,
+        learned_halting: a.halting == Halting::Learned,
+        max_examples: a.max_examples,
+        keep_predictions: task != Task::Generic,
+        keep_logits: false,
+    };
+    let t0 = std::time::Instant::now();
+    let ev = evaluate(&model, split.clone(), a.batch_size, loss_type, &opts)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let mut out = json!({
+        "checkpoint": a.checkpoint.display().to_string(),
+        "step": meta.get("step").cloned(),
+        "data": a.data.display().to_string(),
+        "halt_max_steps": a.halt_max_steps.unwrap_or(model.cfg.halt_max_steps),
+        "halting": format!("{:?}", a.halting).to_lowercase(),
+        "mean_segments": ev.mean_segments,
+        "seconds": secs,
+        "metrics": eval_json(&ev),
+    });
+    if let Some(p) = &ev.predictions {
+        match task {
+            Task::Sudoku => out["sudoku"] = sudoku_score(p),
+            Task::Maze => out["maze"] = maze_score(p),
+            Task::Arc => out["arc"] = arc_score(p, &split, &a.data, a.submission.as_deref())?,
+            Task::Generic | Task::Auto => {}
+        }
+    }
+    let text = serde_json::to_string_pretty(&out)?;
+    println!("{text}");
+    if let Some(path) = &a.output {
+        hrm_model::checkpoint::write_atomic(path, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// `hrm solve` puzzles.
+#[derive(Debug, Subcommand)]
+pub enum SolveCommand {
+    /// A 9x9 Sudoku: 81 characters, digits and `.` or `0` for blanks.
+    Sudoku {
+        /// The puzzle.
+        puzzle: String,
+    },
+    /// A maze: a text file of N lines of N characters `#` wall, ` ` open, `S` start, `G` goal.
+    Maze {
+        /// The maze file.
+        file: PathBuf,
+    },
+}
+
+/// Flags of `hrm solve`.
+#[derive(Debug, Args)]
+pub struct SolveArgs {
+    /// Model checkpoint (default: the model shipped for the puzzle type under models/).
+    #[arg(long, global = true)]
+    pub checkpoint: Option<PathBuf>,
+    /// Segments to run (default: the checkpoint's halt_max_steps).
+    #[arg(long, global = true)]
+    pub halt_max_steps: Option<usize>,
+    /// The puzzle.
+    #[command(subcommand)]
+    pub puzzle: SolveCommand,
+}
+
+/// Where the shipped default models live (next to the binary's source tree, or `HRM_MODELS`).
+fn default_model(name: &str) -> Result<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(d) = std::env::var_os("HRM_MODELS") {
+        candidates.push(PathBuf::from(d).join(name));
+    }
+    candidates.push(PathBuf::from("models").join(name));
+    candidates.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models")).join(name));
+    candidates.into_iter().find(|p| p.exists()).with_context(|| {
+        format!("no default model `models/{name}` found; pass --checkpoint CKPT (or set HRM_MODELS)")
+    })
+}
+
+/// Run one example through the ACT loop; returns per-segment (prediction, q_halt, q_continue).
+fn rollout(model: &Hrm, batch: &PuzzleBatch, segments: usize) -> Result<Vec<(Vec<i32>, f32, f32)>> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut carry = model.initial_carry(batch)?;
+    let v = model.cfg.vocab_size;
+    let mut out = Vec::new();
+    for _ in 0..segments {
+        let (mut c, o) = model.act_step(&carry, batch, Mode::Eval, &mut rng)?;
+        let logits = o
+            .logits
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let pred: Vec<i32> = logits
+            .chunks(v)
+            .map(|r| (0..v).fold(0, |b, k| if r[k] > r[b] { k } else { b }) as i32)
+            .collect();
+        let qh = o.q_halt.to_vec1::<f32>()?[0];
+        let qc = o.q_continue.to_vec1::<f32>()?[0];
+        out.push((pred, qh, qc));
+        c.halted = vec![false; batch.batch_size];
+        carry = c;
+    }
+    Ok(out)
+}
+
+/// `hrm solve`.
+pub fn solve_cmd(a: &SolveArgs) -> Result<()> {
+    let (ckpt, tokens, side) = match &a.puzzle {
+        SolveCommand::Sudoku { puzzle } => {
+            let g = hrm_data::sudoku::parse_grid(puzzle.trim(), true)
+                .map_err(|e| anyhow::anyhow!("sudoku puzzle: {e}"))?;
+            let ckpt = a
+                .checkpoint
+                .clone()
+                .map(Ok)
+                .unwrap_or_else(|| default_model("sudoku-cpu.safetensors"))?;
+            (
+                ckpt,
+                hrm_data::sudoku::encode(&g)
+                    .iter()
+                    .map(|&t| t as i32)
+                    .collect::<Vec<_>>(),
+                9,
+            )
+        }
+        SolveCommand::Maze { file } => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let flat: String = text.lines().filter(|l| !l.is_empty()).collect();
+            let grid = hrm_data::maze::MazeGrid::parse(&flat)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            hrm_data::maze::validate_question(&grid)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let ckpt = a
+                .checkpoint
+                .clone()
+                .map(Ok)
+                .unwrap_or_else(|| default_model("maze-cpu.safetensors"))?;
+            let side = grid.side();
+            (
+                ckpt,
+                grid.to_tokens().iter().map(|&t| t as i32).collect(),
+                side,
+            )
+        }
+    };
+    let (model, _) = load_model(&ckpt, &Device::Cpu, |c| c.batch_size = 1)?;
+    if tokens.len() != model.cfg.seq_len {
+        bail!(
+            "the puzzle has {} cells but the model {} was trained on {}",
+            tokens.len(),
+            ckpt.display(),
+            model.cfg.seq_len
+        );
+    }
+    let batch = PuzzleBatch {
+        inputs: tokens.clone(),
+        labels: vec![-100; tokens.len()],
+        puzzle_identifiers: vec![0],
+        batch_size: 1,
+        seq_len: tokens.len(),
+    };
+    let segments = a.halt_max_steps.unwrap_or(model.cfg.halt_max_steps);
+    let t0 = std::time::Instant::now();
+    let steps = rollout(&model, &batch, segments)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let (pred, qh, _) = steps.last().context("no segment ran")?;
+    let halt_at = steps.iter().position(|(_, h, c)| h > c).map(|i| i + 1);
+    match &a.puzzle {
+        SolveCommand::Sudoku { .. } => {
+            for r in 0..9 {
+                let row: Vec<String> = (0..9)
+                    .map(|c| {
+                        let t = pred[r * 9 + c];
+                        if (2..=10).contains(&t) {
+                            (t - 1).to_string()
+                        } else {
+                            "?".into()
+                        }
+                    })
+                    .collect();
+                println!("{}", row.join(" "));
+            }
+            let ok = sudoku_answer_ok(&tokens, pred);
+            println!(
+                "verified: {}",
+                if ok {
+                    "yes (valid Sudoku, agrees with every given)"
+                } else {
+                    "no"
+                }
+            );
+        }
+        SolveCommand::Maze { .. } => {
+            let chars = "?# SGo";
+            for r in 0..side {
+                let line: String = (0..side)
+                    .map(|c| {
+                        chars
+                            .chars()
+                            .nth(pred[r * side + c].clamp(0, 5) as usize)
+                            .unwrap_or('?')
+                    })
+                    .collect();
+                println!("{line}");
+            }
+            let q: Vec<u8> = tokens.iter().map(|&t| t as u8).collect();
+            let a2: Vec<u8> = pred.iter().map(|&t| t.clamp(0, 255) as u8).collect();
+            let v = hrm_data::maze::check_path(&q, &a2);
+            match (&v.reason, v.optimal) {
+                (_, true) => println!(
+                    "verified: yes (valid path of {} moves, optimal)",
+                    v.length.unwrap_or(0)
+                ),
+                (Some(r), _) => println!("verified: no ({r})"),
+                (None, false) => println!("verified: no"),
+            }
+        }
+    }
+    println!(
+        "segments: {segments} (q_halt > q_continue first at segment {}), final q_halt {qh:.3} \
+         (confidence {:.3}), {:.0} ms",
+        halt_at
+            .map(|k| k.to_string())
+            .unwrap_or_else(|| "never".into()),
+        1.0 / (1.0 + (-qh).exp()),
+        secs * 1000.0
+    );
+    Ok(())
+}

@@ -1,0 +1,384 @@
+//! End to end, as a user runs it: `hrm data` -> `hrm train` (tiny preset) -> `hrm eval` ->
+//! `hrm solve`; exact resume after SIGKILL and after Ctrl-C; one-line errors for bad configs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use hrm_model::checkpoint::read_safetensors;
+
+fn hrm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hrm"))
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = hrm().args(args).output().expect("run hrm");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (code, out, err) = run(args);
+    assert_eq!(code, 0, "hrm {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+fn configs() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs"))
+}
+
+/// A small Sudoku dataset from random minimal puzzles (no shared data needed).
+fn dataset(dir: &Path) -> PathBuf {
+    let csv = dir.join("csv");
+    let data = dir.join("data");
+    ok(&[
+        "data",
+        "sudoku-generate",
+        "--output-dir",
+        csv.to_str().unwrap(),
+        "--from-scratch",
+        "120",
+        "--seed",
+        "3",
+    ]);
+    ok(&[
+        "data",
+        "sudoku",
+        "--input-dir",
+        csv.to_str().unwrap(),
+        "--output-dir",
+        data.to_str().unwrap(),
+        "--num-aug",
+        "2",
+    ]);
+    data
+}
+
+fn tiny_args<'a>(data: &'a str, run_dir: &'a str, extra: &[&'a str]) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        "train".into(),
+        configs().join("tiny.toml").display().to_string(),
+        format!("data_path={data}"),
+        "epochs=4".into(),
+        "eval_interval=2".into(),
+        "checkpoint_interval=5".into(),
+        "--run-dir".into(),
+        run_dir.into(),
+        "--quiet".into(),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// metrics.jsonl as (step -> all values but `time`), checked to be one line per step and key set.
+fn metrics(run_dir: &Path) -> Vec<(u64, Vec<(String, String)>)> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let step = v["step"].as_u64().unwrap();
+            let mut kv: Vec<(String, String)> = v
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| *k != "time")
+                .map(|(k, x)| (k.clone(), x.to_string()))
+                .collect();
+            kv.sort();
+            (step, kv)
+        })
+        .collect()
+}
+
+fn final_tensors(run_dir: &Path) -> (String, HashMap<String, Vec<u8>>) {
+    let mut ckpts: Vec<(u64, PathBuf)> = std::fs::read_dir(run_dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            let name = p.file_name()?.to_str()?.to_string();
+            let step = name
+                .strip_prefix("step_")?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()?;
+            Some((step, p))
+        })
+        .collect();
+    ckpts.sort();
+    let (step, path) = ckpts.pop().expect("a checkpoint");
+    let f = read_safetensors(&path, &Device::Cpu).unwrap();
+    let bytes = f
+        .tensors
+        .into_iter()
+        .map(|(k, t)| {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (k, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        })
+        .collect();
+    (format!("step_{step}"), bytes)
+}
+
+#[test]
+fn data_train_eval_solve() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let run_dir = dir.path().join("run");
+    let args = tiny_args(data.to_str().unwrap(), run_dir.to_str().unwrap(), &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ok(&args);
+    assert!(out.contains("finished at step"), "{out}");
+    for f in ["config.toml", "metrics.jsonl", "run.json"] {
+        assert!(run_dir.join(f).exists(), "{f} missing");
+    }
+    let m = metrics(&run_dir);
+    assert!(m
+        .iter()
+        .any(|(_, kv)| kv.iter().any(|(k, _)| k == "eval/all/exact_accuracy")));
+    assert!(m
+        .iter()
+        .any(|(_, kv)| kv.iter().any(|(k, _)| k == "train/lm_loss")));
+    let (ckpt, _) = final_tensors(&run_dir);
+    let ckpt = run_dir.join(format!("{ckpt}.safetensors"));
+    let json = ok(&[
+        "eval",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let acc = v["metrics"]["all"]["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert_eq!(v["metrics"]["all"]["count"].as_f64().unwrap(), 12.0);
+    assert!(v["sudoku"]["valid_solution_rate"].as_f64().is_some());
+    let learned = ok(&[
+        "eval",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--halting",
+        "learned",
+        "--halt-max-steps",
+        "6",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&learned).unwrap();
+    let segs = v["mean_segments"].as_f64().unwrap();
+    assert!((1.0..=6.0).contains(&segs), "{segs}");
+    let puzzle =
+        "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......";
+    let out = ok(&[
+        "solve",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "sudoku",
+        puzzle,
+    ]);
+    assert!(
+        out.contains("verified:") && out.contains("segments:"),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines()
+            .take(9)
+            .filter(|l| l.split(' ').count() == 9)
+            .count(),
+        9,
+        "{out}"
+    );
+}
+
+#[test]
+fn killed_and_resumed_run_equals_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let d = data.to_str().unwrap();
+    // the uninterrupted run
+    let a = dir.path().join("a");
+    let args = tiny_args(d, a.to_str().unwrap(), &[]);
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    // a run stopped at step 7 (mid-iteration, with a checkpoint) and resumed
+    let b = dir.path().join("b");
+    let args = tiny_args(d, b.to_str().unwrap(), &["--stop-after", "7"]);
+    let out = ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.contains("stopped at step 7"), "{out}");
+    ok(&["train", "--resume", b.to_str().unwrap(), "--quiet"]);
+    // a run killed with SIGKILL at an arbitrary moment after its first checkpoint, resumed
+    let c = dir.path().join("c");
+    let args = tiny_args(d, c.to_str().unwrap(), &[]);
+    let mut child = hrm()
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !c.join("step_10.safetensors").exists() && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // (if the run happened to finish first, resuming it is a no-op)
+    ok(&["train", "--resume", c.to_str().unwrap(), "--quiet"]);
+    let (ref_step, ref_tensors) = final_tensors(&a);
+    let ref_metrics = metrics(&a);
+    for run_dir in [&b, &c] {
+        let (step, tensors) = final_tensors(run_dir);
+        assert_eq!(step, ref_step);
+        assert_eq!(tensors.len(), ref_tensors.len());
+        for (k, v) in &ref_tensors {
+            assert!(
+                tensors[k] == *v,
+                "{}: tensor {k} differs after resume",
+                run_dir.display()
+            );
+        }
+        assert_eq!(
+            metrics(run_dir),
+            ref_metrics,
+            "{}: metrics differ",
+            run_dir.display()
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_writes_a_checkpoint_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let r = dir.path().join("r");
+    let args = tiny_args(
+        data.to_str().unwrap(),
+        r.to_str().unwrap(),
+        &["epochs=40", "eval_interval=20"],
+    );
+    let child = hrm()
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !r.join("step_5.safetensors").exists() && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGINT, as Ctrl-C sends
+    let rc = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(rc.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("stopped at step"), "{stdout}");
+    let step: u64 = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("stopped at step ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    assert!(r.join(format!("step_{step}.safetensors")).exists());
+    assert!(r.join(format!("step_{step}.state.safetensors")).exists());
+}
+
+fn one_line_error(args: &[&str], needle: &str) {
+    let (code, out, err) = run(args);
+    assert_ne!(code, 0, "expected failure:\n{out}\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line:\n{err}");
+    assert!(lines[0].contains(needle), "{err}");
+}
+
+#[test]
+fn bad_configs_give_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let tiny = configs().join("tiny.toml");
+    let (t, d) = (
+        tiny.to_str().unwrap(),
+        format!("data_path={}", data.display()),
+    );
+    let rd = dir.path().join("x");
+    let rd = rd.to_str().unwrap();
+    one_line_error(&["train", t, &d, "lr_typo=1", "--run-dir", rd], "lr_typo");
+    one_line_error(&["train", t, &d, "epochs=abc", "--run-dir", rd], "epochs");
+    one_line_error(
+        &["train", t, &d, "arch.num_heads=3", "--run-dir", rd],
+        "num_heads",
+    );
+    one_line_error(
+        &["train", t, "data_path=/nonexistent/data", "--run-dir", rd],
+        "/nonexistent/data",
+    );
+    // a checkpoint evaluated on data of another shape
+    let run_dir = dir.path().join("run");
+    let args = tiny_args(
+        data.to_str().unwrap(),
+        run_dir.to_str().unwrap(),
+        &["--stop-after", "1"],
+    );
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let ckpt = run_dir.join("step_1.safetensors");
+    let other = dir.path().join("maze");
+    ok(&[
+        "data",
+        "maze-generate",
+        "--output-dir",
+        other.to_str().unwrap(),
+        "--size",
+        "6",
+        "--min-path",
+        "4",
+        "--train-count",
+        "8",
+        "--test-count",
+        "4",
+        "--seed",
+        "1",
+    ]);
+    let maze_data = dir.path().join("maze-data");
+    ok(&[
+        "data",
+        "maze",
+        "--input-dir",
+        other.to_str().unwrap(),
+        "--output-dir",
+        maze_data.to_str().unwrap(),
+    ]);
+    one_line_error(
+        &[
+            "eval",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--data",
+            maze_data.to_str().unwrap(),
+        ],
+        "seq_len",
+    );
+    // resuming with a changed architecture
+    one_line_error(
+        &[
+            "train",
+            "--resume",
+            run_dir.to_str().unwrap(),
+            "arch.hidden_size=128",
+        ],
+        "hidden_size",
+    );
+}

@@ -1,0 +1,223 @@
+//! Evaluation: run every test example through `halt_max_steps` ACT segments (or fewer, with
+//! learned halting) and reduce the loss head's metrics per set.
+//!
+//! Mirrors sapientinc/HRM:pretrain.py `evaluate` (fresh carry per batch, metrics of the final
+//! segment, sums per set divided by the summed `count`) and evaluate.py's saved outputs.
+//! Additions: `max_examples` (evaluate a prefix of the test split, for CPU runs), an inference-time
+//! `halt_max_steps`, and learned halting (a row stops at the first segment where
+//! q_halt > q_continue; its prediction is taken there and the mean segments used is reported).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use hrm_data::format::SplitData;
+use hrm_data::sampler::{TestIterator, IGNORE_LABEL_ID};
+use hrm_model::hrm::{Carry, Hrm, PuzzleBatch};
+use hrm_model::loss::{act_loss, HostOutputs, LossType};
+use hrm_model::train::eval_step;
+use rand::SeedableRng;
+
+/// How to evaluate.
+#[derive(Debug, Clone, Default)]
+pub struct EvalOptions {
+    /// Segments per example (default: the model's `halt_max_steps`).
+    pub halt_max_steps: Option<usize>,
+    /// Stop each row at its first segment with q_halt > q_continue.
+    pub learned_halting: bool,
+    /// Evaluate only the first N test examples (in split order).
+    pub max_examples: Option<usize>,
+    /// Keep per-example inputs, labels, predictions and Q values (for task scoring and saving).
+    pub keep_predictions: bool,
+    /// Also keep the logits (`[N, L, V]`; large).
+    pub keep_logits: bool,
+}
+
+/// Per-example outputs kept for task-specific scoring (maze validity, ARC voting, saving).
+#[derive(Debug, Clone, Default)]
+pub struct Predictions {
+    /// Set name of each example.
+    pub set_names: Vec<String>,
+    /// Inputs `[N * L]`.
+    pub inputs: Vec<i32>,
+    /// Labels `[N * L]` (-100 = ignored).
+    pub labels: Vec<i32>,
+    /// Puzzle identifier per example `[N]`.
+    pub puzzle_identifiers: Vec<i32>,
+    /// Argmax predictions `[N * L]`.
+    pub predictions: Vec<i32>,
+    /// Q-halt logit at the segment the prediction was taken from `[N]`.
+    pub q_halt: Vec<f32>,
+    /// Q-continue logit at that segment `[N]`.
+    pub q_continue: Vec<f32>,
+    /// Segments used per example `[N]`.
+    pub segments: Vec<u32>,
+    /// Logits `[N * L * V]` (only with `keep_logits`).
+    pub logits: Vec<f32>,
+    /// Tokens per example L.
+    pub seq_len: usize,
+}
+
+/// The result of an evaluation.
+#[derive(Debug, Clone, Default)]
+pub struct EvalOutput {
+    /// Per set: metric name -> value (every metric divided by the set's `count`, as the
+    /// reference does), plus `count` itself (the number of examples evaluated).
+    pub metrics: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Mean segments used per example over all sets.
+    pub mean_segments: f64,
+    /// Per-example outputs if requested.
+    pub predictions: Option<Predictions>,
+}
+
+impl EvalOutput {
+    /// Flattened `eval/<set>/<metric>` keys (for metrics.jsonl / TensorBoard).
+    pub fn flat(&self) -> Vec<(String, f64)> {
+        let mut v = Vec::new();
+        for (set, m) in &self.metrics {
+            for (k, x) in m {
+                v.push((format!("eval/{set}/{k}"), *x));
+            }
+        }
+        v
+    }
+}
+
+/// A data-loader batch as the model takes it.
+pub fn to_model_batch(b: &hrm_data::sampler::Batch) -> PuzzleBatch {
+    PuzzleBatch {
+        inputs: b.inputs.clone(),
+        labels: b.labels.clone(),
+        puzzle_identifiers: b.puzzle_identifiers.clone(),
+        batch_size: b.batch_size,
+        seq_len: b.seq_len,
+    }
+}
+
+/// Evaluate `model` on every set of `split` in batches of `batch_size`.
+pub fn evaluate(
+    model: &Hrm,
+    split: Arc<SplitData>,
+    batch_size: usize,
+    loss_type: LossType,
+    opts: &EvalOptions,
+) -> Result<EvalOutput> {
+    let segments = opts.halt_max_steps.unwrap_or(model.cfg.halt_max_steps);
+    anyhow::ensure!(segments >= 1, "halt_max_steps must be at least 1");
+    let vocab = model.cfg.vocab_size;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0); // unused in eval mode
+    let mut sums: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    let mut preds = (opts.keep_predictions || opts.keep_logits).then(Predictions::default);
+    let (mut seg_total, mut seg_rows) = (0f64, 0usize);
+    let mut seen = 0usize;
+    for b in TestIterator::new(split, batch_size)? {
+        if opts.max_examples.is_some_and(|m| seen >= m) {
+            break;
+        }
+        let mut batch = to_model_batch(&b);
+        let l = batch.seq_len;
+        // rows past the real examples (padding) or past max_examples count for nothing
+        let mut real = b.effective_size.min(batch.batch_size);
+        if let Some(m) = opts.max_examples {
+            real = real.min(m - seen);
+        }
+        for r in real..batch.batch_size {
+            batch.labels[r * l..(r + 1) * l].fill(IGNORE_LABEL_ID);
+        }
+        seen += real;
+        // a model evaluated with a different number of segments: run `segments` steps; the
+        // carry halts at the model's own halt_max_steps, so drive the steps explicitly
+        let mut carry: Carry = model.initial_carry(&batch)?;
+        let bsz = batch.batch_size;
+        let mut frozen: Vec<Option<(u32, Vec<f32>, f32, f32)>> = vec![None; bsz];
+        let mut last = None;
+        for k in 1..=segments {
+            let (mut c, _, host) = eval_step(model, &carry, &batch, loss_type, &mut rng)?;
+            if opts.learned_halting {
+                for r in 0..bsz {
+                    if frozen[r].is_none() && host.q_halt[r] > host.q_continue[r] {
+                        let lg = host.logits[r * l * vocab..(r + 1) * l * vocab].to_vec();
+                        frozen[r] = Some((k as u32, lg, host.q_halt[r], host.q_continue[r]));
+                    }
+                }
+            }
+            // keep every row running to `segments` even if the model's halt_max_steps is smaller
+            c.halted = vec![false; bsz];
+            last = Some(host);
+            carry = c;
+            if opts.learned_halting && frozen.iter().take(real).all(Option::is_some) {
+                break;
+            }
+        }
+        let host = last.context("no segment ran")?;
+        // final per-row outputs: frozen (learned halting) or the last segment's
+        let mut logits = host.logits.clone();
+        let (mut qh, mut qc) = (host.q_halt.clone(), host.q_continue.clone());
+        let mut used = vec![segments as u32; bsz];
+        let ran = carry.steps.first().copied().unwrap_or(segments as u32);
+        for r in 0..bsz {
+            used[r] = ran;
+            if let Some((k, lg, h, q)) = &frozen[r] {
+                logits[r * l * vocab..(r + 1) * l * vocab].copy_from_slice(lg);
+                qh[r] = *h;
+                qc[r] = *q;
+                used[r] = *k;
+            }
+        }
+        carry.halted = vec![true; bsz];
+        carry.steps = used.clone();
+        let out = HostOutputs {
+            logits: &logits,
+            q_halt: &qh,
+            q_continue: &qc,
+            target_q_continue: None,
+        };
+        let loss = act_loss(&carry, &out, vocab, loss_type, None)?;
+        let set = sums.entry(b.set_name.clone()).or_default();
+        for (k, v) in loss.metrics.entries() {
+            *set.entry(k.to_string()).or_default() += v;
+        }
+        for r in 0..real {
+            seg_total += used[r] as f64;
+            seg_rows += 1;
+        }
+        if let Some(p) = preds.as_mut() {
+            p.seq_len = l;
+            for r in 0..real {
+                p.set_names.push(b.set_name.clone());
+                p.inputs
+                    .extend_from_slice(&batch.inputs[r * l..(r + 1) * l]);
+                p.labels.extend_from_slice(&b.labels[r * l..(r + 1) * l]);
+                p.puzzle_identifiers.push(batch.puzzle_identifiers[r]);
+                p.predictions
+                    .extend_from_slice(&loss.predictions[r * l..(r + 1) * l]);
+                p.q_halt.push(qh[r]);
+                p.q_continue.push(qc[r]);
+                p.segments.push(used[r]);
+                if opts.keep_logits {
+                    p.logits
+                        .extend_from_slice(&logits[r * l * vocab..(r + 1) * l * vocab]);
+                }
+            }
+        }
+    }
+    let metrics = sums
+        .into_iter()
+        .map(|(set, m)| {
+            let count = m.get("count").copied().unwrap_or(0.0);
+            let div = count.max(1.0);
+            let mut out: BTreeMap<String, f64> = m.into_iter().map(|(k, v)| (k, v / div)).collect();
+            out.insert("count".into(), count);
+            (set, out)
+        })
+        .collect();
+    Ok(EvalOutput {
+        metrics,
+        mean_segments: if seg_rows > 0 {
+            seg_total / seg_rows as f64
+        } else {
+            0.0
+        },
+        predictions: preds,
+    })
+}

@@ -1,0 +1,265 @@
+//! Training checkpoints that resume exactly: the model file `step_<N>.safetensors` (loadable on
+//! its own by `hrm eval` / `hrm solve`) and its companion `step_<N>.state.safetensors` holding
+//! everything else a run needs to continue bit for bit: both optimizers' state, the step, the
+//! RNG state, the sampler position and the ACT carry. The reference saves the model only.
+//!
+//! Write order: the state file first, then the model file (both atomic, temp file + rename). A
+//! checkpoint exists once its model file exists, so a crash between the two leaves an orphan
+//! state file that is ignored (and overwritten by the next save of that step).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use hrm_data::sampler::SamplerPosition;
+use hrm_model::checkpoint::{read_safetensors, safetensors_bytes, save_model, write_atomic};
+use hrm_model::hrm::{Carry, Hrm, PuzzleBatch};
+use hrm_model::optim::AdamState;
+use hrm_model::train::Optimizers;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Format tag of the companion state file.
+pub const STATE_FORMAT: &str = "hrm-train-state-v1";
+
+/// A ChaCha8 stream position: seed, stream and word position reproduce the generator exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RngState {
+    /// The 32-byte key, hex.
+    pub seed: String,
+    /// Stream id.
+    pub stream: u64,
+    /// Word position (u128 as a decimal string).
+    pub word_pos: String,
+}
+
+impl RngState {
+    /// Capture `rng`.
+    pub fn capture(rng: &ChaCha8Rng) -> Self {
+        Self {
+            seed: rng.get_seed().iter().map(|b| format!("{b:02x}")).collect(),
+            stream: rng.get_stream(),
+            word_pos: rng.get_word_pos().to_string(),
+        }
+    }
+
+    /// Rebuild the generator.
+    pub fn restore(&self) -> Result<ChaCha8Rng> {
+        use rand::SeedableRng;
+        anyhow::ensure!(self.seed.len() == 64, "rng seed must be 64 hex digits");
+        let mut seed = [0u8; 32];
+        for (i, b) in seed.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&self.seed[2 * i..2 * i + 2], 16).context("rng seed")?;
+        }
+        let mut rng = ChaCha8Rng::from_seed(seed);
+        rng.set_stream(self.stream);
+        rng.set_word_pos(self.word_pos.parse().context("rng word_pos")?);
+        Ok(rng)
+    }
+}
+
+/// The scalar part of the training state (stored as JSON in the state file's metadata).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateMeta {
+    /// Optimizer steps taken (the reference's `train_state.step`).
+    pub step: u64,
+    /// The training iteration (group of `eval_interval` epochs) the sampler is in.
+    pub iteration: u64,
+    /// Position inside that iteration.
+    pub sampler: SamplerPosition,
+    /// Whether the iteration's evaluation already ran (a checkpoint at an evaluation).
+    pub iteration_done: bool,
+    /// Exploration RNG.
+    pub rng: RngState,
+    /// AdamATan2 step count per parameter.
+    pub adam_t: Vec<u64>,
+    /// Whether a carry is stored.
+    pub has_carry: bool,
+}
+
+/// Everything restored from a checkpoint besides the model weights.
+#[derive(Debug)]
+pub struct Restored {
+    /// Scalars.
+    pub meta: StateMeta,
+    /// Optimizers with their moments.
+    pub opt: Optimizers,
+    /// The training carry (None if the run had not started).
+    pub carry: Option<Carry>,
+}
+
+/// Path of the companion state file of a model checkpoint.
+pub fn state_path(model_path: &Path) -> PathBuf {
+    let name = model_path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
+    model_path.with_file_name(format!("{stem}.state.safetensors"))
+}
+
+fn host_u32(t: &Tensor) -> Result<Vec<u32>> {
+    Ok(t.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?)
+}
+
+fn host_i32(t: &Tensor) -> Result<Vec<i32>> {
+    Ok(t.flatten_all()?
+        .to_dtype(DType::I64)?
+        .to_vec1::<i64>()?
+        .into_iter()
+        .map(|x| x as i32)
+        .collect())
+}
+
+/// Save a checkpoint: the state file, then the model file (`extra` goes into the model
+/// file's metadata, e.g. the run's resolved config).
+pub fn save_checkpoint(
+    model_path: &Path,
+    model: &Hrm,
+    opt: &Optimizers,
+    carry: Option<&Carry>,
+    meta: &StateMeta,
+    extra: &HashMap<String, String>,
+) -> Result<()> {
+    let dev = Device::Cpu;
+    let params = model.parameters();
+    anyhow::ensure!(
+        params.len() == opt.adam.states.len(),
+        "optimizer/model mismatch"
+    );
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    for ((name, _), st) in params.iter().zip(&opt.adam.states) {
+        tensors.push((
+            format!("adam.m.{name}"),
+            Tensor::from_slice(&st.m, st.m.len(), &dev)?,
+        ));
+        tensors.push((
+            format!("adam.v.{name}"),
+            Tensor::from_slice(&st.v, st.v.len(), &dev)?,
+        ));
+    }
+    if let Some(c) = carry {
+        let b = c.data.batch_size;
+        let l = c.data.seq_len;
+        tensors.push(("carry.z_h".into(), c.z_h.to_device(&dev)?));
+        tensors.push(("carry.z_l".into(), c.z_l.to_device(&dev)?));
+        tensors.push(("carry.steps".into(), Tensor::from_slice(&c.steps, b, &dev)?));
+        let halted: Vec<u8> = c.halted.iter().map(|&h| h as u8).collect();
+        tensors.push(("carry.halted".into(), Tensor::from_vec(halted, b, &dev)?));
+        let i64s = |v: &[i32]| -> Vec<i64> { v.iter().map(|&x| x as i64).collect() };
+        tensors.push((
+            "carry.inputs".into(),
+            Tensor::from_vec(i64s(&c.data.inputs), (b, l), &dev)?,
+        ));
+        tensors.push((
+            "carry.labels".into(),
+            Tensor::from_vec(i64s(&c.data.labels), (b, l), &dev)?,
+        ));
+        tensors.push((
+            "carry.puzzle_identifiers".into(),
+            Tensor::from_vec(i64s(&c.data.puzzle_identifiers), b, &dev)?,
+        ));
+    }
+    let mut m = HashMap::new();
+    m.insert("format".to_string(), STATE_FORMAT.to_string());
+    m.insert("state".to_string(), serde_json::to_string(meta)?);
+    let sp = state_path(model_path);
+    write_atomic(&sp, &safetensors_bytes(&tensors, &m)?)
+        .with_context(|| format!("writing {}", sp.display()))?;
+    let mut extra = extra.clone();
+    extra.insert("step".into(), meta.step.to_string());
+    save_model(model_path, model, &extra)
+        .with_context(|| format!("writing {}", model_path.display()))?;
+    Ok(())
+}
+
+/// Load the companion state of `model_path` for `model` (whose weights were loaded from it).
+pub fn load_state(model_path: &Path, model: &Hrm, template: &Optimizers) -> Result<Restored> {
+    let sp = state_path(model_path);
+    if !sp.exists() {
+        bail!(
+            "{}: the optimizer/RNG/carry state of this checkpoint is missing, so the run cannot \
+             resume exactly (hint: move this step's files away to resume from the previous \
+             checkpoint)",
+            sp.display()
+        );
+    }
+    let f = read_safetensors(&sp, model.device())?;
+    match f.metadata.get("format").map(String::as_str) {
+        Some(STATE_FORMAT) => {}
+        other => bail!(
+            "{}: format tag {other:?} is not `{STATE_FORMAT}`",
+            sp.display()
+        ),
+    }
+    let meta: StateMeta = serde_json::from_str(
+        f.metadata
+            .get("state")
+            .with_context(|| format!("{}: no `state` metadata", sp.display()))?,
+    )
+    .with_context(|| format!("{}: metadata `state`", sp.display()))?;
+    let mut opt = template.clone();
+    let params = model.parameters();
+    anyhow::ensure!(
+        meta.adam_t.len() == params.len(),
+        "{}: {} optimizer step counts for {} parameters",
+        sp.display(),
+        meta.adam_t.len(),
+        params.len()
+    );
+    opt.adam.states = params
+        .iter()
+        .zip(&meta.adam_t)
+        .map(|((name, v), &t)| {
+            let get = |k: String| -> Result<Vec<f32>> {
+                let x = f
+                    .tensors
+                    .get(&k)
+                    .with_context(|| format!("{}: key `{k}` missing", sp.display()))?;
+                anyhow::ensure!(
+                    x.elem_count() == v.elem_count(),
+                    "{}: key `{k}` has {} elements, the parameter {}",
+                    sp.display(),
+                    x.elem_count(),
+                    v.elem_count()
+                );
+                Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+            };
+            Ok(AdamState {
+                m: get(format!("adam.m.{name}"))?,
+                v: get(format!("adam.v.{name}"))?,
+                t,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let carry = if meta.has_carry {
+        let g = |k: &str| {
+            f.tensors
+                .get(k)
+                .with_context(|| format!("{}: key `{k}` missing", sp.display()))
+        };
+        let z_h = g("carry.z_h")?.to_dtype(model.forward_dtype())?;
+        let z_l = g("carry.z_l")?.to_dtype(model.forward_dtype())?;
+        let (b, l) = g("carry.inputs")?.dims2()?;
+        Some(Carry {
+            z_h,
+            z_l,
+            steps: host_u32(g("carry.steps")?)?,
+            halted: host_u32(g("carry.halted")?)?
+                .into_iter()
+                .map(|h| h != 0)
+                .collect(),
+            data: PuzzleBatch {
+                inputs: host_i32(g("carry.inputs")?)?,
+                labels: host_i32(g("carry.labels")?)?,
+                puzzle_identifiers: host_i32(g("carry.puzzle_identifiers")?)?,
+                batch_size: b,
+                seq_len: l,
+            },
+        })
+    } else {
+        None
+    };
+    Ok(Restored { meta, opt, carry })
+}

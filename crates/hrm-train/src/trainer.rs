@@ -1,0 +1,445 @@
+//! The training loop: sapientinc/HRM:pretrain.py (`launch`, `train_batch`, `evaluate`,
+//! `save_train_state`) for one process, plus exact resume.
+//!
+//! Per optimizer step (convention 9 of docs/style-and-ecosystem.md), in order:
+//! 1. `step += 1`; past `total_steps` the batch is skipped (the reference's estimate of the run
+//!    length);
+//! 2. learning rates of both optimizers from the warm-up + cosine schedule;
+//! 3. one ACT segment with the carry kept across batches (halted rows take the new batch's rows),
+//!    the loss head, backward of `loss / global_batch_size`;
+//! 4. SignSGD on the puzzle table, then AdamATan2;
+//! 5. metrics: losses / global batch, the rest / count; log; checkpoint every
+//!    `checkpoint_interval` steps if set.
+//!
+//! After each iteration (`eval_interval` epochs) evaluation and a checkpoint
+//! (`checkpoint_every_eval`, and always at the end). A checkpoint holds the model, both
+//! optimizers, the step, the RNG, the sampler position and the carry ([`crate::state`]), so
+//! `--resume` continues exactly: with the same seed on CPU, a run killed at any point and resumed
+//! from its newest checkpoint ends with the same weights and metrics, bit for bit.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use hrm_data::format::{load_split, SplitData};
+use hrm_data::sampler::TrainSampler;
+use hrm_model::hrm::{Carry, Hrm};
+use hrm_model::train::{forward_backward, Optimizers};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::{DatasetFacts, DeviceSpec, TrainConfig};
+use crate::eval::{evaluate, to_model_batch, EvalOptions, EvalOutput};
+use crate::progress::TrainProgress;
+use crate::rundir::{RunDir, RunInfo};
+use crate::schedule::{cosine_schedule_with_warmup, total_steps};
+use crate::sinks::{check_finite, Sinks};
+use crate::state::{load_state, save_checkpoint, RngState, StateMeta};
+
+/// RNG streams derived from the run's seed (one per purpose).
+const STREAM_INIT: u64 = 0;
+const STREAM_EXPLORATION: u64 = 1;
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Run folder (default: a new folder under `runs/`).
+    pub run_dir: Option<PathBuf>,
+    /// Set to stop after the current step with a checkpoint (Ctrl-C).
+    pub stop: Arc<AtomicBool>,
+    /// Stop (with a checkpoint) once this many optimizer steps are done.
+    pub stop_after: Option<u64>,
+    /// No progress bar or log lines (tests).
+    pub quiet: bool,
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct TrainSummary {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// Optimizer steps done.
+    pub step: u64,
+    /// The last evaluation, if one ran.
+    pub last_eval: Option<EvalOutput>,
+    /// Stopped early (Ctrl-C or `stop_after`) after writing a checkpoint.
+    pub interrupted: bool,
+}
+
+/// The device named by the config.
+pub fn device_for(cfg: &TrainConfig) -> Result<Device> {
+    Ok(match cfg.device_spec()? {
+        DeviceSpec::Cpu => Device::Cpu,
+        DeviceSpec::Cuda(n) => Device::new_cuda(n).with_context(|| {
+            format!(
+                "device cuda:{n} is not available (build with `--features cuda` on a GPU machine)"
+            )
+        })?,
+    })
+}
+
+/// Load both splits and check that they fit together.
+fn load_data(cfg: &TrainConfig) -> Result<(Arc<SplitData>, Arc<SplitData>)> {
+    cfg.check_data_path()?;
+    let dir = Path::new(&cfg.data_path);
+    let train = Arc::new(load_split(dir, "train")?);
+    let test = Arc::new(load_split(dir, "test")?);
+    let (a, b) = (&train.metadata, &test.metadata);
+    if a.seq_len != b.seq_len || a.vocab_size != b.vocab_size {
+        bail!(
+            "{}: train and test splits differ (seq_len {} vs {}, vocab_size {} vs {})",
+            dir.display(),
+            a.seq_len,
+            b.seq_len,
+            a.vocab_size,
+            b.vocab_size
+        );
+    }
+    Ok((train, test))
+}
+
+fn facts(train: &SplitData, test: &SplitData) -> DatasetFacts {
+    DatasetFacts {
+        vocab_size: train.metadata.vocab_size,
+        seq_len: train.metadata.seq_len,
+        // the reference sizes the table from the train split; test ids share the numbering
+        num_puzzle_identifiers: train
+            .metadata
+            .num_puzzle_identifiers
+            .max(test.metadata.num_puzzle_identifiers),
+    }
+}
+
+/// The reference's estimate of the run length: epochs x groups x mean examples / batch.
+fn run_total_steps(cfg: &TrainConfig, train: &SplitData) -> u64 {
+    total_steps(
+        cfg.epochs,
+        train.metadata.total_groups as u64,
+        train.metadata.mean_puzzle_examples,
+        cfg.global_batch_size as u64,
+    )
+}
+
+/// Everything the loop carries from step to step.
+struct Run {
+    cfg: TrainConfig,
+    dir: RunDir,
+    model: Hrm,
+    opt: Optimizers,
+    sampler: TrainSampler,
+    test: Arc<SplitData>,
+    carry: Option<Carry>,
+    rng: ChaCha8Rng,
+    step: u64,
+    total_steps: u64,
+    sinks: Sinks,
+    config_text: String,
+}
+
+impl Run {
+    fn checkpoint(&self, iteration: u64, iteration_done: bool) -> Result<PathBuf> {
+        let path = self.dir.checkpoint_path(self.step);
+        let meta = StateMeta {
+            step: self.step,
+            iteration,
+            sampler: self.sampler.position(),
+            iteration_done,
+            rng: RngState::capture(&self.rng),
+            adam_t: self.opt.adam.states.iter().map(|s| s.t).collect(),
+            has_carry: self.carry.is_some(),
+        };
+        let extra = HashMap::from([("train_config".to_string(), self.config_text.clone())]);
+        save_checkpoint(
+            &path,
+            &self.model,
+            &self.opt,
+            self.carry.as_ref(),
+            &meta,
+            &extra,
+        )?;
+        if let Some(keep) = self.cfg.checkpoint_keep {
+            self.dir.prune_checkpoints(keep)?;
+        }
+        Ok(path)
+    }
+
+    fn eval(&self) -> Result<EvalOutput> {
+        let opts = EvalOptions {
+            max_examples: self.cfg.eval_max_examples,
+            ..Default::default()
+        };
+        evaluate(
+            &self.model,
+            self.test.clone(),
+            self.cfg.global_batch_size,
+            self.cfg.arch.loss.loss_type,
+            &opts,
+        )
+    }
+}
+
+/// Start a new run.
+pub fn train(mut cfg: TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> {
+    let device = device_for(&cfg)?;
+    let (train_split, test) = load_data(&cfg)?;
+    let model_cfg = cfg.model_config(&facts(&train_split, &test))?;
+    let dir = RunDir::create(opts.run_dir.as_deref(), &mut cfg)?;
+    dir.write_config(&cfg)?;
+    dir.write_run_info(&RunInfo::collect(&cfg))?;
+    let mut init = ChaCha8Rng::seed_from_u64(cfg.seed);
+    init.set_stream(STREAM_INIT);
+    let model = Hrm::new(&model_cfg, &device, &mut init)?;
+    let opt = Optimizers::new(
+        &model,
+        (cfg.beta1, cfg.beta2),
+        cfg.weight_decay,
+        cfg.puzzle_emb_weight_decay,
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    rng.set_stream(STREAM_EXPLORATION);
+    let epochs_per_iter = cfg.eval_interval.unwrap_or(cfg.epochs) as usize;
+    let sampler = TrainSampler::new(
+        train_split.clone(),
+        cfg.global_batch_size,
+        epochs_per_iter,
+        cfg.seed,
+    )?;
+    let mut sinks = Sinks::create(dir.path())?;
+    let n_params: usize = model.parameters().iter().map(|(_, v)| v.elem_count()).sum();
+    sinks.log(0, [("num_params", n_params as f64)])?;
+    if !opts.quiet {
+        println!("{}", cfg.to_table_string());
+        println!(
+            "run folder: {}  ({n_params} parameters)",
+            dir.path().display()
+        );
+    }
+    let total = run_total_steps(&cfg, &train_split);
+    let run = Run {
+        config_text: cfg.to_toml_string(),
+        cfg,
+        dir,
+        model,
+        opt,
+        sampler,
+        test,
+        carry: None,
+        rng,
+        step: 0,
+        total_steps: total,
+        sinks,
+    };
+    run_loop(run, 0, None, opts)
+}
+
+/// Continue the run in `run_dir` from its newest checkpoint. `overrides` may change settings
+/// that do not affect the result (e.g. `log_interval`); architecture, data and seed must match.
+pub fn resume(run_dir: &Path, overrides: &[String], opts: &TrainOptions) -> Result<TrainSummary> {
+    let dir = RunDir::open(run_dir)?;
+    let saved = dir.load_config()?;
+    let cfg = if overrides.is_empty() {
+        saved.clone()
+    } else {
+        let c = TrainConfig::load(&dir.config_path(), overrides)?;
+        c.check_resume_compatible(&saved)?;
+        c
+    };
+    let ckpt = dir.latest_checkpoint()?.with_context(|| {
+        format!(
+            "{}: no checkpoint to resume from (step_<N>.safetensors)",
+            run_dir.display()
+        )
+    })?;
+    let device = device_for(&cfg)?;
+    let (train_split, test) = load_data(&cfg)?;
+    let model_cfg = cfg.model_config(&facts(&train_split, &test))?;
+    let (model, _) = hrm_model::checkpoint::load_model(&ckpt.path, &device, |c| {
+        // run-time settings come from the (possibly overridden) run config
+        c.batch_size = model_cfg.batch_size;
+    })?;
+    if model.cfg != model_cfg {
+        bail!(
+            "{}: the checkpoint's model config does not match the run's config.toml (hint: the \
+             dataset at `{}` may have changed since the run started)",
+            ckpt.path.display(),
+            cfg.data_path
+        );
+    }
+    let template = Optimizers::new(
+        &model,
+        (cfg.beta1, cfg.beta2),
+        cfg.weight_decay,
+        cfg.puzzle_emb_weight_decay,
+    );
+    let restored = load_state(&ckpt.path, &model, &template)?;
+    let epochs_per_iter = cfg.eval_interval.unwrap_or(cfg.epochs) as usize;
+    let mut sampler = TrainSampler::new(
+        train_split.clone(),
+        cfg.global_batch_size,
+        epochs_per_iter,
+        cfg.seed,
+    )?;
+    let meta = restored.meta;
+    let (start_iter, position) = if meta.iteration_done {
+        (meta.iteration + 1, None)
+    } else {
+        (meta.iteration, Some(meta.sampler))
+    };
+    if let Some(p) = position {
+        sampler.start_iteration(p.iteration);
+        sampler.restore(&p);
+    }
+    let sinks = Sinks::open_append(dir.path(), meta.step)?;
+    if !opts.quiet {
+        println!("resuming {} from step {}", run_dir.display(), meta.step);
+    }
+    let total = run_total_steps(&cfg, &train_split);
+    let run = Run {
+        config_text: cfg.to_toml_string(),
+        cfg,
+        dir,
+        model,
+        opt: restored.opt,
+        sampler,
+        test,
+        carry: restored.carry,
+        rng: meta.rng.restore()?,
+        step: meta.step,
+        total_steps: total,
+        sinks,
+    };
+    run_loop(run, start_iter, position.map(|_| ()), opts)
+}
+
+/// The loop over iterations from `start_iter`; `mid_iteration` = the sampler is already
+/// positioned inside `start_iter`.
+fn run_loop(
+    mut run: Run,
+    start_iter: u64,
+    mid_iteration: Option<()>,
+    opts: &TrainOptions,
+) -> Result<TrainSummary> {
+    let cfg = run.cfg.clone();
+    let epochs_per_iter = cfg.eval_interval.unwrap_or(cfg.epochs);
+    let total_iters = cfg.epochs / epochs_per_iter;
+    let warmup = cfg.lr_warmup_steps;
+    let gbs = cfg.global_batch_size;
+    let mut progress =
+        TrainProgress::new(run.total_steps, run.step).with_log_interval(cfg.log_interval);
+    if opts.quiet {
+        progress = progress.with_mode(crate::progress::ProgressMode::Silent);
+    }
+    let mut last_eval = None;
+    for it in start_iter..total_iters {
+        if !(it == start_iter && mid_iteration.is_some()) {
+            run.sampler.start_iteration(it);
+        }
+        while let Some(batch) = run.sampler.next_batch() {
+            run.step += 1;
+            if run.step > run.total_steps {
+                continue; // the reference skips batches past its step estimate
+            }
+            let lr = cosine_schedule_with_warmup(
+                run.step,
+                cfg.lr,
+                warmup,
+                run.total_steps,
+                cfg.lr_min_ratio,
+            );
+            let plr = cosine_schedule_with_warmup(
+                run.step,
+                cfg.puzzle_emb_lr,
+                warmup,
+                run.total_steps,
+                cfg.lr_min_ratio,
+            );
+            let batch = to_model_batch(&batch);
+            let carry = match run.carry.take() {
+                Some(c) => c,
+                None => run.model.initial_carry(&batch)?,
+            };
+            let ts = forward_backward(
+                &run.model,
+                &carry,
+                &batch,
+                cfg.arch.loss.loss_type,
+                gbs,
+                &mut run.rng,
+            )?;
+            let m = &ts.loss.metrics;
+            let count = m.count.max(1.0);
+            let mut metrics: Vec<(String, f64)> = m
+                .entries()
+                .into_iter()
+                .map(|(k, v)| {
+                    let div = if k.ends_with("loss") {
+                        gbs as f64
+                    } else {
+                        count
+                    };
+                    (format!("train/{k}"), v / div)
+                })
+                .collect();
+            metrics.push(("train/lr".into(), lr));
+            check_finite(
+                run.step,
+                metrics
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), *v))
+                    .chain([("train/loss", ts.loss.total)]),
+            )?;
+            run.opt.step(&run.model, &ts.grads, lr, plr)?;
+            run.carry = Some(ts.carry);
+            run.sinks
+                .log(run.step, metrics.iter().map(|(k, v)| (k.as_str(), *v)))?;
+            progress.update(run.step, metrics.iter().map(|(k, v)| (k.as_str(), *v)));
+            let stop =
+                opts.stop.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|n| run.step >= n);
+            if stop || cfg.checkpoint_interval.is_some_and(|n| run.step % n == 0) {
+                let p = run.checkpoint(it, false)?;
+                if stop {
+                    progress.finish();
+                    if !opts.quiet {
+                        println!("stopped at step {}; checkpoint {}", run.step, p.display());
+                    }
+                    return Ok(TrainSummary {
+                        run_dir: run.dir.path().to_path_buf(),
+                        step: run.step,
+                        last_eval,
+                        interrupted: true,
+                    });
+                }
+            }
+        }
+        let ev = run.eval()?;
+        let flat = ev.flat();
+        run.sinks
+            .log(run.step, flat.iter().map(|(k, v)| (k.as_str(), *v)))?;
+        if !opts.quiet {
+            let line: Vec<String> = flat
+                .iter()
+                .filter(|(k, _)| {
+                    k.ends_with("/exact_accuracy")
+                        || k.ends_with("/accuracy")
+                        || k.ends_with("/count")
+                })
+                .map(|(k, v)| format!("{k} {v:.4}"))
+                .collect();
+            progress.println(&format!("eval @ step {}: {}", run.step, line.join(" | ")));
+        }
+        last_eval = Some(ev);
+        if cfg.checkpoint_every_eval || it + 1 == total_iters {
+            run.checkpoint(it, true)?;
+        }
+    }
+    progress.finish();
+    Ok(TrainSummary {
+        run_dir: run.dir.path().to_path_buf(),
+        step: run.step,
+        last_eval,
+        interrupted: false,
+    })
+}

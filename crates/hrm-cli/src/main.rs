@@ -2,10 +2,12 @@
 //!
 //! One binary, one subcommand per job (convention 8 of docs/style-and-ecosystem.md):
 //! `hrm data ...` (datasets), `hrm parity` (check against the PyTorch reference's golden tensors),
-//! `hrm convert` (reference checkpoint -> safetensors), `hrm train`, `hrm eval`, `hrm solve`.
+//! `hrm convert` (reference checkpoint -> safetensors), `hrm train`, `hrm eval`, `hrm solve`,
+//! `hrm bench` (speed, side by side with the PyTorch peer).
 
 use clap::{Parser, Subcommand};
 
+mod bench_cmd;
 mod data_cmd;
 mod model_cmd;
 mod train_cmd;
@@ -14,6 +16,9 @@ mod train_cmd;
 #[derive(Parser)]
 #[command(name = "hrm", version, about, long_about = None)]
 struct Cli {
+    /// CPU threads for tensor work (default: RAYON_NUM_THREADS or all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,10 +40,16 @@ enum Command {
     Eval(train_cmd::EvalArgs),
     /// Solve one puzzle with a trained model.
     Solve(train_cmd::SolveArgs),
+    /// Time training steps, eval segments or solves (same JSON fields as the PyTorch peer).
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // read by rayon's global pool (created lazily, after this) and by candle's matmul
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
     let result = match cli.command {
         Command::Data { cmd } => data_cmd::run(cmd),
         Command::Parity(args) => model_cmd::parity(&args),
@@ -46,6 +57,7 @@ fn main() {
         Command::Train(args) => train_cmd::train_cmd(&args),
         Command::Eval(args) => train_cmd::eval_cmd(&args),
         Command::Solve(args) => train_cmd::solve_cmd(&args),
+        Command::Bench(args) => bench_cmd::bench_cmd(&args),
     };
     if let Err(e) = result {
         // One clear line (plus the cause chain) instead of a panic or a debug dump.

@@ -130,7 +130,16 @@ fn failing_build(root: &Path, train_body: &str) -> String {
     ]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.starts_with("error: "), "{err}");
+    // Plain progress lines may come first; the error is the last line, printed once.
+    assert!(
+        err.trim_end()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .starts_with("error: "),
+        "{err}"
+    );
+    assert_eq!(err.matches("error: ").count(), 1, "{err}");
     assert!(!err.contains("panicked"), "{err}");
     let left: Vec<String> = std::fs::read_dir(root)
         .unwrap()

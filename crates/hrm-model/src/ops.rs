@@ -558,28 +558,26 @@ impl AddRmsNorm {
     /// first, as the reference's bf16 residual add does before the fp32 norm.
     fn fwd_t<T: Real>(&self, a: &[T], b: &[T], d: usize, round_bf16: bool) -> Vec<T> {
         let mut y = vec![T::zero(); a.len()];
-        y.par_chunks_mut(d * 64)
-            .enumerate()
-            .for_each(|(c, ys)| {
-                let base = c * d * 64;
-                for (r, yr) in ys.chunks_mut(d).enumerate() {
-                    let off = base + r * d;
-                    let mut ss = 0f64;
-                    for j in 0..d {
-                        let mut x = a[off + j] + b[off + j];
-                        if round_bf16 {
-                            x = T::from_f64(bf16::from_f64(x.to_f64()).to_f64());
-                        }
-                        yr[j] = x;
-                        ss += x.to_f64() * x.to_f64();
+        y.par_chunks_mut(d * 64).enumerate().for_each(|(c, ys)| {
+            let base = c * d * 64;
+            for (r, yr) in ys.chunks_mut(d).enumerate() {
+                let off = base + r * d;
+                let mut ss = 0f64;
+                for j in 0..d {
+                    let mut x = a[off + j] + b[off + j];
+                    if round_bf16 {
+                        x = T::from_f64(bf16::from_f64(x.to_f64()).to_f64());
                     }
-                    let var = T::from_f64(ss / d as f64);
-                    let r = T::one() / (var + T::from_f64(self.eps)).sqrt();
-                    for v in yr.iter_mut() {
-                        *v = *v * r;
-                    }
+                    yr[j] = x;
+                    ss += x.to_f64() * x.to_f64();
                 }
-            });
+                let var = T::from_f64(ss / d as f64);
+                let r = T::one() / (var + T::from_f64(self.eps)).sqrt();
+                for v in yr.iter_mut() {
+                    *v = *v * r;
+                }
+            }
+        });
         y
     }
 

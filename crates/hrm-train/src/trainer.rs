@@ -81,6 +81,14 @@ pub fn device_for(cfg: &TrainConfig) -> Result<Device> {
     })
 }
 
+/// Apply the config's `threads` (unless RAYON_NUM_THREADS is set): the tensor kernels read it
+/// when they first run, so this must happen before any training work.
+fn apply_threads(cfg: &TrainConfig) {
+    if let (Some(n), None) = (cfg.threads, std::env::var_os("RAYON_NUM_THREADS")) {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+}
+
 /// Load both splits and check that they fit together.
 fn load_data(cfg: &TrainConfig) -> Result<(Arc<SplitData>, Arc<SplitData>)> {
     cfg.check_data_path()?;
@@ -183,6 +191,7 @@ impl Run {
 
 /// Start a new run.
 pub fn train(mut cfg: TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> {
+    apply_threads(&cfg);
     let device = device_for(&cfg)?;
     let (train_split, test) = load_data(&cfg)?;
     let model_cfg = cfg.model_config(&facts(&train_split, &test))?;
@@ -247,6 +256,7 @@ pub fn resume(run_dir: &Path, overrides: &[String], opts: &TrainOptions) -> Resu
         c.check_resume_compatible(&saved)?;
         c
     };
+    apply_threads(&cfg);
     let ckpt = dir.latest_checkpoint()?.with_context(|| {
         format!(
             "{}: no checkpoint to resume from (step_<N>.safetensors)",

@@ -1,0 +1,194 @@
+//! `hrm bench train|eval|solve`: the same measurements, printed with the same JSON fields, as the
+//! PyTorch peer's `bench` / `bench-eval` (../shared/peers/torch_hrm.py), so that
+//! scripts/bench-vs-torch.sh can run both alternately and report ratios.
+//!
+//! - `train`: one optimizer step = one ACT segment for the whole batch (gradient segment + the
+//!   no-grad Q-target segment + backward + SignSGD + AdamATan2), the carry kept across steps;
+//! - `eval`: one eval ACT segment (a fresh rollout every `halt_max_steps` segments);
+//! - `solve`: one full rollout (`halt_max_steps` segments) of batch 1, i.e. `hrm solve` without
+//!   the process start and the checkpoint load.
+//!
+//! The model uses the reference initialisation (seed 0) and four synthetic batches of random
+//! Sudoku-like rows (labels 2..V-1, inputs = label or 1 = blank), as the peer does.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use candle_core::Device;
+use clap::{Args, ValueEnum};
+use hrm_model::config::ModelConfig;
+use hrm_model::hrm::{Hrm, Mode, PuzzleBatch};
+use hrm_model::loss::LossType;
+use hrm_model::train::{forward_backward, Optimizers};
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+/// What to time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// Training steps.
+    Train,
+    /// Eval segments.
+    Eval,
+    /// Whole batch-1 rollouts.
+    Solve,
+}
+
+/// Model presets of the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// The reference Sudoku model (hidden 512, 4+4 layers, seq 81).
+    Sudoku,
+    /// The reference Maze model (seq 900, vocab 6).
+    Maze,
+    /// hidden 64, 4 heads, 2+2 layers, seq 81.
+    Tiny,
+}
+
+/// Flags of `hrm bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// train | eval | solve.
+    #[arg(value_enum)]
+    pub mode: BenchMode,
+    /// Model preset.
+    #[arg(long, value_enum, default_value_t = Preset::Tiny)]
+    pub preset: Preset,
+    /// Batch size (solve: always 1).
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// H_cycles x L_cycles override, e.g. `4x4` (memory-flatness sweeps).
+    #[arg(long)]
+    pub cycles: Option<String>,
+}
+
+/// Peak resident set size of this process in MiB (Linux `VmHWM`), if known.
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn preset(p: Preset, batch: usize) -> ModelConfig {
+    match p {
+        Preset::Sudoku => ModelConfig::sudoku(batch),
+        Preset::Maze => ModelConfig::maze(batch),
+        Preset::Tiny => ModelConfig::tiny(batch),
+    }
+}
+
+/// `hrm bench`.
+pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
+    let batch = if a.mode == BenchMode::Solve {
+        1
+    } else {
+        a.batch
+    };
+    let mut cfg = preset(a.preset, batch);
+    if let Some(c) = &a.cycles {
+        let Some((h, l)) = c.split_once('x') else {
+            bail!("--cycles expects HxL, e.g. 2x2")
+        };
+        cfg.h_cycles = h.parse()?;
+        cfg.l_cycles = l.parse()?;
+    }
+    let threads = candle_core::utils::get_num_threads();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let model = Hrm::new(&cfg, &Device::Cpu, &mut rng)?;
+    let mut data_rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let batches: Vec<PuzzleBatch> = (0..4)
+        .map(|_| {
+            let n = batch * cfg.seq_len;
+            let labels: Vec<i32> = (0..n)
+                .map(|_| data_rng.random_range(2..cfg.vocab_size as i32))
+                .collect();
+            PuzzleBatch {
+                inputs: labels
+                    .iter()
+                    .map(|&l| if data_rng.random::<f32>() < 0.6 { 1 } else { l })
+                    .collect(),
+                labels,
+                puzzle_identifiers: vec![0; batch],
+                batch_size: batch,
+                seq_len: cfg.seq_len,
+            }
+        })
+        .collect();
+    let mut opt = Optimizers::new(&model, (0.9, 0.95), 1.0, 1.0);
+    let mut carry = None;
+    let mut times = Vec::new();
+    for i in 0..a.warmup + a.steps {
+        let b = &batches[i % batches.len()];
+        let t0 = Instant::now();
+        match a.mode {
+            BenchMode::Train => {
+                let c = match carry.take() {
+                    Some(c) => c,
+                    None => model.initial_carry(b)?,
+                };
+                let step = forward_backward(&model, &c, b, LossType::Stablemax, batch, &mut rng)?;
+                opt.step(&model, &step.grads, 1e-4, 1e-4)?;
+                carry = Some(step.carry);
+            }
+            BenchMode::Eval => {
+                let c = match carry.take() {
+                    Some(c) if i % cfg.halt_max_steps != 0 => c,
+                    _ => model.initial_carry(b)?,
+                };
+                let (c, out) = model.act_step(&c, b, Mode::Eval, &mut rng)?;
+                out.logits.flatten_all()?.to_vec1::<f32>()?; // include the host copy
+                carry = Some(c);
+            }
+            BenchMode::Solve => {
+                let mut c = model.initial_carry(b)?;
+                for _ in 0..cfg.halt_max_steps {
+                    let (next, out) = model.act_step(&c, b, Mode::Eval, &mut rng)?;
+                    out.logits.flatten_all()?.to_vec1::<f32>()?;
+                    c = next;
+                }
+            }
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        let tag = if i < a.warmup { " (warm-up)" } else { "" };
+        eprintln!("{:?} step {i}{tag}: {dt:.4}s", a.mode);
+        if i >= a.warmup {
+            times.push(dt);
+        }
+    }
+    times.sort_by(|x, y| x.total_cmp(y));
+    let med = if times.is_empty() {
+        bail!("--steps must be at least 1")
+    } else if times.len() % 2 == 1 {
+        times[times.len() / 2]
+    } else {
+        (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
+    };
+    let mode = format!("{:?}", a.mode).to_lowercase();
+    let mut res = json!({
+        "impl": "hrm-rs",
+        "mode": mode,
+        "preset": format!("{:?}", a.preset).to_lowercase(),
+        "batch": batch,
+        "threads": threads,
+        "dtype": "float32",
+        "cycles": format!("{}x{}", cfg.h_cycles, cfg.l_cycles),
+        "steps": a.steps,
+        "median_s_per_step": (med * 1e4).round() / 1e4,
+        "samples_per_s": ((batch as f64 / med) * 100.0).round() / 100.0,
+        "peak_rss_mb": peak_rss_mib().map(|x| x.round()),
+    });
+    if a.mode == BenchMode::Eval {
+        let r = med * cfg.halt_max_steps as f64;
+        res["median_s_per_rollout"] = json!((r * 1e3).round() / 1e3);
+        res["rollout_samples_per_s"] = json!((batch as f64 / r * 1e3).round() / 1e3);
+    }
+    println!("{res}");
+    Ok(())
+}

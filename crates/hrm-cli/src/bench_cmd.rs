@@ -76,6 +76,16 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// CPU seconds (user + system) this process has used so far (Linux `/proc/self/stat`).
+pub fn cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // fields after the parenthesised command name; utime and stime are the 12th and 13th of them
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 fn preset(p: Preset, batch: usize) -> ModelConfig {
     match p {
         Preset::Sudoku => ModelConfig::sudoku(batch),
@@ -124,7 +134,11 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
     let mut opt = Optimizers::new(&model, (0.9, 0.95), 1.0, 1.0);
     let mut carry = None;
     let mut times = Vec::new();
+    let mut cpu_start = None;
     for i in 0..a.warmup + a.steps {
+        if i == a.warmup {
+            cpu_start = cpu_seconds();
+        }
         let b = &batches[i % batches.len()];
         let t0 = Instant::now();
         match a.mode {
@@ -183,6 +197,10 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
         "median_s_per_step": (med * 1e4).round() / 1e4,
         "samples_per_s": ((batch as f64 / med) * 100.0).round() / 100.0,
         "peak_rss_mb": peak_rss_mib().map(|x| x.round()),
+        // CPU time per timed step (robust to other load on a shared machine; ~threads x wall)
+        "cpu_s_per_step": cpu_start
+            .zip(cpu_seconds())
+            .map(|(a0, a1)| ((a1 - a0) / a.steps as f64 * 1e3).round() / 1e3),
     });
     if a.mode == BenchMode::Eval {
         let r = med * cfg.halt_max_steps as f64;

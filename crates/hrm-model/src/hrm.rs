@@ -553,18 +553,7 @@ impl Hrm {
 
     /// `CastedLinear`: `x [.., in] @ w^T` with `w [out, in]`.
     fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let (k, rows) = (dims[dims.len() - 1], x.elem_count() / dims[dims.len() - 1]);
-        let out = w.dim(0)?;
-        let x2 = if x.is_contiguous() {
-            x.reshape((rows, k))?
-        } else {
-            x.contiguous()?.reshape((rows, k))?
-        };
-        let y = x2.matmul(&w.t()?)?;
-        let mut od = dims;
-        *od.last_mut().expect("rank >= 1") = out;
-        Ok(y.reshape(od)?)
+        Ok(ops::linear(x, w)?)
     }
 
     /// Post-norm block: `h = norm(h + attn(h)); h = norm(h + mlp(h))`.

@@ -29,6 +29,8 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape
 use half::bf16;
 use rayon::prelude::*;
 
+use crate::gemm;
+
 // ------------------------------------------------------------------------------------------------
 // Element type plumbing
 // ------------------------------------------------------------------------------------------------
@@ -39,6 +41,16 @@ pub(crate) trait Real:
 {
     fn from_f64(x: f64) -> Self;
     fn to_f64(self) -> f64;
+    /// `op(a) · op(b)` for contiguous row-major operands on all threads ([`gemm::sgemm`]).
+    fn matmul(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[Self],
+        ta: gemm::Op,
+        b: &[Self],
+        tb: gemm::Op,
+    ) -> Vec<Self>;
 }
 impl Real for f32 {
     fn from_f64(x: f64) -> Self {
@@ -47,6 +59,17 @@ impl Real for f32 {
     fn to_f64(self) -> f64 {
         self as f64
     }
+    fn matmul(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        ta: gemm::Op,
+        b: &[f32],
+        tb: gemm::Op,
+    ) -> Vec<f32> {
+        gemm::sgemm(m, n, k, a, ta, b, tb)
+    }
 }
 impl Real for f64 {
     fn from_f64(x: f64) -> Self {
@@ -54,6 +77,17 @@ impl Real for f64 {
     }
     fn to_f64(self) -> f64 {
         self
+    }
+    fn matmul(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f64],
+        ta: gemm::Op,
+        b: &[f64],
+        tb: gemm::Op,
+    ) -> Vec<f64> {
+        gemm::dgemm(m, n, k, a, ta, b, tb)
     }
 }
 
@@ -144,12 +178,161 @@ fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     s
 }
 
-/// y += a * x
-#[inline]
-fn axpy<T: Real>(y: &mut [T], a: T, x: &[T]) {
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi = *yi + a * xi;
+// ------------------------------------------------------------------------------------------------
+// Linear (CastedLinear without bias)
+// ------------------------------------------------------------------------------------------------
+
+/// `x [.., K] · w^T` with `w [M, K]` -> `[.., M]`, the reference's `CastedLinear` (no bias), with
+/// its backward `dx = dy · w`, `dw = dy^T · x`. The products go through [`gemm::sgemm`] (the
+/// `gemm` crate, or a system BLAS with the `blas` feature) into freshly allocated outputs.
+#[derive(Debug, Clone, Copy)]
+pub struct Linear;
+
+/// Rows N and width K of `x`, rows M of `w`, after checking that the shapes fit.
+fn linear_dims(lx: &Layout, lw: &Layout) -> Result<(usize, usize, usize)> {
+    let (xd, wd) = (lx.dims(), lw.dims());
+    let k = *xd.last().unwrap_or(&0);
+    if wd.len() != 2 || wd[1] != k {
+        candle_core::bail!(
+            "linear: x {:?} does not fit w {:?} (expects w [M, {k}])",
+            xd,
+            wd
+        )
     }
+    let n = if k == 0 {
+        0
+    } else {
+        lx.shape().elem_count() / k
+    };
+    Ok((n, k, wd[0]))
+}
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "hrm-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, k, m) = linear_dims(l1, l2)?;
+        let mut dims = l1.dims().to_vec();
+        *dims.last_mut().expect("checked rank") = m;
+        let (x, dt) = input(s1, l1)?;
+        let (w, dt2) = input(s2, l2)?;
+        same_dtype(dt, dt2, "linear")?;
+        let out = match (x, w) {
+            (Input::F32(x), Input::F32(w)) => {
+                output_f32(f32::matmul(n, m, k, &x, gemm::Op::N, &w, gemm::Op::T), dt)
+            }
+            (Input::F64(x), Input::F64(w)) => {
+                CpuStorage::F64(f64::matmul(n, m, k, &x, gemm::Op::N, &w, gemm::Op::T))
+            }
+            _ => candle_core::bail!("linear: mixed dtypes"),
+        };
+        Ok((out, Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.to_dtype(x.dtype())?;
+        let dx = dy.apply_op2_no_bwd(w, &LinearBwd::Input)?;
+        let dw = dy.apply_op2_no_bwd(x, &LinearBwd::Weight)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// The two products of [`Linear`]'s backward pass.
+#[derive(Debug, Clone, Copy)]
+enum LinearBwd {
+    /// `(dy [N, M], w [M, K]) -> dx [N, K] = dy · w`.
+    Input,
+    /// `(dy [N, M], x [N, K]) -> dw [M, K] = dy^T · x`.
+    Weight,
+}
+
+impl CustomOp2 for LinearBwd {
+    fn name(&self) -> &'static str {
+        "hrm-linear-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let m = *l1.dims().last().unwrap_or(&0);
+        let n = if m == 0 {
+            0
+        } else {
+            l1.shape().elem_count() / m
+        };
+        let (g, dt) = input(s1, l1)?;
+        let (o, dt2) = input(s2, l2)?;
+        same_dtype(dt, dt2, "linear backward")?;
+        let (rows, cols, shape) = match self {
+            LinearBwd::Input => {
+                let k = *l2.dims().last().unwrap_or(&0);
+                let mut dims = l1.dims().to_vec();
+                *dims.last_mut().expect("rank >= 1") = k;
+                (n, k, Shape::from(dims))
+            }
+            LinearBwd::Weight => {
+                let k = *l2.dims().last().unwrap_or(&0);
+                (m, k, Shape::from((m, k)))
+            }
+        };
+        macro_rules! run {
+            ($t:ty, $g:expr, $o:expr) => {
+                match self {
+                    LinearBwd::Input => {
+                        <$t>::matmul(rows, cols, m, $g, gemm::Op::N, $o, gemm::Op::N)
+                    }
+                    LinearBwd::Weight => {
+                        <$t>::matmul(rows, cols, n, $g, gemm::Op::T, $o, gemm::Op::N)
+                    }
+                }
+            };
+        }
+        let out = match (g, o) {
+            (Input::F32(g), Input::F32(o)) => output_f32(run!(f32, &g, &o), dt),
+            (Input::F64(g), Input::F64(o)) => CpuStorage::F64(run!(f64, &g, &o)),
+            _ => candle_core::bail!("linear backward: mixed dtypes"),
+        };
+        Ok((out, shape))
+    }
+}
+
+/// `x [.., K] · w^T`: the custom op on CPU, candle's matmul elsewhere.
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        x.apply_op2(w, Linear)
+    } else {
+        linear_composed(x, w)
+    }
+}
+
+/// [`Linear`] as composed, differentiable candle ops (any device).
+pub fn linear_composed(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let k = *dims.last().unwrap_or(&0);
+    let rows = x.elem_count() / k.max(1);
+    let x2 = x.contiguous()?.reshape((rows, k))?;
+    let y = x2.matmul(&w.t()?)?;
+    let mut od = dims;
+    *od.last_mut().expect("rank >= 1") = w.dim(0)?;
+    y.reshape(od)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -261,13 +444,19 @@ pub struct Attention {
     pub rope: Option<Arc<RopeTables>>,
 }
 
-/// Per (batch, head) working set: rotated q, k, plain v, each `[S, Dh]`, and probabilities `[S, S]`.
+/// Per (batch, head) working set: rotated q and k `[S, Dh]` and probabilities `[S, S]`.
 struct HeadCtx<T> {
     q: Vec<T>,
     k: Vec<T>,
-    v: Vec<T>,
     p: Vec<T>,
 }
+
+/// A pointer that rayon tasks may share; each task writes a disjoint part of the buffer.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+// SAFETY: only used for writes to disjoint regions from parallel tasks (see the callers).
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
 
 impl Attention {
     fn check(&self, l: &Layout) -> Result<(usize, usize)> {
@@ -290,34 +479,46 @@ impl Attention {
         Ok((dims[0], dims[1]))
     }
 
-    /// Gather head `h` of batch row `b` from `qkv`, rotate q and k, compute softmax(q k^T * scale).
+    /// Gather head `h` of batch row `b` from `qkv` `[B, S, 3D]`, rotate q and k, and compute
+    /// P = softmax(q k^T / sqrt(Dh)) row by row (max-subtracted).
     fn head_ctx<T: Real>(&self, qkv: &[T], s: usize, b: usize, h: usize) -> HeadCtx<T> {
         let dh = self.head_dim;
         let d = self.num_heads * dh;
         let mut q = vec![T::zero(); s * dh];
         let mut k = vec![T::zero(); s * dh];
-        let mut v = vec![T::zero(); s * dh];
         for i in 0..s {
             let row = &qkv[(b * s + i) * 3 * d..(b * s + i + 1) * 3 * d];
             q[i * dh..(i + 1) * dh].copy_from_slice(&row[h * dh..(h + 1) * dh]);
             k[i * dh..(i + 1) * dh].copy_from_slice(&row[d + h * dh..d + (h + 1) * dh]);
-            v[i * dh..(i + 1) * dh].copy_from_slice(&row[2 * d + h * dh..2 * d + (h + 1) * dh]);
             if let Some(r) = &self.rope {
                 let (c, sn) = (&r.cos[i * dh..(i + 1) * dh], &r.sin[i * dh..(i + 1) * dh]);
                 rope_apply(&mut q[i * dh..(i + 1) * dh], c, sn);
                 rope_apply(&mut k[i * dh..(i + 1) * dh], c, sn);
             }
         }
-        let scale = T::from_f64(1.0 / (dh as f64).sqrt());
         let mut p = vec![T::zero(); s * s];
-        for i in 0..s {
-            let qi = &q[i * dh..(i + 1) * dh];
-            let row = &mut p[i * s..(i + 1) * s];
+        // scores = q k^T  [S, S]
+        // SAFETY: q, k are [S, Dh] and p is [S, S], all owned here.
+        unsafe {
+            gemm::gemm_generic(
+                s,
+                s,
+                dh,
+                p.as_mut_ptr(),
+                s as isize,
+                1,
+                false,
+                gemm::Mat::rows(&q, dh),
+                gemm::Mat::rows(&k, dh).t(),
+                1,
+            )
+        };
+        let scale = T::from_f64(1.0 / (dh as f64).sqrt());
+        for row in p.chunks_mut(s) {
             let mut mx = T::neg_infinity();
-            for j in 0..s {
-                let x = dot(qi, &k[j * dh..(j + 1) * dh]) * scale;
-                row[j] = x;
-                mx = mx.max(x);
+            for x in row.iter_mut() {
+                *x = *x * scale;
+                mx = mx.max(*x);
             }
             let mut sum = T::zero();
             for x in row.iter_mut() {
@@ -329,35 +530,40 @@ impl Attention {
                 *x = *x * inv;
             }
         }
-        HeadCtx { q, k, v, p }
+        HeadCtx { q, k, p }
     }
 
     fn fwd_t<T: Real>(&self, qkv: &[T], b: usize, s: usize) -> Vec<T> {
         let (nh, dh) = (self.num_heads, self.head_dim);
         let d = nh * dh;
-        // one [S, Dh] output block per (batch, head), computed in parallel
-        let blocks: Vec<Vec<T>> = (0..b * nh)
-            .into_par_iter()
-            .map(|bh| {
-                let ctx = self.head_ctx(qkv, s, bh / nh, bh % nh);
-                let mut o = vec![T::zero(); s * dh];
-                for i in 0..s {
-                    let oi = &mut o[i * dh..(i + 1) * dh];
-                    for j in 0..s {
-                        axpy(oi, ctx.p[i * s + j], &ctx.v[j * dh..(j + 1) * dh]);
-                    }
-                }
-                o
-            })
-            .collect();
         let mut out = vec![T::zero(); b * s * d];
-        for (bh, o) in blocks.iter().enumerate() {
+        let optr = SendPtr(out.as_mut_ptr());
+        (0..b * nh).into_par_iter().for_each(|bh| {
             let (bi, h) = (bh / nh, bh % nh);
-            for i in 0..s {
-                out[(bi * s + i) * d + h * dh..(bi * s + i) * d + (h + 1) * dh]
-                    .copy_from_slice(&o[i * dh..(i + 1) * dh]);
-            }
-        }
+            let ctx = self.head_ctx(qkv, s, bi, h);
+            let v = gemm::Mat {
+                ptr: qkv[(bi * s) * 3 * d + 2 * d + h * dh..].as_ptr(),
+                rs: 3 * d as isize,
+                cs: 1,
+            };
+            let o = optr;
+            // out[b, :, head h] = P V, written in place (each task owns its head's columns)
+            // SAFETY: rows b*S..(b+1)*S, columns h*Dh..(h+1)*Dh of `out` belong to this task only.
+            unsafe {
+                gemm::gemm_generic(
+                    s,
+                    dh,
+                    s,
+                    o.0.add(bi * s * d + h * dh),
+                    d as isize,
+                    1,
+                    false,
+                    gemm::Mat::rows(&ctx.p, s),
+                    v,
+                    1,
+                )
+            };
+        });
         out
     }
 
@@ -366,67 +572,110 @@ impl Attention {
         let (nh, dh) = (self.num_heads, self.head_dim);
         let d = nh * dh;
         let scale = T::from_f64(1.0 / (dh as f64).sqrt());
-        let blocks: Vec<(Vec<T>, Vec<T>, Vec<T>)> = (0..b * nh)
-            .into_par_iter()
-            .map(|bh| {
-                let (bi, h) = (bh / nh, bh % nh);
-                let ctx = self.head_ctx(qkv, s, bi, h);
-                // dO for this head, [S, Dh]
-                let mut go = vec![T::zero(); s * dh];
-                for i in 0..s {
-                    go[i * dh..(i + 1) * dh].copy_from_slice(
-                        &dout[(bi * s + i) * d + h * dh..(bi * s + i) * d + (h + 1) * dh],
-                    );
-                }
-                let mut dq = vec![T::zero(); s * dh];
-                let mut dk = vec![T::zero(); s * dh];
-                let mut dv = vec![T::zero(); s * dh];
-                let mut ds = vec![T::zero(); s];
-                for i in 0..s {
-                    let pi = &ctx.p[i * s..(i + 1) * s];
-                    let goi = &go[i * dh..(i + 1) * dh];
-                    // dV[j] += P[i,j] dO[i]; dP[i,j] = dO[i] . V[j]
-                    let mut rowdot = T::zero();
-                    for j in 0..s {
-                        axpy(&mut dv[j * dh..(j + 1) * dh], pi[j], goi);
-                        let dp = dot(goi, &ctx.v[j * dh..(j + 1) * dh]);
-                        ds[j] = dp;
-                        rowdot = rowdot + pi[j] * dp;
-                    }
-                    // softmax backward: dS = P (dP - sum_j P dP), then through the scale
-                    for j in 0..s {
-                        ds[j] = pi[j] * (ds[j] - rowdot) * scale;
-                    }
-                    let dqi = &mut dq[i * dh..(i + 1) * dh];
-                    for j in 0..s {
-                        axpy(dqi, ds[j], &ctx.k[j * dh..(j + 1) * dh]);
-                    }
-                    let qi = &ctx.q[i * dh..(i + 1) * dh];
-                    for j in 0..s {
-                        axpy(&mut dk[j * dh..(j + 1) * dh], ds[j], qi);
-                    }
-                }
-                if let Some(r) = &self.rope {
-                    for i in 0..s {
-                        let (c, sn) = (&r.cos[i * dh..(i + 1) * dh], &r.sin[i * dh..(i + 1) * dh]);
-                        rope_apply_t(&mut dq[i * dh..(i + 1) * dh], c, sn);
-                        rope_apply_t(&mut dk[i * dh..(i + 1) * dh], c, sn);
-                    }
-                }
-                (dq, dk, dv)
-            })
-            .collect();
         let mut dqkv = vec![T::zero(); b * s * 3 * d];
-        for (bh, (dq, dk, dv)) in blocks.iter().enumerate() {
+        let gptr = SendPtr(dqkv.as_mut_ptr());
+        (0..b * nh).into_par_iter().for_each(|bh| {
             let (bi, h) = (bh / nh, bh % nh);
-            for i in 0..s {
-                let row = &mut dqkv[(bi * s + i) * 3 * d..(bi * s + i + 1) * 3 * d];
-                row[h * dh..(h + 1) * dh].copy_from_slice(&dq[i * dh..(i + 1) * dh]);
-                row[d + h * dh..d + (h + 1) * dh].copy_from_slice(&dk[i * dh..(i + 1) * dh]);
-                row[2 * d + h * dh..2 * d + (h + 1) * dh]
-                    .copy_from_slice(&dv[i * dh..(i + 1) * dh]);
+            let ctx = self.head_ctx(qkv, s, bi, h);
+            let go = gemm::Mat {
+                ptr: dout[bi * s * d + h * dh..].as_ptr(),
+                rs: d as isize,
+                cs: 1,
+            };
+            let v = gemm::Mat {
+                ptr: qkv[(bi * s) * 3 * d + 2 * d + h * dh..].as_ptr(),
+                rs: 3 * d as isize,
+                cs: 1,
+            };
+            let g = gptr;
+            let base = bi * s * 3 * d;
+            let p = gemm::Mat::rows(&ctx.p, s);
+            // SAFETY: rows b*S..(b+1)*S, the Q/K/V columns of head h of `dqkv` belong to this
+            // task only; all other buffers are owned or read-only.
+            unsafe {
+                // dV = P^T dO, straight into the V slot
+                gemm::gemm_generic(
+                    s,
+                    dh,
+                    s,
+                    g.0.add(base + 2 * d + h * dh),
+                    3 * d as isize,
+                    1,
+                    false,
+                    p.t(),
+                    go,
+                    1,
+                );
             }
-        }
+            // dP = dO V^T
+            let mut ds = vec![T::zero(); s * s];
+            // SAFETY: ds is [S, S], owned.
+            unsafe {
+                gemm::gemm_generic(
+                    s,
+                    s,
+                    dh,
+                    ds.as_mut_ptr(),
+                    s as isize,
+                    1,
+                    false,
+                    go,
+                    v.t(),
+                    1,
+                )
+            };
+            // softmax backward: dS = P (dP - rowsum(P dP)), then through the scale
+            for (dsr, pr) in ds.chunks_mut(s).zip(ctx.p.chunks(s)) {
+                let rowdot = dot(dsr, pr);
+                for (x, &pv) in dsr.iter_mut().zip(pr) {
+                    *x = pv * (*x - rowdot) * scale;
+                }
+            }
+            let dsm = gemm::Mat::rows(&ds, s);
+            let mut dq = vec![T::zero(); s * dh];
+            let mut dk = vec![T::zero(); s * dh];
+            // SAFETY: dq, dk are [S, Dh], owned.
+            unsafe {
+                gemm::gemm_generic(
+                    s,
+                    dh,
+                    s,
+                    dq.as_mut_ptr(),
+                    dh as isize,
+                    1,
+                    false,
+                    dsm,
+                    gemm::Mat::rows(&ctx.k, dh),
+                    1,
+                );
+                gemm::gemm_generic(
+                    s,
+                    dh,
+                    s,
+                    dk.as_mut_ptr(),
+                    dh as isize,
+                    1,
+                    false,
+                    dsm.t(),
+                    gemm::Mat::rows(&ctx.q, dh),
+                    1,
+                );
+            }
+            for i in 0..s {
+                let (dqi, dki) = (&mut dq[i * dh..(i + 1) * dh], &mut dk[i * dh..(i + 1) * dh]);
+                if let Some(r) = &self.rope {
+                    let (c, sn) = (&r.cos[i * dh..(i + 1) * dh], &r.sin[i * dh..(i + 1) * dh]);
+                    rope_apply_t(dqi, c, sn);
+                    rope_apply_t(dki, c, sn);
+                }
+                // SAFETY: as above, this task's columns of row b*S + i.
+                unsafe {
+                    let row = g.0.add(base + i * 3 * d);
+                    std::ptr::copy_nonoverlapping(dqi.as_ptr(), row.add(h * dh), dh);
+                    std::ptr::copy_nonoverlapping(dki.as_ptr(), row.add(d + h * dh), dh);
+                }
+            }
+        });
         dqkv
     }
 }
@@ -927,6 +1176,13 @@ mod tests {
     }
 
     #[test]
+    fn linear_gradient_matches_finite_differences() {
+        let x = rand_t(&[2, 3, 7], 11, DType::F64);
+        let w = rand_t(&[5, 7], 12, DType::F64);
+        fd_check(&[x, w], &|t| t[0].apply_op2(&t[1], Linear).unwrap(), 1e-6);
+    }
+
+    #[test]
     fn swiglu_gradient_matches_finite_differences() {
         let gu = rand_t(&[2, 3, 20], 4, DType::F64);
         fd_check(&[gu], &|x| x[0].apply_op1(SwiGlu).unwrap(), 1e-6);
@@ -963,6 +1219,16 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(d < 1e-5, "gradient differs by {d}");
+    }
+
+    #[test]
+    fn linear_agrees_with_candle_matmul() {
+        let w = rand_t(&[48, 32], 13, DType::F32);
+        agree(
+            &|x| linear(x, &w).unwrap(),
+            &|x| linear_composed(x, &w).unwrap(),
+            rand_t(&[3, 10, 32], 14, DType::F32),
+        );
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //!
 //! - [`config`]: the architecture config with the reference's key names.
 //! - [`init`]: JAX-style truncated LeCun-normal initialisation.
-//! - [`ops`]: fused attention+RoPE, residual+RMSNorm and SwiGLU with hand-written backward passes.
+//! - [`ops`]: linear, fused attention+RoPE, residual+RMSNorm and SwiGLU with hand-written backward
+//!   passes; [`gemm`]: the matrix-product backends.
 //! - [`hrm`]: blocks, reasoning modules, the segment forward and the ACT wrapper with its carry.
 //! - [`loss`]: stablemax / softmax cross-entropy, Q-learning BCE losses and the metrics.
 //! - [`optim`]: AdamATan2 (adam-atan2 0.0.3 semantics) and the sparse puzzle-embedding SignSGD.
+//! - `cuda` (feature `cuda`): the CUDA kernels of the optimizers and GPU helpers.
 //! - [`train`]: one training step (forward, loss, backward) and the gradients it produces.
 //! - [`checkpoint`]: safetensors checkpoints with config metadata; reference `.pt` import.
 //! - [`parity`]: replays `hrm-parity-v1` golden fixtures of the PyTorch reference.
@@ -14,11 +16,15 @@
 
 pub mod checkpoint;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod gemm;
 pub mod hrm;
 pub mod init;
 pub mod loss;
 pub mod ops;
 pub mod optim;
+mod optim_device;
 pub mod parity;
 pub mod train;
 

@@ -140,6 +140,51 @@ pub enum Op {
 /// `c[m x n] = op(a) · op(b)` for contiguous row-major f32 operands (`a` is `[m, k]` or, with
 /// `Op::T`, `[k, m]`; likewise `b` is `[k, n]` or `[n, k]`), on all threads. Returns `c`.
 pub fn sgemm(m: usize, n: usize, k: usize, a: &[f32], ta: Op, b: &[f32], tb: Op) -> Vec<f32> {
+    let mut c: Vec<MaybeUninit<f32>> = Vec::with_capacity(m * n);
+    // SAFETY: MaybeUninit needs no initialisation; sgemm_raw writes every element.
+    unsafe { c.set_len(m * n) };
+    // SAFETY: c holds m*n slots.
+    unsafe { sgemm_raw(m, n, k, a, ta, b, tb, c.as_mut_ptr() as *mut f32) };
+    // SAFETY: every element was written; MaybeUninit<f32> and f32 have the same layout.
+    let mut c = std::mem::ManuallyDrop::new(c);
+    unsafe { Vec::from_raw_parts(c.as_mut_ptr() as *mut f32, c.len(), c.capacity()) }
+}
+
+/// [`sgemm`] into an existing buffer of `m * n` elements (overwritten).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    ta: Op,
+    b: &[f32],
+    tb: Op,
+    c: &mut [f32],
+) {
+    assert_eq!(
+        c.len(),
+        m * n,
+        "sgemm: c has {} elements, not {m}x{n}",
+        c.len()
+    );
+    // SAFETY: c holds m*n elements.
+    unsafe { sgemm_raw(m, n, k, a, ta, b, tb, c.as_mut_ptr()) }
+}
+
+/// # Safety
+/// `cp` must point to `m * n` writable f32 slots (they need not be initialised).
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    ta: Op,
+    b: &[f32],
+    tb: Op,
+    cp: *mut f32,
+) {
     assert_eq!(
         a.len(),
         m * k,
@@ -152,10 +197,6 @@ pub fn sgemm(m: usize, n: usize, k: usize, a: &[f32], ta: Op, b: &[f32], tb: Op)
         "sgemm: b has {} elements, not {k}x{n}",
         b.len()
     );
-    let mut c: Vec<MaybeUninit<f32>> = Vec::with_capacity(m * n);
-    // SAFETY: MaybeUninit needs no initialisation; every element is written below.
-    unsafe { c.set_len(m * n) };
-    let cp = c.as_mut_ptr() as *mut f32;
     #[cfg(feature = "blas")]
     {
         use cblas::*;
@@ -198,17 +239,15 @@ pub fn sgemm(m: usize, n: usize, k: usize, a: &[f32], ta: Op, b: &[f32], tb: Op)
         };
         if k == 0 {
             // the gemm crate writes nothing for an empty sum
-            for x in c.iter_mut() {
-                x.write(0.0);
+            for i in 0..m * n {
+                // SAFETY: cp has m*n slots.
+                unsafe { cp.add(i).write(0.0) };
             }
         } else {
             // SAFETY: shapes checked above; c is written, not read (accumulate = false).
             unsafe { gemm_generic(m, n, k, cp, n as isize, 1, false, am, bm, threads()) };
         }
     }
-    // SAFETY: every element was written; MaybeUninit<f32> and f32 have the same layout.
-    let mut c = std::mem::ManuallyDrop::new(c);
-    unsafe { Vec::from_raw_parts(c.as_mut_ptr() as *mut f32, c.len(), c.capacity()) }
 }
 
 /// [`sgemm`] for f64 (the `gemm` crate; used by the f64 finite-difference tests).

@@ -20,6 +20,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, RngCore};
 
 use crate::config::{ForwardDtype, ModelConfig, PosEncoding};
+use crate::gemm;
 use crate::init::trunc_normal;
 use crate::ops::{self, Attention, RopeTables};
 use crate::{Error, Result};
@@ -202,6 +203,74 @@ pub struct Hrm {
     pub l_level: Vec<Block>,
     attn: Attention,
     trace: Mutex<Option<Trace>>,
+    /// Run the no-gradient module calls on host buffers (CPU, f32; see [`Hrm::segment`]).
+    host_inference: bool,
+    /// Reused buffers of the host inference path.
+    workspace: Mutex<Workspace>,
+}
+
+/// Scratch buffers of the host inference path, kept between calls (no per-op allocation).
+#[derive(Debug, Default)]
+struct Workspace {
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    tmp: Vec<f32>,
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+    inj: Vec<f32>,
+}
+
+/// Read access to the weights of the host inference path: one storage read lock per tensor,
+/// held for the duration of a segment's no-gradient calls.
+struct HostWeights<'a> {
+    guards: Vec<(candle_core::StorageRef<'a>, &'a candle_core::Layout)>,
+    blocks_h: usize,
+}
+
+impl<'a> HostWeights<'a> {
+    /// Every block weight (H then L, per block qkv, o, gate_up, down), then lm_head, q_head.
+    fn new(m: &'a Hrm) -> Self {
+        let mut vars: Vec<&Var> = Vec::new();
+        for b in m.h_level.iter().chain(&m.l_level) {
+            vars.extend([&b.qkv_proj, &b.o_proj, &b.gate_up_proj, &b.down_proj]);
+        }
+        vars.extend([&m.lm_head, &m.q_head_w, &m.q_head_b]);
+        let guards = vars
+            .into_iter()
+            .map(|v| v.as_tensor().storage_and_layout())
+            .collect();
+        Self {
+            guards,
+            blocks_h: m.h_level.len(),
+        }
+    }
+
+    fn slice(&self, i: usize) -> Result<&[f32]> {
+        let (g, l) = &self.guards[i];
+        let (a, b) = l
+            .contiguous_offsets()
+            .ok_or_else(|| Error::msg("host inference: a weight is not contiguous"))?;
+        match &**g {
+            candle_core::Storage::Cpu(c) => Ok(&c.as_slice::<f32>()?[a..b]),
+            _ => Err(Error::msg("host inference: a weight is not on the CPU")),
+        }
+    }
+
+    /// (qkv, o, gate_up, down) of block `i` of the H (`h_level`) or L module.
+    fn block(&self, h_level: bool, i: usize) -> Result<[&[f32]; 4]> {
+        let base = 4 * if h_level { i } else { self.blocks_h + i };
+        Ok([
+            self.slice(base)?,
+            self.slice(base + 1)?,
+            self.slice(base + 2)?,
+            self.slice(base + 3)?,
+        ])
+    }
+
+    fn heads(&self) -> Result<[&[f32]; 3]> {
+        let n = self.guards.len();
+        Ok([self.slice(n - 3)?, self.slice(n - 2)?, self.slice(n - 1)?])
+    }
 }
 
 /// Whether a state-dict entry is an `nn.Parameter` (trained by AdamATan2) or a buffer.
@@ -334,6 +403,8 @@ impl Hrm {
                 rope,
             },
             trace: Mutex::new(None),
+            host_inference: true,
+            workspace: Mutex::new(Workspace::default()),
         }
     }
 
@@ -640,6 +711,9 @@ impl Hrm {
         x: &Tensor,
         grad: bool,
     ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+        if self.host_inference && self.device.is_cpu() && self.fdt == DType::F32 {
+            return self.segment_host(z_h, z_l, x, grad);
+        }
         let (hc, lc) = (self.cfg.h_cycles, self.cfg.l_cycles);
         let (mut z_h, mut z_l) = (z_h.detach(), z_l.detach());
         let x_nograd = x.detach();
@@ -654,12 +728,23 @@ impl Hrm {
                 z_h = self.module(true, &z_h, &z_l, false)?;
             }
         }
-        // Phase B: the last L and H calls carry the gradient. The injection is (z_H + x̃) first,
-        // then added to z_L, as in the reference (the order matters for bitwise bf16 parity).
+        self.segment_last(z_h, z_l, x, grad)
+    }
+
+    /// Phase B of a segment and the heads: the last L and H calls carry the gradient (when
+    /// `grad`). The injection is (z_H + x̃) first, then added to z_L, as in the reference (the
+    /// order matters for bitwise bf16 parity).
+    fn segment_last(
+        &self,
+        z_h: Tensor,
+        z_l: Tensor,
+        x: &Tensor,
+        grad: bool,
+    ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
         let inj = if grad {
             (&z_h + x)?
         } else {
-            (&z_h + &x_nograd)?
+            (&z_h + &x.detach())?
         };
         let z_l = self.module(false, &z_l, &inj, grad)?;
         let z_h = self.module(true, &z_h, &z_l, grad)?;
@@ -671,6 +756,198 @@ impl Hrm {
             .broadcast_add(&self.weight(&self.q_head_b, grad)?)?
             .to_dtype(DType::F32)?;
         Ok((z_h.detach(), z_l.detach(), logits, q))
+    }
+
+    /// Choose the candle path for every module call (tests compare it with the host path).
+    pub fn set_host_inference(&mut self, on: bool) {
+        self.host_inference = on;
+    }
+
+    /// [`Hrm::segment`] on the CPU in f32: the no-gradient module calls (all of them when
+    /// `grad` is false, and then the heads too) run on host buffers with reused scratch space and
+    /// no autograd bookkeeping; the same kernels as the custom ops compute the same numbers.
+    fn segment_host(
+        &self,
+        z_h: &Tensor,
+        z_l: &Tensor,
+        x: &Tensor,
+        grad: bool,
+    ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+        let (hc, lc) = (self.cfg.h_cycles, self.cfg.l_cycles);
+        let (b, s, d) = z_h.dims3()?;
+        let mut zh = to_host_f32(z_h)?;
+        let mut zl = to_host_f32(z_l)?;
+        let xv = to_host_f32(x)?;
+        let weights = HostWeights::new(self);
+        let mut guard = self
+            .workspace
+            .lock()
+            .map_err(|_| Error::msg("workspace lock"))?;
+        let ws = &mut *guard;
+        let n_tok = b * s;
+        ws.inj.resize(n_tok * d, 0.0);
+        for n in 0..hc {
+            for t in 0..lc {
+                let last = n == hc - 1 && t == lc - 1;
+                if !last || !grad {
+                    let mut inj = std::mem::take(&mut ws.inj);
+                    for ((o, &a), &c) in inj.iter_mut().zip(&zh).zip(&xv) {
+                        *o = a + c;
+                    }
+                    self.module_host(false, &mut zl, &inj, (b, s), &weights, ws)?;
+                    ws.inj = inj;
+                }
+            }
+            if n < hc - 1 || !grad {
+                self.module_host(true, &mut zh, &zl, (b, s), &weights, ws)?;
+            }
+        }
+        if grad {
+            drop(guard);
+            drop(weights);
+            let z_h = Tensor::from_vec(zh, (b, s, d), &self.device)?;
+            let z_l = Tensor::from_vec(zl, (b, s, d), &self.device)?;
+            return self.segment_last(z_h, z_l, x, true);
+        }
+        // heads: logits of positions P.. of z_H, Q from position 0
+        let (p, l, v) = (
+            self.cfg.puzzle_emb_len(),
+            self.cfg.seq_len,
+            self.cfg.vocab_size,
+        );
+        let [lm, qw, qb] = weights.heads()?;
+        let mut logits = vec![0f32; b * l * v];
+        for bi in 0..b {
+            let rows = &zh[(bi * s + p) * d..(bi * s + p + l) * d];
+            let out = &mut logits[bi * l * v..(bi + 1) * l * v];
+            gemm::sgemm_into(l, v, d, rows, gemm::Op::N, lm, gemm::Op::T, out);
+        }
+        let mut q = vec![0f32; b * 2];
+        for bi in 0..b {
+            let first = &zh[bi * s * d..(bi * s + 1) * d];
+            for k in 0..2 {
+                // the same product as the linear op (one row), then the bias
+                let w = &qw[k * d..(k + 1) * d];
+                let dot = gemm::sgemm(1, 1, d, first, gemm::Op::N, w, gemm::Op::T)[0];
+                q[bi * 2 + k] = dot + qb[k];
+            }
+        }
+        drop(guard);
+        drop(weights);
+        Ok((
+            Tensor::from_vec(zh, (b, s, d), &self.device)?,
+            Tensor::from_vec(zl, (b, s, d), &self.device)?,
+            Tensor::from_vec(logits, (b, l, v), &self.device)?,
+            Tensor::from_vec(q, (b, 2), &self.device)?,
+        ))
+    }
+
+    /// A reasoning module on host buffers: `z = blocks(z + inj)` in place.
+    fn module_host(
+        &self,
+        h_level: bool,
+        z: &mut [f32],
+        inj: &[f32],
+        (b, s): (usize, usize),
+        w: &HostWeights,
+        ws: &mut Workspace,
+    ) -> Result<()> {
+        let (trace_on, first_call) = match self.trace.lock() {
+            Ok(g) => (g.is_some(), g.as_ref().is_some_and(|t| t.calls == 0)),
+            Err(_) => (false, false),
+        };
+        for (zi, &ii) in z.iter_mut().zip(inj) {
+            *zi += ii;
+        }
+        let layers = if h_level {
+            self.h_level.len()
+        } else {
+            self.l_level.len()
+        };
+        for i in 0..layers {
+            let trace0 = trace_on && first_call && !h_level && i == 0;
+            self.block_host(w.block(h_level, i)?, z, (b, s), ws, trace0)?;
+        }
+        if trace_on {
+            let t = Tensor::from_slice(z, (b, s, self.cfg.hidden_size), &self.device)?;
+            self.record(
+                |tr| {
+                    let n = format!("call{}.{}", tr.calls, if h_level { "H" } else { "L" });
+                    tr.calls += 1;
+                    Some(n)
+                },
+                &t,
+            );
+        }
+        Ok(())
+    }
+
+    /// One post-norm block on host buffers, in place on `h` `[B*S, D]`.
+    fn block_host(
+        &self,
+        [qkv_w, o_w, gu_w, down_w]: [&[f32]; 4],
+        h: &mut [f32],
+        (b, s): (usize, usize),
+        ws: &mut Workspace,
+        trace0: bool,
+    ) -> Result<()> {
+        let (d, i) = (self.cfg.hidden_size, self.cfg.mlp_inner());
+        let n = b * s;
+        let eps = self.cfg.rms_norm_eps;
+        let norm = ops::AddRmsNorm { eps };
+        ws.qkv.resize(n * 3 * d, 0.0);
+        ws.attn.resize(n * d, 0.0);
+        ws.tmp.resize(n * d, 0.0);
+        ws.gate_up.resize(n * 2 * i, 0.0);
+        ws.act.resize(n * i, 0.0);
+        gemm::sgemm_into(n, 3 * d, d, h, gemm::Op::N, qkv_w, gemm::Op::T, &mut ws.qkv);
+        self.attn.forward_into(&ws.qkv, b, s, &mut ws.attn);
+        gemm::sgemm_into(
+            n,
+            d,
+            d,
+            &ws.attn,
+            gemm::Op::N,
+            o_w,
+            gemm::Op::T,
+            &mut ws.tmp,
+        );
+        if trace0 {
+            let t = Tensor::from_slice(&ws.tmp, (b, s, d), &self.device)?;
+            self.record(|_| Some("call0.layer0.attn".into()), &t);
+        }
+        norm.forward_inplace(h, &ws.tmp, d, false);
+        gemm::sgemm_into(
+            n,
+            2 * i,
+            d,
+            h,
+            gemm::Op::N,
+            gu_w,
+            gemm::Op::T,
+            &mut ws.gate_up,
+        );
+        ops::SwiGlu::forward_into(&ws.gate_up, i, &mut ws.act);
+        gemm::sgemm_into(
+            n,
+            d,
+            i,
+            &ws.act,
+            gemm::Op::N,
+            down_w,
+            gemm::Op::T,
+            &mut ws.tmp,
+        );
+        if trace0 {
+            let t = Tensor::from_slice(&ws.tmp, (b, s, d), &self.device)?;
+            self.record(|_| Some("call0.layer0.mlp".into()), &t);
+        }
+        norm.forward_inplace(h, &ws.tmp, d, false);
+        if trace0 {
+            let t = Tensor::from_slice(h, (b, s, d), &self.device)?;
+            self.record(|_| Some("call0.layer0.out".into()), &t);
+        }
+        Ok(())
     }
 
     // --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ pub mod cuda;
 pub mod gemm;
 pub mod hrm;
 pub mod init;
+pub mod kernels;
 pub mod loss;
 pub mod ops;
 pub mod optim;

@@ -51,6 +51,25 @@ pub(crate) trait Real:
         b: &[Self],
         tb: gemm::Op,
     ) -> Vec<Self>;
+    /// Softmax of each `width`-long row of `p` after scaling by `scale`, max-subtracted.
+    fn softmax_rows(p: &mut [Self], width: usize, scale: Self) {
+        for row in p.chunks_mut(width) {
+            let mut mx = Self::neg_infinity();
+            for x in row.iter_mut() {
+                *x = *x * scale;
+                mx = mx.max(*x);
+            }
+            let mut sum = Self::zero();
+            for x in row.iter_mut() {
+                *x = (*x - mx).exp();
+                sum = sum + *x;
+            }
+            let inv = Self::one() / sum;
+            for x in row.iter_mut() {
+                *x = *x * inv;
+            }
+        }
+    }
 }
 impl Real for f32 {
     fn from_f64(x: f64) -> Self {
@@ -69,6 +88,9 @@ impl Real for f32 {
         tb: gemm::Op,
     ) -> Vec<f32> {
         gemm::sgemm(m, n, k, a, ta, b, tb)
+    }
+    fn softmax_rows(p: &mut [f32], width: usize, scale: f32) {
+        crate::kernels::softmax_rows(p, width, scale)
     }
 }
 impl Real for f64 {
@@ -513,30 +535,21 @@ impl Attention {
                 1,
             )
         };
-        let scale = T::from_f64(1.0 / (dh as f64).sqrt());
-        for row in p.chunks_mut(s) {
-            let mut mx = T::neg_infinity();
-            for x in row.iter_mut() {
-                *x = *x * scale;
-                mx = mx.max(*x);
-            }
-            let mut sum = T::zero();
-            for x in row.iter_mut() {
-                *x = (*x - mx).exp();
-                sum = sum + *x;
-            }
-            let inv = T::one() / sum;
-            for x in row.iter_mut() {
-                *x = *x * inv;
-            }
-        }
+        T::softmax_rows(&mut p, s, T::from_f64(1.0 / (dh as f64).sqrt()));
         HeadCtx { q, k, p }
     }
 
     fn fwd_t<T: Real>(&self, qkv: &[T], b: usize, s: usize) -> Vec<T> {
+        let mut out = vec![T::zero(); b * s * self.num_heads * self.head_dim];
+        self.forward_into(qkv, b, s, &mut out);
+        out
+    }
+
+    /// Attention of `qkv [B, S, 3D]` into `out [B, S, D]` (every element is written).
+    pub(crate) fn forward_into<T: Real>(&self, qkv: &[T], b: usize, s: usize, out: &mut [T]) {
         let (nh, dh) = (self.num_heads, self.head_dim);
         let d = nh * dh;
-        let mut out = vec![T::zero(); b * s * d];
+        assert_eq!(out.len(), b * s * d, "attention output buffer size");
         let optr = SendPtr(out.as_mut_ptr());
         (0..b * nh).into_par_iter().for_each(|bh| {
             let (bi, h) = (bh / nh, bh % nh);
@@ -564,7 +577,6 @@ impl Attention {
                 )
             };
         });
-        out
     }
 
     /// d qkv from d out, recomputing the probabilities.
@@ -806,28 +818,41 @@ impl AddRmsNorm {
     /// Forward over rows of width `d`; returns y. With `round_bf16` the sum is rounded to bf16
     /// first, as the reference's bf16 residual add does before the fp32 norm.
     fn fwd_t<T: Real>(&self, a: &[T], b: &[T], d: usize, round_bf16: bool) -> Vec<T> {
-        let mut y = vec![T::zero(); a.len()];
-        y.par_chunks_mut(d * 64).enumerate().for_each(|(c, ys)| {
-            let base = c * d * 64;
-            for (r, yr) in ys.chunks_mut(d).enumerate() {
-                let off = base + r * d;
-                let mut ss = 0f64;
-                for j in 0..d {
-                    let mut x = a[off + j] + b[off + j];
-                    if round_bf16 {
-                        x = T::from_f64(bf16::from_f64(x.to_f64()).to_f64());
-                    }
-                    yr[j] = x;
-                    ss += x.to_f64() * x.to_f64();
-                }
-                let var = T::from_f64(ss / d as f64);
-                let r = T::one() / (var + T::from_f64(self.eps)).sqrt();
-                for v in yr.iter_mut() {
-                    *v = *v * r;
-                }
-            }
-        });
+        let mut y = a.to_vec();
+        self.forward_inplace(&mut y, b, d, round_bf16);
         y
+    }
+
+    /// `z = rms_norm(z + x)` in place over rows of width `d` (the forward of the op, also used by
+    /// the no-gradient inference path so both compute the same numbers).
+    pub(crate) fn forward_inplace<T: Real>(
+        &self,
+        z: &mut [T],
+        x: &[T],
+        d: usize,
+        round_bf16: bool,
+    ) {
+        const ROWS: usize = 64;
+        z.par_chunks_mut(d * ROWS)
+            .zip(x.par_chunks(d * ROWS))
+            .for_each(|(zs, xs)| {
+                for (zr, xr) in zs.chunks_mut(d).zip(xs.chunks(d)) {
+                    let mut ss = 0f64;
+                    for (zj, &xj) in zr.iter_mut().zip(xr) {
+                        let mut v = *zj + xj;
+                        if round_bf16 {
+                            v = T::from_f64(bf16::from_f64(v.to_f64()).to_f64());
+                        }
+                        *zj = v;
+                        ss += v.to_f64() * v.to_f64();
+                    }
+                    let var = T::from_f64(ss / d as f64);
+                    let r = T::one() / (var + T::from_f64(self.eps)).sqrt();
+                    for v in zr.iter_mut() {
+                        *v = *v * r;
+                    }
+                }
+            });
     }
 
     /// dx = r (g - y mean(g y)), recomputing r from a + b.
@@ -976,17 +1001,22 @@ fn sigmoid<T: Real>(x: T) -> T {
 
 impl SwiGlu {
     fn fwd_t<T: Real>(gu: &[T], inner: usize) -> Vec<T> {
-        let rows = gu.len() / (2 * inner);
-        let mut out = vec![T::zero(); rows * inner];
-        out.par_chunks_mut(inner).enumerate().for_each(|(r, o)| {
-            let g = &gu[r * 2 * inner..r * 2 * inner + inner];
-            let u = &gu[r * 2 * inner + inner..(r + 1) * 2 * inner];
-            for i in 0..inner {
-                // silu(x) = x * sigmoid(x)
-                o[i] = g[i] * sigmoid(g[i]) * u[i];
-            }
-        });
+        let mut out = vec![T::zero(); gu.len() / 2];
+        Self::forward_into(gu, inner, &mut out);
         out
+    }
+
+    /// `out [rows, I] = silu(gate) * up` from `gu [rows, 2I]`.
+    pub(crate) fn forward_into<T: Real>(gu: &[T], inner: usize, out: &mut [T]) {
+        out.par_chunks_mut(inner)
+            .zip(gu.par_chunks(2 * inner))
+            .for_each(|(o, gur)| {
+                let (g, u) = gur.split_at(inner);
+                for i in 0..inner {
+                    // silu(x) = x * sigmoid(x)
+                    o[i] = g[i] * sigmoid(g[i]) * u[i];
+                }
+            });
     }
 
     fn bwd_t<T: Real>(gu: &[T], dout: &[T], inner: usize) -> Vec<T> {

@@ -210,6 +210,7 @@ impl AdamAtan2 {
 
     /// Move parameter `j`'s moments to `device` now (otherwise this happens at its first step
     /// on a non-CPU device). On the CPU this selects the device path, for tests.
+    #[cfg(test)]
     pub(crate) fn use_device_moments(
         &mut self,
         j: usize,

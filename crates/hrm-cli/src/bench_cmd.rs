@@ -10,13 +10,17 @@
 //!
 //! The model uses the reference initialisation (seed 0) and four synthetic batches of random
 //! Sudoku-like rows (labels 2..V-1, inputs = label or 1 = blank), as the peer does.
+//!
+//! `--device cuda:N` times on a GPU (each step ends with a device synchronisation, so the time
+//! is the step's, not its launch's); `--dtype bfloat16` runs the forward in bf16 (f32 master
+//! weights and optimizer), as the reference trains on GPUs.
 
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 use candle_core::Device;
 use clap::{Args, ValueEnum};
-use hrm_model::config::ModelConfig;
+use hrm_model::config::{ForwardDtype, ModelConfig};
 use hrm_model::hrm::{Hrm, Mode, PuzzleBatch};
 use hrm_model::loss::LossType;
 use hrm_model::train::{forward_backward, Optimizers};
@@ -32,6 +36,9 @@ pub enum BenchMode {
     Eval,
     /// Whole batch-1 rollouts.
     Solve,
+    /// Write the preset's randomly initialised model to `--output` (a checkpoint of the right
+    /// size for timing `hrm solve` as a whole process) and exit.
+    ExportRandom,
 }
 
 /// Model presets of the peer.
@@ -63,9 +70,18 @@ pub struct BenchArgs {
     /// Untimed steps first.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
+    /// Where `export-random` writes the model.
+    #[arg(long)]
+    pub output: Option<std::path::PathBuf>,
     /// H_cycles x L_cycles override, e.g. `4x4` (memory-flatness sweeps).
     #[arg(long)]
     pub cycles: Option<String>,
+    /// Device: `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Forward dtype: `float32` or `bfloat16` (parameters and optimizer stay f32).
+    #[arg(long, default_value = "float32", value_parser = ["float32", "bfloat16"])]
+    pub dtype: String,
 }
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`), if known.
@@ -109,9 +125,13 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
         cfg.h_cycles = h.parse()?;
         cfg.l_cycles = l.parse()?;
     }
+    if a.dtype == "bfloat16" {
+        cfg.forward_dtype = ForwardDtype::BF16;
+    }
+    let device: Device = crate::device::open_device(&a.device)?;
     let threads = candle_core::utils::get_num_threads();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let model = Hrm::new(&cfg, &Device::Cpu, &mut rng)?;
+    let model = Hrm::new(&cfg, &device, &mut rng)?;
     let mut data_rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let batches: Vec<PuzzleBatch> = (0..4)
         .map(|_| {
@@ -142,6 +162,7 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
         let b = &batches[i % batches.len()];
         let t0 = Instant::now();
         match a.mode {
+            BenchMode::ExportRandom => {} // handled (and returned) above
             BenchMode::Train => {
                 let c = match carry.take() {
                     Some(c) => c,
@@ -169,6 +190,7 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
                 }
             }
         }
+        device.synchronize()?; // a GPU step is done when its kernels are, not when they are queued
         let dt = t0.elapsed().as_secs_f64();
         let tag = if i < a.warmup { " (warm-up)" } else { "" };
         eprintln!("{:?} step {i}{tag}: {dt:.4}s", a.mode);
@@ -191,7 +213,8 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
         "preset": format!("{:?}", a.preset).to_lowercase(),
         "batch": batch,
         "threads": threads,
-        "dtype": "float32",
+        "device": crate::device::describe(&device),
+        "dtype": a.dtype,
         "cycles": format!("{}x{}", cfg.h_cycles, cfg.l_cycles),
         "steps": a.steps,
         "median_s_per_step": (med * 1e4).round() / 1e4,

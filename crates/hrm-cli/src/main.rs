@@ -3,12 +3,15 @@
 //! One binary, one subcommand per job (convention 8 of docs/style-and-ecosystem.md):
 //! `hrm data ...` (datasets), `hrm parity` (check against the PyTorch reference's golden tensors),
 //! `hrm convert` (reference checkpoint -> safetensors), `hrm train`, `hrm eval`, `hrm solve`,
-//! `hrm bench` (speed, side by side with the PyTorch peer).
+//! `hrm bench` (speed, side by side with the PyTorch peer), `hrm device-check` (a GPU against the
+//! CPU).
 
 use clap::{Parser, Subcommand};
 
 mod bench_cmd;
+mod check_cmd;
 mod data_cmd;
+mod device;
 mod model_cmd;
 mod train_cmd;
 
@@ -42,10 +45,18 @@ enum Command {
     Solve(train_cmd::SolveArgs),
     /// Time training steps, eval segments or solves (same JSON fields as the PyTorch peer).
     Bench(bench_cmd::BenchArgs),
+    /// Check a GPU against the CPU: optimizer kernels, an f32 training step, bf16 vs f32.
+    DeviceCheck(check_cmd::CheckArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // candle's element-wise ops have their own spinning worker pool next to rayon's; on a few
+        // cores the two fight (rayon and the matrix products do the parallel work here), so it
+        // runs those small ops on the calling thread unless asked otherwise
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     if let Some(n) = cli.threads {
         // read by rayon's global pool (created lazily, after this) and by candle's matmul
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
@@ -58,6 +69,7 @@ fn main() {
         Command::Eval(args) => train_cmd::eval_cmd(&args),
         Command::Solve(args) => train_cmd::solve_cmd(&args),
         Command::Bench(args) => bench_cmd::bench_cmd(&args),
+        Command::DeviceCheck(args) => check_cmd::check_cmd(&args),
     };
     if let Err(e) = result {
         // One clear line (plus the cause chain) instead of a panic or a debug dump.

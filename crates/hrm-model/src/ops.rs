@@ -51,6 +51,12 @@ pub(crate) trait Real:
         b: &[Self],
         tb: gemm::Op,
     ) -> Vec<Self>;
+    /// `out = silu(g) * u` element-wise (silu(x) = x * sigmoid(x)).
+    fn swiglu_row(g: &[Self], u: &[Self], out: &mut [Self]) {
+        for ((o, &gi), &ui) in out.iter_mut().zip(g).zip(u) {
+            *o = gi * sigmoid(gi) * ui;
+        }
+    }
     /// Softmax of each `width`-long row of `p` after scaling by `scale`, max-subtracted.
     fn softmax_rows(p: &mut [Self], width: usize, scale: Self) {
         for row in p.chunks_mut(width) {
@@ -91,6 +97,9 @@ impl Real for f32 {
     }
     fn softmax_rows(p: &mut [f32], width: usize, scale: f32) {
         crate::kernels::softmax_rows(p, width, scale)
+    }
+    fn swiglu_row(g: &[f32], u: &[f32], out: &mut [f32]) {
+        crate::kernels::swiglu_row(g, u, out)
     }
 }
 impl Real for f64 {
@@ -1012,10 +1021,7 @@ impl SwiGlu {
             .zip(gu.par_chunks(2 * inner))
             .for_each(|(o, gur)| {
                 let (g, u) = gur.split_at(inner);
-                for i in 0..inner {
-                    // silu(x) = x * sigmoid(x)
-                    o[i] = g[i] * sigmoid(g[i]) * u[i];
-                }
+                T::swiglu_row(g, u, o);
             });
     }
 

@@ -9,7 +9,7 @@
 //! `Σ logits·G_logits + Σ q_halt·G_halt + Σ q_continue·G_continue` whose gradient with respect to
 //! every parameter equals that of `total / global_batch_size`.
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use rand::RngCore;
 
 use crate::hrm::{to_host_f32, Carry, Hrm, Mode, PuzzleBatch};
@@ -99,7 +99,13 @@ pub fn forward_backward(
     let seed = |vals: &[f32], like: &Tensor| -> Result<Tensor> {
         Ok(Tensor::from_slice(vals, like.shape(), dev)?.to_dtype(like.dtype())?)
     };
-    let surrogate = (out.logits.mul(&seed(&g.logits, &out.logits)?)?.sum_all()?
+    // the logits term is in the forward dtype (bf16 on GPUs): its value is summed in f32 (only
+    // its gradient, the seed, matters) so that it adds to the f32 Q terms
+    let surrogate = (out
+        .logits
+        .mul(&seed(&g.logits, &out.logits)?)?
+        .sum_all()?
+        .to_dtype(DType::F32)?
         + out.q_halt.mul(&seed(&g.q_halt, &out.q_halt)?)?.sum_all()?)?;
     let surrogate = if host.target_q_continue.is_some() {
         (surrogate

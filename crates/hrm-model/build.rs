@@ -1,5 +1,9 @@
-//! Build script of hrm-model: under the `cuda` feature, compiles the CUDA kernels in `kernels/`
-//! to PTX (loaded at run time by `src/cuda.rs`); without it, does nothing.
+//! Build script of hrm-model:
+//! - under the `blas` feature, links a system CBLAS for `cblas_sgemm` ([`link_blas`]);
+//! - under the `cuda` feature, compiles the CUDA kernels in `kernels/` to PTX (loaded at run time
+//!   by `src/cuda.rs`).
+//!
+//! Without either feature it does nothing.
 //!
 //! nvcc is taken from `NVCC`, else `$CUDA_ROOT/bin` / `$CUDA_HOME/bin`, else `PATH`
 //! (scripts/install-cuda-build-deps.sh provides one from PyPI). The PTX targets
@@ -25,8 +29,24 @@ fn nvcc() -> PathBuf {
     PathBuf::from("nvcc")
 }
 
+/// `HRM_BLAS_LIB` names the library (default `openblas`; e.g. `mkl_rt`), `HRM_BLAS_LIB_DIR` adds
+/// a search path. Debian/Ubuntu: `apt-get install libopenblas-dev`.
+fn link_blas() {
+    println!("cargo:rerun-if-env-changed=HRM_BLAS_LIB");
+    println!("cargo:rerun-if-env-changed=HRM_BLAS_LIB_DIR");
+    if std::env::var_os("CARGO_FEATURE_BLAS").is_none() {
+        return;
+    }
+    if let Some(dir) = std::env::var_os("HRM_BLAS_LIB_DIR") {
+        println!("cargo:rustc-link-search=native={}", dir.to_string_lossy());
+    }
+    let lib = std::env::var("HRM_BLAS_LIB").unwrap_or_else(|_| "openblas".into());
+    println!("cargo:rustc-link-lib=dylib={lib}");
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    link_blas();
     for var in [
         "NVCC",
         "CUDA_ROOT",

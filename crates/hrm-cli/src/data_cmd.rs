@@ -90,6 +90,10 @@ pub struct SudokuGenerateArgs {
     /// Hill-climb moves per from-scratch puzzle to make it harder (0 = none).
     #[arg(long, default_value_t = 0)]
     pub hill_climb_steps: usize,
+    /// From-scratch puzzles with exactly N blanks (unique solution) instead of minimal ones:
+    /// easier puzzles for small models and CPU runs.
+    #[arg(long, requires = "from_scratch")]
+    pub blanks: Option<usize>,
     /// Replace the output folder if it exists (only once the new one is complete).
     #[arg(long)]
     pub force: bool,
@@ -227,6 +231,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 limit: a.limit,
                 from_scratch: a.from_scratch,
                 hill_climb_steps: a.hill_climb_steps,
+                blanks: a.blanks,
                 force: a.force,
             })?;
             println!("{report}");

@@ -65,6 +65,9 @@ pub struct SudokuGenerateOptions {
     pub from_scratch: Option<usize>,
     /// Hill-climb moves per from-scratch puzzle (0 = plain random minimal puzzles).
     pub hill_climb_steps: usize,
+    /// From-scratch puzzles with exactly this many blanks (unique solution) instead of minimal
+    /// ones: easier puzzles for small models and CPU runs (20-40 blanks: mostly singles).
+    pub blanks: Option<usize>,
     /// Replace an existing output folder.
     pub force: bool,
 }
@@ -81,6 +84,7 @@ impl SudokuGenerateOptions {
             limit: None,
             from_scratch: None,
             hill_climb_steps: 0,
+            blanks: None,
             force: false,
         }
     }
@@ -258,6 +262,32 @@ pub fn minimal_puzzle<R: Rng + ?Sized>(solution: &Grid, rng: &mut R) -> Grid {
         let v = puzzle[c];
         puzzle[c] = 0;
         if analyze(&puzzle, 2).solutions != 1 {
+            puzzle[c] = v;
+        }
+    }
+    puzzle
+}
+
+/// A puzzle of `solution` with `blanks` blank cells and a unique solution: cells are blanked in
+/// random order, skipping any whose removal would allow a second solution, until `blanks` are
+/// blank (or, for more blanks than a minimal puzzle of this grid has, as many as possible).
+pub fn puzzle_with_blanks<R: Rng + ?Sized>(solution: &Grid, blanks: usize, rng: &mut R) -> Grid {
+    let mut puzzle = *solution;
+    let mut cells: Vec<usize> = (0..81).collect();
+    for i in (1..81).rev() {
+        let j = rng.random_range(0..=i);
+        cells.swap(i, j);
+    }
+    let mut removed = 0;
+    for c in cells {
+        if removed == blanks {
+            break;
+        }
+        let v = puzzle[c];
+        puzzle[c] = 0;
+        if analyze(&puzzle, 2).solutions == 1 {
+            removed += 1;
+        } else {
             puzzle[c] = v;
         }
     }
@@ -462,7 +492,10 @@ pub fn generate_sudoku_csv(opts: &SudokuGenerateOptions) -> Result<GenerateRepor
                 }
                 None => {
                     let sol = random_solution(&mut rng);
-                    let mut q = minimal_puzzle(&sol, &mut rng);
+                    let mut q = match opts.blanks {
+                        Some(b) => puzzle_with_blanks(&sol, b, &mut rng),
+                        None => minimal_puzzle(&sol, &mut rng),
+                    };
                     let rating = if steps > 0 {
                         let (h, r) = hill_climb(&q, &sol, steps, &mut rng);
                         q = h;
@@ -593,6 +626,19 @@ pub fn generate_sudoku_csv(opts: &SudokuGenerateOptions) -> Result<GenerateRepor
 mod tests {
     use super::*;
     use crate::sudoku::is_valid_solution;
+
+    #[test]
+    fn puzzles_with_blanks_are_unique_with_the_requested_blanks() {
+        let mut rng = rng_for(5, 0);
+        for b in [10, 30, 45] {
+            let sol = random_solution(&mut rng);
+            let q = puzzle_with_blanks(&sol, b, &mut rng);
+            assert_eq!(q.iter().filter(|&&v| v == 0).count(), b);
+            let a = analyze(&q, 2);
+            assert_eq!(a.solutions, 1);
+            assert_eq!(a.solution, Some(sol));
+        }
+    }
 
     #[test]
     fn minimal_puzzles_are_unique_and_minimal() {

@@ -9,7 +9,7 @@ use clap::Args;
 
 use hrm_model::checkpoint::{convert_torch, infer_shapes, read_torch};
 use hrm_model::config::{ForwardDtype, ModelConfig, PosEncoding};
-use hrm_model::parity::{format_report, run_fixture};
+use hrm_model::parity::{format_report, run_fixture_on};
 
 /// Flags of `hrm parity`.
 #[derive(Debug, Args)]
@@ -17,17 +17,24 @@ pub struct ParityArgs {
     /// `hrm-parity-v1` fixture files (safetensors) to replay.
     #[arg(required = true)]
     pub fixtures: Vec<PathBuf>,
+    /// Device to replay on: `cpu`, `cuda` or `cuda:N` (f32 fixtures run with full-precision
+    /// f32 matrix products there).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Replay every fixture; print one line per group and a summary last; fail on any violation.
 pub fn parity(args: &ParityArgs) -> Result<()> {
+    let device = crate::device::open_device(&args.device)?;
     let (mut failed, mut worst) = (Vec::new(), 0f64);
     for path in &args.fixtures {
         let t0 = std::time::Instant::now();
-        let rep = run_fixture(path).with_context(|| format!("fixture {}", path.display()))?;
+        let rep =
+            run_fixture_on(path, &device).with_context(|| format!("fixture {}", path.display()))?;
         println!(
-            "== {} ({:.1} s)",
+            "== {} on {} ({:.1} s)",
             path.display(),
+            crate::device::describe(&device),
             t0.elapsed().as_secs_f64()
         );
         print!("{}", format_report(&rep));

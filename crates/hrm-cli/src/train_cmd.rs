@@ -2,6 +2,10 @@
 //!
 //! `train` mirrors sapientinc/HRM:pretrain.py (config file + Hydra-style `key=value` overrides),
 //! `eval` mirrors evaluate.py plus the ARC voting of arc_eval.ipynb, `solve` runs one puzzle.
+//!
+//! `train --gpus N` replaces `torchrun --nproc-per-node N`: this process becomes a launcher that
+//! starts N copies of itself, rank r on `cuda:r` (its environment says which rank it is, see
+//! hrm_train::dist), waits for them, and stops the others if one fails.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,15 +13,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use clap::{Args, Subcommand, ValueEnum};
 use hrm_data::format::{load_split, read_identifiers, SplitData};
 use hrm_model::checkpoint::load_model;
 use hrm_model::hrm::{Hrm, Mode, PuzzleBatch};
 use hrm_model::loss::LossType;
-use hrm_train::config::TrainConfig;
+use hrm_train::config::{DeviceSpec, TrainConfig};
+use hrm_train::dist::{Dist, RankEnv, ENV_RANK, ENV_RENDEZVOUS, ENV_WORLD_SIZE};
 use hrm_train::eval::{evaluate, EvalOptions, EvalOutput, Predictions};
-use hrm_train::trainer::{resume, train, TrainOptions};
+use hrm_train::rundir::RunDir;
+use hrm_train::trainer::{device_for, resume, resume_dist, train, train_dist, TrainOptions};
 use rand::SeedableRng;
 use serde_json::{json, Value};
 
@@ -40,10 +45,168 @@ pub struct TrainArgs {
     /// No progress bar or log lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Data-parallel training on N GPUs (`cuda:0` .. `cuda:N-1`, one process each, gradients
+    /// summed over NCCL; needs a build with `--features nccl`). The global batch is split evenly.
+    #[arg(long, default_value_t = 1)]
+    pub gpus: usize,
+}
+
+/// The config a `train` invocation will use (for checks before launching ranks).
+fn invocation_config(a: &TrainArgs) -> Result<TrainConfig> {
+    match &a.resume {
+        Some(dir) => {
+            let saved = RunDir::open(dir)?.load_config()?;
+            if a.args.is_empty() {
+                Ok(saved)
+            } else {
+                Ok(TrainConfig::load(
+                    &RunDir::open(dir)?.config_path(),
+                    &a.args,
+                )?)
+            }
+        }
+        None => {
+            let (file, overrides) = config_and_overrides(a)?;
+            Ok(TrainConfig::load(&file, &overrides)?)
+        }
+    }
+}
+
+fn config_and_overrides(a: &TrainArgs) -> Result<(PathBuf, Vec<String>)> {
+    match a.args.split_first() {
+        Some((f, rest)) if !f.contains('=') => Ok((PathBuf::from(f), rest.to_vec())),
+        _ => bail!(
+            "hrm train needs a config file first, e.g. `hrm train configs/tiny.toml data_path=...`"
+        ),
+    }
+}
+
+/// `hrm train --gpus N`: start N ranks of this binary and wait for them.
+fn launch_ranks(a: &TrainArgs) -> Result<()> {
+    use std::process::{Command, Stdio};
+    let n = a.gpus;
+    if !cfg!(feature = "nccl") {
+        bail!(
+            "--gpus {n}: this `hrm` was built without NCCL; build with `--features nccl` \
+             (see the README's GPU section)"
+        );
+    }
+    let cfg = invocation_config(a)?;
+    if cfg.device_spec()? == DeviceSpec::Cpu {
+        bail!("--gpus {n}: the config trains on `device = \"cpu\"`; set device=cuda");
+    }
+    cfg.check_world_size(n)?;
+    let exe = std::env::current_exe().context("locating the hrm executable")?;
+    let rendezvous = std::env::temp_dir().join(format!("hrm-dist-{}", std::process::id()));
+    std::fs::create_dir_all(&rendezvous)
+        .with_context(|| format!("creating {}", rendezvous.display()))?;
+    // the first Ctrl-C reaches every rank (same process group): they agree to stop at the same
+    // step and checkpoint; the launcher just keeps waiting for them
+    ctrlc::set_handler(|| eprintln!("interrupt: the ranks finish the step and checkpoint"))
+        .context("installing the Ctrl-C handler")?;
+    let mut children = Vec::with_capacity(n);
+    for r in 0..n {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("train");
+        cmd.args(&a.args);
+        cmd.arg(format!("device=cuda:{r}"));
+        if let Some(d) = &a.run_dir {
+            cmd.arg("--run-dir").arg(d);
+        }
+        if let Some(d) = &a.resume {
+            cmd.arg("--resume").arg(d);
+        }
+        if let Some(s) = a.stop_after {
+            cmd.arg("--stop-after").arg(s.to_string());
+        }
+        if a.quiet || r > 0 {
+            cmd.arg("--quiet");
+        }
+        cmd.env(ENV_RANK, r.to_string())
+            .env(ENV_WORLD_SIZE, n.to_string())
+            .env(ENV_RENDEZVOUS, &rendezvous)
+            .stdin(Stdio::null());
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting rank {r} ({})", exe.display()))?;
+        children.push(Some(child));
+    }
+    // wait; when a rank fails, the others would wait for it forever inside NCCL: stop them
+    let mut failure: Option<String> = None;
+    loop {
+        let mut running = 0;
+        for (r, slot) in children.iter_mut().enumerate() {
+            let Some(child) = slot else { continue };
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    if !status.success() && failure.is_none() {
+                        failure = Some(format!("rank {r} exited with {status}"));
+                    }
+                    *slot = None;
+                }
+                Ok(None) => running += 1,
+                Err(e) => {
+                    failure.get_or_insert(format!("waiting for rank {r}: {e}"));
+                    *slot = None;
+                }
+            }
+        }
+        if running == 0 {
+            break;
+        }
+        if failure.is_some() {
+            for child in children.iter_mut().flatten() {
+                let _ = child.kill();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = std::fs::remove_dir_all(&rendezvous);
+    match failure {
+        Some(f) => bail!("data-parallel training failed: {f} (the other ranks were stopped)"),
+        None => Ok(()),
+    }
+}
+
+/// One rank of `hrm train --gpus N` (started by [`launch_ranks`]).
+fn train_rank(a: &TrainArgs, env: RankEnv, opts: &TrainOptions) -> Result<()> {
+    let r = env.rank;
+    let cfg = invocation_config(a).with_context(|| format!("rank {r}"))?;
+    let device = device_for(&cfg).with_context(|| format!("rank {r}"))?;
+    let coll = env
+        .connect(&device)
+        .with_context(|| format!("rank {r}: joining the NCCL group"))?;
+    let dist = Dist::new(coll).with_device(device);
+    let summary = match &a.resume {
+        Some(dir) => resume_dist(dir, &a.args, opts, Some(dist)),
+        None => train_dist(cfg, opts, Some(dist)),
+    }
+    .with_context(|| format!("rank {r} of {}", env.world_size))?;
+    if r == 0 {
+        println!(
+            "{} at step {} in {} ({} ranks)",
+            if summary.interrupted {
+                "stopped"
+            } else {
+                "finished"
+            },
+            summary.step,
+            summary.run_dir.display(),
+            env.world_size
+        );
+    }
+    Ok(())
 }
 
 /// `hrm train`.
 pub fn train_cmd(a: &TrainArgs) -> Result<()> {
+    let rank_env = RankEnv::from_env()?;
+    if rank_env.is_none() && a.gpus > 1 {
+        return launch_ranks(a);
+    }
+    if a.gpus == 0 {
+        bail!("--gpus must be at least 1");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -65,13 +228,13 @@ pub fn train_cmd(a: &TrainArgs) -> Result<()> {
         stop_after: a.stop_after,
         quiet: a.quiet,
     };
+    if let Some(env) = rank_env {
+        return train_rank(a, env, &opts);
+    }
     let summary = match &a.resume {
         Some(dir) => resume(dir, &a.args, &opts)?,
         None => {
-            let (file, overrides) = match a.args.split_first() {
-                Some((f, rest)) if !f.contains('=') => (PathBuf::from(f), rest.to_vec()),
-                _ => bail!("hrm train needs a config file first, e.g. `hrm train configs/tiny.toml data_path=...`"),
-            };
+            let (file, overrides) = config_and_overrides(a)?;
             let cfg = TrainConfig::load(&file, &overrides)?;
             train(cfg, &opts)?
         }
@@ -147,6 +310,9 @@ pub struct EvalArgs {
     /// LM loss used for the loss metrics.
     #[arg(long, default_value = "stablemax_cross_entropy")]
     pub loss_type: String,
+    /// Device: `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 fn detect_task(split: &SplitData) -> Task {
@@ -277,7 +443,8 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<()> {
             a.loss_type
         )
     })?;
-    let (model, meta) = load_model(&a.checkpoint, &Device::Cpu, |_| {})?;
+    let device = crate::device::open_device(&a.device)?;
+    let (model, meta) = load_model(&a.checkpoint, &device, |_| {})?;
     let split = Arc::new(load_split(&a.data, "test")?);
     let m = &split.metadata;
     if m.seq_len != model.cfg.seq_len || m.vocab_size != model.cfg.vocab_size {
@@ -357,6 +524,9 @@ pub struct SolveArgs {
     /// Segments to run (default: the checkpoint's halt_max_steps).
     #[arg(long, global = true)]
     pub halt_max_steps: Option<usize>,
+    /// Device: `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, global = true, default_value = "cpu")]
+    pub device: String,
     /// The puzzle.
     #[command(subcommand)]
     pub puzzle: SolveCommand,
@@ -442,7 +612,8 @@ pub fn solve_cmd(a: &SolveArgs) -> Result<()> {
             )
         }
     };
-    let (model, _) = load_model(&ckpt, &Device::Cpu, |c| c.batch_size = 1)?;
+    let device = crate::device::open_device(&a.device)?;
+    let (model, _) = load_model(&ckpt, &device, |c| c.batch_size = 1)?;
     if tokens.len() != model.cfg.seq_len {
         bail!(
             "the puzzle has {} cells but the model {} was trained on {}",

@@ -6,10 +6,11 @@
 //! writes under `checkpoints/<project>/<run>` (in [`rundir`]). What the reference sends to
 //! Weights & Biases goes to `metrics.jsonl` and TensorBoard event files here ([`sinks`],
 //! [`tfevents`]); its tqdm bar becomes [`progress`]. The loop itself is [`trainer`], evaluation
-//! [`eval`], and the exact-resume checkpoints [`state`].
+//! [`eval`], the exact-resume checkpoints [`state`], and data parallelism over N ranks [`dist`].
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod dist;
 pub mod eval;
 pub mod progress;
 pub mod rundir;

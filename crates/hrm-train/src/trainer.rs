@@ -16,6 +16,11 @@
 //! optimizers, the step, the RNG, the sampler position and the carry ([`crate::state`]), so
 //! `--resume` continues exactly: with the same seed on CPU, a run killed at any point and resumed
 //! from its newest checkpoint ends with the same weights and metrics, bit for bit.
+//!
+//! Data parallelism ([`train_dist`], [`resume_dist`] with a [`Dist`]): every rank runs this loop
+//! on its slice of each global batch, the step's gradients and metric sums are combined across
+//! ranks ([`crate::dist`]), and rank 0 alone writes the run folder, logs and checkpoints (with the
+//! carry of the whole global batch) and evaluates while the other ranks wait.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +37,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::{DatasetFacts, DeviceSpec, TrainConfig};
+use crate::dist::Dist;
 use crate::eval::{evaluate, to_model_batch, EvalOptions, EvalOutput};
 use crate::progress::TrainProgress;
 use crate::rundir::{RunDir, RunInfo};
@@ -143,13 +149,25 @@ struct Run {
     rng: ChaCha8Rng,
     step: u64,
     total_steps: u64,
-    sinks: Sinks,
+    /// None on data-parallel ranks other than 0 (they write nothing).
+    sinks: Option<Sinks>,
     config_text: String,
+    /// The data-parallel group, if any.
+    dist: Option<Dist>,
 }
 
 impl Run {
     fn checkpoint(&self, iteration: u64, iteration_done: bool) -> Result<PathBuf> {
         let path = self.dir.checkpoint_path(self.step);
+        // data parallel: every rank contributes its rows of the carry, rank 0 writes
+        let gathered = match (&self.dist, &self.carry) {
+            (Some(d), Some(c)) => Some(d.gather_carry(c)?),
+            _ => None,
+        };
+        if self.dist.as_ref().is_some_and(|d| !d.is_main()) {
+            return Ok(path);
+        }
+        let carry = gathered.as_ref().or(self.carry.as_ref());
         let meta = StateMeta {
             step: self.step,
             iteration,
@@ -160,14 +178,7 @@ impl Run {
             has_carry: self.carry.is_some(),
         };
         let extra = HashMap::from([("train_config".to_string(), self.config_text.clone())]);
-        save_checkpoint(
-            &path,
-            &self.model,
-            &self.opt,
-            self.carry.as_ref(),
-            &meta,
-            &extra,
-        )?;
+        save_checkpoint(&path, &self.model, &self.opt, carry, &meta, &extra)?;
         if let Some(keep) = self.cfg.checkpoint_keep {
             self.dir.prune_checkpoints(keep)?;
         }
@@ -190,14 +201,40 @@ impl Run {
 }
 
 /// Start a new run.
-pub fn train(mut cfg: TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> {
+pub fn train(cfg: TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> {
+    train_dist(cfg, opts, None)
+}
+
+/// Start a new run as one rank of a data-parallel group (`None`: a single process, [`train`]).
+pub fn train_dist(
+    mut cfg: TrainConfig,
+    opts: &TrainOptions,
+    dist: Option<Dist>,
+) -> Result<TrainSummary> {
     apply_threads(&cfg);
-    let device = device_for(&cfg)?;
+    let device = match dist.as_ref().and_then(Dist::device) {
+        Some(d) => d.clone(),
+        None => device_for(&cfg)?,
+    };
     let (train_split, test) = load_data(&cfg)?;
-    let model_cfg = cfg.model_config(&facts(&train_split, &test))?;
-    let dir = RunDir::create(opts.run_dir.as_deref(), &mut cfg)?;
-    dir.write_config(&cfg)?;
-    dir.write_run_info(&RunInfo::collect(&cfg))?;
+    let world = dist.as_ref().map_or(1, Dist::world_size);
+    let model_cfg = cfg.model_config_for_world(&facts(&train_split, &test), world)?;
+    let main = dist.as_ref().is_none_or(Dist::is_main);
+    let dir = if main {
+        let dir = RunDir::create(opts.run_dir.as_deref(), &mut cfg)?;
+        dir.write_config(&cfg)?;
+        dir.write_run_info(&RunInfo::collect(&cfg))?;
+        if let Some(d) = &dist {
+            d.share_path(Some(dir.path()))?;
+        }
+        dir
+    } else {
+        // the other ranks use rank 0's folder (and its resolved config) without writing to it
+        let d = dist.as_ref().context("rank without a group")?;
+        let dir = RunDir::open(&d.share_path(None)?)?;
+        cfg = dir.load_config()?;
+        dir
+    };
     let mut init = ChaCha8Rng::seed_from_u64(cfg.seed);
     init.set_stream(STREAM_INIT);
     let model = Hrm::new(&model_cfg, &device, &mut init)?;
@@ -216,14 +253,23 @@ pub fn train(mut cfg: TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
         epochs_per_iter,
         cfg.seed,
     )?;
-    let mut sinks = Sinks::create(dir.path())?;
     let n_params: usize = model.parameters().iter().map(|(_, v)| v.elem_count()).sum();
-    sinks.log(0, [("num_params", n_params as f64)])?;
-    if !opts.quiet {
+    let sinks = if main {
+        let mut sinks = Sinks::create(dir.path())?;
+        sinks.log(0, [("num_params", n_params as f64)])?;
+        Some(sinks)
+    } else {
+        None
+    };
+    if !opts.quiet && main {
         println!("{}", cfg.to_table_string());
         println!(
-            "run folder: {}  ({n_params} parameters)",
-            dir.path().display()
+            "run folder: {}  ({n_params} parameters{})",
+            dir.path().display(),
+            match &dist {
+                Some(d) => format!(", data parallel over {} ranks", d.world_size()),
+                None => String::new(),
+            }
         );
     }
     let total = run_total_steps(&cfg, &train_split);
@@ -240,6 +286,7 @@ pub fn train(mut cfg: TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
         step: 0,
         total_steps: total,
         sinks,
+        dist,
     };
     run_loop(run, 0, None, opts)
 }
@@ -247,6 +294,17 @@ pub fn train(mut cfg: TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
 /// Continue the run in `run_dir` from its newest checkpoint. `overrides` may change settings
 /// that do not affect the result (e.g. `log_interval`); architecture, data and seed must match.
 pub fn resume(run_dir: &Path, overrides: &[String], opts: &TrainOptions) -> Result<TrainSummary> {
+    resume_dist(run_dir, overrides, opts, None)
+}
+
+/// [`resume`] as one rank of a data-parallel group: every rank loads the checkpoint and takes
+/// its rows of the saved (global) carry.
+pub fn resume_dist(
+    run_dir: &Path,
+    overrides: &[String],
+    opts: &TrainOptions,
+    dist: Option<Dist>,
+) -> Result<TrainSummary> {
     let dir = RunDir::open(run_dir)?;
     let saved = dir.load_config()?;
     let cfg = if overrides.is_empty() {
@@ -263,9 +321,14 @@ pub fn resume(run_dir: &Path, overrides: &[String], opts: &TrainOptions) -> Resu
             run_dir.display()
         )
     })?;
-    let device = device_for(&cfg)?;
+    let device = match dist.as_ref().and_then(Dist::device) {
+        Some(d) => d.clone(),
+        None => device_for(&cfg)?,
+    };
     let (train_split, test) = load_data(&cfg)?;
-    let model_cfg = cfg.model_config(&facts(&train_split, &test))?;
+    let world = dist.as_ref().map_or(1, Dist::world_size);
+    let model_cfg = cfg.model_config_for_world(&facts(&train_split, &test), world)?;
+    let main = dist.as_ref().is_none_or(Dist::is_main);
     let (model, _) = hrm_model::checkpoint::load_model(&ckpt.path, &device, |c| {
         // run-time settings come from the (possibly overridden) run config
         c.batch_size = model_cfg.batch_size;
@@ -302,10 +365,18 @@ pub fn resume(run_dir: &Path, overrides: &[String], opts: &TrainOptions) -> Resu
         sampler.start_iteration(p.iteration);
         sampler.restore(&p);
     }
-    let sinks = Sinks::open_append(dir.path(), meta.step)?;
-    if !opts.quiet {
+    let sinks = if main {
+        Some(Sinks::open_append(dir.path(), meta.step)?)
+    } else {
+        None
+    };
+    if !opts.quiet && main {
         println!("resuming {} from step {}", run_dir.display(), meta.step);
     }
+    let carry = match (&dist, restored.carry) {
+        (Some(d), Some(c)) => Some(d.local_carry(&c)?),
+        (_, c) => c,
+    };
     let total = run_total_steps(&cfg, &train_split);
     let run = Run {
         config_text: cfg.to_toml_string(),
@@ -315,11 +386,12 @@ pub fn resume(run_dir: &Path, overrides: &[String], opts: &TrainOptions) -> Resu
         opt: restored.opt,
         sampler,
         test,
-        carry: restored.carry,
+        carry,
         rng: meta.rng.restore()?,
         step: meta.step,
         total_steps: total,
         sinks,
+        dist,
     };
     run_loop(run, start_iter, position.map(|_| ()), opts)
 }
@@ -339,7 +411,7 @@ fn run_loop(
     let gbs = cfg.global_batch_size;
     let mut progress =
         TrainProgress::new(run.total_steps, run.step).with_log_interval(cfg.log_interval);
-    if opts.quiet {
+    if opts.quiet || run.sinks.is_none() {
         progress = progress.with_mode(crate::progress::ProgressMode::Silent);
     }
     let mut last_eval = None;
@@ -366,19 +438,34 @@ fn run_loop(
                 run.total_steps,
                 cfg.lr_min_ratio,
             );
-            let batch = to_model_batch(&batch);
+            let batch = match &run.dist {
+                Some(d) => to_model_batch(&d.local_batch(&batch)?),
+                None => to_model_batch(&batch),
+            };
             let carry = match run.carry.take() {
                 Some(c) => c,
                 None => run.model.initial_carry(&batch)?,
             };
-            let ts = forward_backward(
-                &run.model,
-                &carry,
-                &batch,
-                cfg.arch.loss.loss_type,
-                gbs,
-                &mut run.rng,
-            )?;
+            let ts = match &run.dist {
+                None => forward_backward(
+                    &run.model,
+                    &carry,
+                    &batch,
+                    cfg.arch.loss.loss_type,
+                    gbs,
+                    &mut run.rng,
+                )?,
+                // this rank's rows; gradients and metric sums come back for the global batch
+                Some(d) => d.forward_backward(
+                    &run.model,
+                    &carry,
+                    &batch,
+                    cfg.arch.loss.loss_type,
+                    gbs,
+                    &mut d.step_rng(cfg.seed, run.step),
+                    opts.stop.load(Ordering::SeqCst),
+                )?,
+            };
             let m = &ts.loss.metrics;
             let count = m.count.max(1.0);
             let mut metrics: Vec<(String, f64)> = m
@@ -403,16 +490,21 @@ fn run_loop(
             )?;
             run.opt.step(&run.model, &ts.grads, lr, plr)?;
             run.carry = Some(ts.carry);
-            run.sinks
-                .log(run.step, metrics.iter().map(|(k, v)| (k.as_str(), *v)))?;
+            if let Some(sinks) = run.sinks.as_mut() {
+                sinks.log(run.step, metrics.iter().map(|(k, v)| (k.as_str(), *v)))?;
+            }
             progress.update(run.step, metrics.iter().map(|(k, v)| (k.as_str(), *v)));
-            let stop =
-                opts.stop.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|n| run.step >= n);
+            // data parallel: all ranks stop at the same step if any of them was interrupted
+            let interrupted = match &run.dist {
+                Some(d) => d.stop_requested(),
+                None => opts.stop.load(Ordering::SeqCst),
+            };
+            let stop = interrupted || opts.stop_after.is_some_and(|n| run.step >= n);
             if stop || cfg.checkpoint_interval.is_some_and(|n| run.step % n == 0) {
                 let p = run.checkpoint(it, false)?;
                 if stop {
                     progress.finish();
-                    if !opts.quiet {
+                    if !opts.quiet && run.sinks.is_some() {
                         println!("stopped at step {}; checkpoint {}", run.step, p.display());
                     }
                     return Ok(TrainSummary {
@@ -424,10 +516,24 @@ fn run_loop(
                 }
             }
         }
-        let ev = run.eval()?;
+        // data parallel: rank 0 evaluates the whole test split while the others wait
+        let Some(ev) = (match &run.dist {
+            Some(d) => {
+                let ev = if d.is_main() { Some(run.eval()?) } else { None };
+                d.barrier()?;
+                ev
+            }
+            None => Some(run.eval()?),
+        }) else {
+            if cfg.checkpoint_every_eval || it + 1 == total_iters {
+                run.checkpoint(it, true)?;
+            }
+            continue;
+        };
         let flat = ev.flat();
-        run.sinks
-            .log(run.step, flat.iter().map(|(k, v)| (k.as_str(), *v)))?;
+        if let Some(sinks) = run.sinks.as_mut() {
+            sinks.log(run.step, flat.iter().map(|(k, v)| (k.as_str(), *v)))?;
+        }
         if !opts.quiet {
             let line: Vec<String> = flat
                 .iter()

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Install what `cargo build --features cuda` needs on a machine WITHOUT a system CUDA toolkit,
+# from PyPI, into a git-ignored folder (default: <repo>/.cuda-deps), and write an env file to
+# `source` before building:
+#
+#   scripts/install-cuda-build-deps.sh            # once (about 1 GB unpacked, ~1 min)
+#   source .cuda-deps/env.sh
+#   cargo build --release -p hrm-cli --features cuda        # or: --features nccl
+#
+# What it installs (pinned to CUDA 13.0, the version of the GPU machines' driver 580: PTX made by
+# a newer nvcc does not load on an older driver, and cudarc must bind the driver API of 13.0):
+#   - nvcc, its front end (nvvm/cicc), the crt headers, CCCL (candle's kernels include
+#     <nv/target>), the runtime headers: nvidia-cuda-{nvcc,crt,cccl,runtime}, nvidia-nvvm;
+#   - the libraries candle's cudarc links against (`dynamic-linking`): cuBLAS, cuBLASLt, cuRAND,
+#     NVRTC, the CUDA runtime and NCCL, from their PyPI wheels, with the unversioned link names
+#     (libcublas.so -> libcublas.so.13, ...) that the linker looks for;
+#   - a link stub for the driver library libcuda.so.1 (no wheel ships one; the real one comes
+#     with the NVIDIA driver). The stub only satisfies the linker: it exports the driver API names
+#     that cudarc declares, and its SONAME makes the binary load the real libcuda.so.1 at run time.
+#
+# The env file sets CUDA_ROOT (cudarc's and candle's search root), PATH (nvcc),
+# CUDARC_CUDA_VERSION=13000, CUDA_COMPUTE_CAP=90 (H100/H200; no nvidia-smi here) and
+# LIBRARY_PATH. The CPU build and CI need none of this.
+#
+# Environment: HRM_CUDA_DEPS (install folder), PYTHON (python3 with pip), CUDA_COMPUTE_CAP.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEST="${HRM_CUDA_DEPS:-$ROOT/.cuda-deps}"
+PY="${PYTHON:-python3}"
+CAP="${CUDA_COMPUTE_CAP:-90}"
+
+# CUDA 13.0 (driver >= 580) builds of everything; NCCL 2.27 is the oldest CUDA-13 NCCL wheel,
+# so a binary linked against it runs with any newer NCCL 2.x found at run time.
+PKGS=(
+  "nvidia-cuda-nvcc==13.0.88"
+  "nvidia-cuda-crt==13.0.88"
+  "nvidia-nvvm==13.0.88"
+  "nvidia-cuda-cccl==13.0.85"
+  "nvidia-cuda-runtime==13.0.96"
+  "nvidia-cuda-nvrtc==13.0.88"
+  "nvidia-cublas==13.0.2.14"
+  "nvidia-curand==10.4.0.35"
+  "nvidia-nccl-cu13==2.27.7"
+)
+
+command -v "$PY" >/dev/null || { echo "error: $PY not found (set PYTHON=...)" >&2; exit 1; }
+"$PY" -m pip --version >/dev/null 2>&1 || {
+  echo "error: '$PY -m pip' does not work; install pip for $PY" >&2
+  exit 1
+}
+command -v cc >/dev/null || { echo "error: a C compiler (cc) is needed for the libcuda stub and by nvcc" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "error: cargo not found" >&2; exit 1; }
+
+# Install into a temporary folder and move it into place at the end, so that an interrupted run
+# never leaves a folder that looks complete.
+TMP="$DEST.tmp-$$"
+rm -rf "$TMP"
+mkdir -p "$TMP"
+trap 'rm -rf "$TMP"' EXIT
+
+echo "== pip install (${#PKGS[@]} wheels) into $DEST"
+"$PY" -m pip install --quiet --disable-pip-version-check --no-deps --target "$TMP/py" "${PKGS[@]}"
+
+CU="$TMP/py/nvidia/cu13"
+[ -x "$CU/bin/nvcc" ] || { echo "error: nvcc missing in $CU/bin after the install" >&2; exit 1; }
+
+# Unversioned link names next to the versioned libraries of the wheels.
+link() { # link NAME FILE [FOLDER]: $CU/lib/NAME -> FOLDER/FILE (default folder: $CU/lib)
+  local dir="${3:-$CU/lib}"
+  [ -e "$dir/$2" ] || { echo "error: $dir/$2 missing after the install" >&2; exit 1; }
+  ln -sfr "$dir/$2" "$CU/lib/$1" # relative: the folder is moved into place at the end
+}
+link libcublas.so 'libcublas.so.13'
+link libcublasLt.so 'libcublasLt.so.13'
+link libcurand.so 'libcurand.so.10'
+link libnvrtc.so 'libnvrtc.so.13'
+link libcudart.so 'libcudart.so.13'
+link libnccl.so 'libnccl.so.2' "$TMP/py/nvidia/nccl/lib"
+
+# The libcuda.so.1 link stub: every driver entry point cudarc declares, as an empty function.
+echo "== libcuda link stub from cudarc's driver bindings"
+CUDARC_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --features hrm-cli/cuda 2>/dev/null |
+  "$PY" -c 'import json,sys,os
+m=json.load(sys.stdin)
+p=[x for x in m["packages"] if x["name"]=="cudarc"]
+print(os.path.dirname(p[0]["manifest_path"]) if p else "")')"
+SYS="$CUDARC_DIR/src/driver/sys/mod.rs"
+[ -f "$SYS" ] || { echo "error: cudarc's driver bindings not found (run 'cargo fetch' first): $SYS" >&2; exit 1; }
+mkdir -p "$CU/lib/stubs"
+grep -oE '^pub unsafe fn cu[A-Za-z0-9_]+\(' "$SYS" | sed -E 's/^pub unsafe fn (cu[A-Za-z0-9_]+)\(/\1/' |
+  sort -u | awk '{ printf "int %s(void) { return 999; }\n", $1 }' >"$TMP/libcuda_stub.c"
+n=$(wc -l <"$TMP/libcuda_stub.c")
+[ "$n" -gt 100 ] || { echo "error: only $n driver symbols found in $SYS" >&2; exit 1; }
+cc -shared -fPIC -o "$CU/lib/stubs/libcuda.so" -Wl,-soname,libcuda.so.1 "$TMP/libcuda_stub.c"
+echo "   $n driver symbols"
+
+cat >"$TMP/env.sh" <<EOF
+# Generated by scripts/install-cuda-build-deps.sh: source before 'cargo build --features cuda'.
+export CUDA_ROOT="$DEST/py/nvidia/cu13"
+export CUDA_HOME="\$CUDA_ROOT"
+export PATH="\$CUDA_ROOT/bin:\$PATH"
+export CUDARC_CUDA_VERSION=13000
+export CUDA_COMPUTE_CAP=$CAP
+export LIBRARY_PATH="\$CUDA_ROOT/lib:\$CUDA_ROOT/lib/stubs\${LIBRARY_PATH:+:\$LIBRARY_PATH}"
+EOF
+
+rm -rf "$DEST"
+mv "$TMP" "$DEST"
+trap - EXIT
+echo "== done: source $DEST/env.sh, then cargo build --release -p hrm-cli --features cuda"
+"$DEST/py/nvidia/cu13/bin/nvcc" --version | tail -n2

@@ -230,11 +230,7 @@ fn linear_dims(lx: &Layout, lw: &Layout) -> Result<(usize, usize, usize)> {
             wd
         )
     }
-    let n = if k == 0 {
-        0
-    } else {
-        lx.shape().elem_count() / k
-    };
+    let n = lx.shape().elem_count().checked_div(k).unwrap_or(0);
     Ok((n, k, wd[0]))
 }
 
@@ -304,11 +300,7 @@ impl CustomOp2 for LinearBwd {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let m = *l1.dims().last().unwrap_or(&0);
-        let n = if m == 0 {
-            0
-        } else {
-            l1.shape().elem_count() / m
-        };
+        let n = l1.shape().elem_count().checked_div(m).unwrap_or(0);
         let (g, dt) = input(s1, l1)?;
         let (o, dt2) = input(s2, l2)?;
         same_dtype(dt, dt2, "linear backward")?;
@@ -789,11 +781,16 @@ pub fn attention_composed(qkv: &Tensor, op: &Attention) -> Result<Tensor> {
         q = rope_composed(&q, &cos, &sin)?;
         k = rope_composed(&k, &cos, &sin)?;
     }
-    let q = q.transpose(1, 2)?.contiguous()?; // [B, H, S, Dh]
-    let k = k.transpose(1, 2)?.contiguous()?;
+    // Scores and softmax in f32 whatever the activation dtype, as FlashAttention (the
+    // reference's kernel) keeps them; in bf16 only the probabilities and V enter a bf16 product.
+    // Rounding the scores to bf16 first doubles the bf16-vs-f32 drift of a whole segment.
+    let dt = qkv.dtype();
+    let sdt = if dt == DType::F64 { dt } else { DType::F32 };
+    let q = q.transpose(1, 2)?.contiguous()?.to_dtype(sdt)?; // [B, H, S, Dh]
+    let k = k.transpose(1, 2)?.contiguous()?.to_dtype(sdt)?;
     let v = v.transpose(1, 2)?.contiguous()?;
     let scores = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?; // [B, H, S, S]
-    let p = softmax_composed(&scores)?;
+    let p = softmax_composed(&scores)?.to_dtype(dt)?;
     let o = p.matmul(&v)?; // [B, H, S, Dh]
     o.transpose(1, 2)?.reshape((b, s, nh * dh))
 }

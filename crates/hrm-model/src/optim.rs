@@ -127,7 +127,7 @@ pub(crate) fn atan2_nonneg_x(y: f32, x: f32) -> f32 {
         (0.0, t)
     };
     let zz = z * z;
-    let poly = ((8.053_744_5e-2 * zz - 1.387_768_6e-1) * zz + 1.997_771_1e-1) * zz - 3.333_294_9e-1;
+    let poly = ((8.053_744_5e-2 * zz - 1.387_768_6e-1) * zz + 1.997_771_1e-1) * zz - 3.333_295e-1;
     let r = y0 + (poly * zz * z + z);
     r.copysign(y)
 }
@@ -209,13 +209,9 @@ impl AdamAtan2 {
     }
 
     /// Move parameter `j`'s moments to `device` now (otherwise this happens at its first step
-    /// on a non-CPU device). On the CPU this selects the device path, for tests.
-    #[cfg(test)]
-    pub(crate) fn use_device_moments(
-        &mut self,
-        j: usize,
-        device: &candle_core::Device,
-    ) -> Result<()> {
+    /// on a non-CPU device). On the CPU this selects the device path, which is how tests here
+    /// exercise the GPU's bookkeeping (checkpoints of device-resident moments, ...).
+    pub fn use_device_moments(&mut self, j: usize, device: &candle_core::Device) -> Result<()> {
         let st = &mut self.states[j];
         self.device[j] = Some(DeviceMoments::upload(st, device)?);
         st.m = Vec::new();
@@ -477,7 +473,7 @@ mod tests {
     fn fast_atan2_matches_libm() {
         let mut worst = 0f64;
         for i in 0..20_000 {
-            let x = (i as f32 * 0.37).sin().abs() * 10f32.powi((i % 13) as i32 - 6);
+            let x = (i as f32 * 0.37).sin().abs() * 10f32.powi(i % 13 - 6);
             for y in [
                 x * 3.1,
                 -x * 0.2,

@@ -45,17 +45,12 @@ fn host(t: &candle_core::Tensor) -> Vec<f32> {
         .unwrap()
 }
 
-#[test]
-fn a_bf16_training_step_runs_and_follows_the_f32_step() {
-    let cfg = ModelConfig {
-        num_puzzle_identifiers: 3,
-        halt_max_steps: 2,
-        ..ModelConfig::tiny(4)
-    };
+/// A model with random weights (seed) and its bf16 twin with the same weights.
+fn f32_and_bf16(cfg: &ModelConfig, seed: u64) -> (Hrm, Hrm) {
     let m32 = Hrm::new(
-        &cfg,
+        cfg,
         &Device::Cpu,
-        &mut rand_chacha::ChaCha8Rng::seed_from_u64(1),
+        &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed),
     )
     .unwrap();
     let sd = m32.state_dict().into_iter().collect();
@@ -64,6 +59,17 @@ fn a_bf16_training_step_runs_and_follows_the_f32_step() {
         ..cfg.clone()
     };
     let m16 = Hrm::from_state_dict(&cfg16, &Device::Cpu, &sd).unwrap();
+    (m32, m16)
+}
+
+#[test]
+fn a_bf16_training_step_runs_and_follows_the_f32_step() {
+    let cfg = ModelConfig {
+        num_puzzle_identifiers: 3,
+        halt_max_steps: 2,
+        ..ModelConfig::tiny(4)
+    };
+    let (m32, m16) = f32_and_bf16(&cfg, 1);
     let b = batch(&cfg, 2);
     let (s32, s16) = (step(&m32, &b), step(&m16, &b));
     assert_eq!(s16.out.logits.len(), s32.out.logits.len());
@@ -80,17 +86,9 @@ fn a_bf16_training_step_runs_and_follows_the_f32_step() {
         let (g16, g32) = (g16.as_ref().unwrap(), g32.as_ref().unwrap());
         assert_eq!(g16.dtype(), DType::F32);
         let (a, b) = (host(g16), host(g32));
-        let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-        for (&x, &y) in a.iter().zip(&b) {
-            ab += x as f64 * y as f64;
-            aa += x as f64 * x as f64;
-            bb += y as f64 * y as f64;
-        }
-        let cos = ab / (aa.sqrt() * bb.sqrt()).max(f64::MIN_POSITIVE);
-        assert!(
-            cos > 0.99 || (aa == 0.0 && bb == 0.0),
-            "gradient cosine {cos}"
-        );
+        let zero = a.iter().chain(&b).all(|&x| x == 0.0);
+        let cos = cosine(&a, &b);
+        assert!(cos > 0.99 || zero, "gradient cosine {cos}");
     }
     // the optimizers take the bf16 step's gradients; parameters stay f32
     let mut opt = Optimizers::new(&m16, (0.9, 0.95), 0.1, 0.1);
@@ -98,4 +96,44 @@ fn a_bf16_training_step_runs_and_follows_the_f32_step() {
     for (name, v) in m16.parameters() {
         assert_eq!(v.as_tensor().dtype(), DType::F32, "{name}");
     }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        ab += x as f64 * y as f64;
+        aa += x as f64 * x as f64;
+        bb += y as f64 * y as f64;
+    }
+    ab / (aa.sqrt() * bb.sqrt()).max(f64::MIN_POSITIVE)
+}
+
+/// The embedding tables' gradients sum B*L rows into a few table rows (token embeddings) or over
+/// the batch (learned positions). Done in bf16 that sum loses most of its bits as the batch grows
+/// (gradient cosine 0.95 against f32 at batch 64 on the Sudoku model); it must happen in f32.
+#[test]
+fn bf16_embedding_gradients_are_summed_in_f32() {
+    let mut cfg = ModelConfig {
+        num_puzzle_identifiers: 3,
+        halt_max_steps: 2,
+        ..ModelConfig::tiny(128)
+    };
+    cfg.pos_encodings = serde_json::from_str("\"learned\"").unwrap();
+    let (m32, m16) = f32_and_bf16(&cfg, 5);
+    let b = batch(&cfg, 9);
+    let (s32, s16) = (step(&m32, &b), step(&m16, &b));
+    let mut checked = 0;
+    for ((name, _), (g16, g32)) in m32
+        .parameters()
+        .iter()
+        .zip(s16.grads.params.iter().zip(&s32.grads.params))
+    {
+        if name.contains("embed_") {
+            let cos = cosine(&host(g16.as_ref().unwrap()), &host(g32.as_ref().unwrap()));
+            eprintln!("{name}: gradient cosine bf16 vs f32 {cos:.5}");
+            assert!(cos > 0.998, "{name}: gradient cosine {cos}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2);
 }

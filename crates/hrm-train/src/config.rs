@@ -20,8 +20,9 @@
 //! - `arch.forward_dtype` absent means `bfloat16` on CUDA (the reference's default) and
 //!   `float32` on CPU (bf16 matmuls are slow there and the parity fixtures are f32).
 //! - Additions (not in the reference): `eval_max_examples`, `log_interval`, `checkpoint_keep`,
-//!   `checkpoint_interval`,
-//!   `device`, `threads`. Multi-process training is not implemented: the world size is 1.
+//!   `checkpoint_interval`, `device`, `threads`. The world size is not a config key: it is
+//!   `hrm train --gpus N` (one process per GPU, see [`crate::dist`]), and
+//!   `global_batch_size` must divide by it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -44,8 +45,8 @@ pub const SAVE_OUTPUT_KEYS: [&str; 6] = [
     "q_halt_logits",
     "q_continue_logits",
 ];
-/// Number of processes training together. The reference runs one per GPU under `torchrun`;
-/// this implementation trains on one device, so it is 1.
+/// Number of processes of a plain `hrm train` (one device). `hrm train --gpus N` runs N
+/// processes, one per GPU, as the reference does under `torchrun` (see [`crate::dist`]).
 pub const WORLD_SIZE: usize = 1;
 /// Deepest chain of `base = ...` files followed before giving up.
 const MAX_BASE_DEPTH: usize = 16;
@@ -1370,6 +1371,7 @@ mod tests {
             eval_max_examples = 5
             log_interval = 3
             checkpoint_keep = 2
+            checkpoint_interval = 4
             device = "cpu"
             threads = 2
             [arch]

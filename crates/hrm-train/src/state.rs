@@ -128,8 +128,10 @@ pub fn save_checkpoint(
         params.len() == opt.adam.states.len(),
         "optimizer/model mismatch"
     );
+    // Host copies of the moments: on a GPU they live on the device and `states` holds none.
+    let states = opt.adam.host_states()?;
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
-    for ((name, _), st) in params.iter().zip(&opt.adam.states) {
+    for ((name, _), st) in params.iter().zip(states.iter()) {
         tensors.push((
             format!("adam.m.{name}"),
             Tensor::from_slice(&st.m, st.m.len(), &dev)?,
@@ -262,4 +264,70 @@ pub fn load_state(model_path: &Path, model: &Hrm, template: &Optimizers) -> Resu
         None
     };
     Ok(Restored { meta, opt, carry })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hrm_model::loss::LossType;
+    use hrm_model::train::forward_backward;
+    use hrm_model::ModelConfig;
+    use rand::{Rng, SeedableRng};
+
+    /// On a GPU the Adam moments live on the device and the optimizer's host `states` are empty;
+    /// a checkpoint must still hold them (the CPU runs the device path here).
+    #[test]
+    fn checkpoint_holds_device_resident_moments() {
+        let cfg = ModelConfig {
+            num_puzzle_identifiers: 3,
+            ..ModelConfig::tiny(2)
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let model = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
+        let n = cfg.batch_size * cfg.seq_len;
+        let labels: Vec<i32> = (0..n)
+            .map(|_| rng.random_range(2..cfg.vocab_size as i32))
+            .collect();
+        let batch = PuzzleBatch {
+            inputs: labels
+                .iter()
+                .map(|&x| if x % 2 == 0 { 1 } else { x })
+                .collect(),
+            labels,
+            puzzle_identifiers: vec![1; cfg.batch_size],
+            batch_size: cfg.batch_size,
+            seq_len: cfg.seq_len,
+        };
+        let template = Optimizers::new(&model, (0.9, 0.95), 0.1, 0.1);
+        let mut opt = template.clone();
+        for j in 0..opt.adam.states.len() {
+            opt.adam.use_device_moments(j, &Device::Cpu).unwrap();
+        }
+        let carry = model.initial_carry(&batch).unwrap();
+        let step =
+            forward_backward(&model, &carry, &batch, LossType::Stablemax, 2, &mut rng).unwrap();
+        opt.step(&model, &step.grads, 1e-3, 1e-2).unwrap();
+        assert!(opt.adam.states.iter().all(|s| s.m.is_empty()));
+        let expected = opt.adam.host_states().unwrap().into_owned();
+        assert!(expected.iter().any(|s| s.m.iter().any(|&x| x != 0.0)));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("step_1.safetensors");
+        let meta = StateMeta {
+            step: 1,
+            iteration: 0,
+            sampler: SamplerPosition {
+                iteration: 0,
+                batches_yielded: 1,
+            },
+            iteration_done: false,
+            rng: RngState::capture(&rng),
+            adam_t: expected.iter().map(|s| s.t).collect(),
+            has_carry: false,
+        };
+        save_checkpoint(&path, &model, &opt, None, &meta, &HashMap::new()).unwrap();
+        let restored = load_state(&path, &model, &template).unwrap();
+        assert_eq!(restored.opt.adam.states, expected);
+        assert_eq!(restored.meta, meta);
+    }
 }

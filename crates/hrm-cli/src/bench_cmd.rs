@@ -17,7 +17,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, ValueEnum};
 use hrm_model::config::{ForwardDtype, ModelConfig};
@@ -132,6 +132,15 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
     let threads = candle_core::utils::get_num_threads();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let model = Hrm::new(&cfg, &device, &mut rng)?;
+    if a.mode == BenchMode::ExportRandom {
+        let Some(out) = &a.output else {
+            bail!("bench export-random needs --output FILE.safetensors")
+        };
+        hrm_model::checkpoint::save_model(out, &model, &Default::default())
+            .with_context(|| format!("writing {}", out.display()))?;
+        println!("{}", json!({ "wrote": out, "params": cfg.num_params() }));
+        return Ok(());
+    }
     let mut data_rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let batches: Vec<PuzzleBatch> = (0..4)
         .map(|_| {

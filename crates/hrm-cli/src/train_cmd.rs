@@ -280,7 +280,8 @@ pub enum Halting {
 /// Flags of `hrm eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Model checkpoint (safetensors; reference .pt files: `hrm convert` first).
+    /// Model checkpoint (safetensors; reference .pt files: `hrm convert` first), or a run folder
+    /// (its newest checkpoint).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Dataset folder (its `test` split is evaluated).
@@ -444,7 +445,8 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<()> {
         )
     })?;
     let device = crate::device::open_device(&a.device)?;
-    let (model, meta) = load_model(&a.checkpoint, &device, |_| {})?;
+    let checkpoint = resolve_checkpoint(&a.checkpoint)?;
+    let (model, meta) = load_model(&checkpoint, &device, |_| {})?;
     let split = Arc::new(load_split(&a.data, "test")?);
     let m = &split.metadata;
     if m.seq_len != model.cfg.seq_len || m.vocab_size != model.cfg.vocab_size {
@@ -454,7 +456,7 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<()> {
             a.data.display(),
             m.seq_len,
             m.vocab_size,
-            a.checkpoint.display(),
+            checkpoint.display(),
             model.cfg.seq_len,
             model.cfg.vocab_size
         );
@@ -475,7 +477,7 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<()> {
     let ev = evaluate(&model, split.clone(), a.batch_size, loss_type, &opts)?;
     let secs = t0.elapsed().as_secs_f64();
     let mut out = json!({
-        "checkpoint": a.checkpoint.display().to_string(),
+        "checkpoint": checkpoint.display().to_string(),
         "step": meta.get("step").cloned(),
         "data": a.data.display().to_string(),
         "halt_max_steps": a.halt_max_steps.unwrap_or(model.cfg.halt_max_steps),
@@ -518,7 +520,8 @@ pub enum SolveCommand {
 /// Flags of `hrm solve`.
 #[derive(Debug, Args)]
 pub struct SolveArgs {
-    /// Model checkpoint (default: the model shipped for the puzzle type under models/).
+    /// Model checkpoint or run folder (default: the model shipped for the puzzle type under
+    /// models/).
     #[arg(long, global = true)]
     pub checkpoint: Option<PathBuf>,
     /// Segments to run (default: the checkpoint's halt_max_steps).
@@ -533,6 +536,21 @@ pub struct SolveArgs {
 }
 
 /// Where the shipped default models live (next to the binary's source tree, or `HRM_MODELS`).
+/// `--checkpoint` as given: a model file, or a run folder meaning its newest `step_N.safetensors`.
+fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let run = RunDir::open(path)?;
+    match run.latest_checkpoint()? {
+        Some(c) => Ok(c.path),
+        None => bail!(
+            "{}: a run folder without checkpoints (step_N.safetensors); pass a model file",
+            path.display()
+        ),
+    }
+}
+
 fn default_model(name: &str) -> Result<PathBuf> {
     let mut candidates = Vec::new();
     if let Some(d) = std::env::var_os("HRM_MODELS") {
@@ -579,8 +597,8 @@ pub fn solve_cmd(a: &SolveArgs) -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("sudoku puzzle: {e}"))?;
             let ckpt = a
                 .checkpoint
-                .clone()
-                .map(Ok)
+                .as_deref()
+                .map(resolve_checkpoint)
                 .unwrap_or_else(|| default_model("sudoku-cpu.safetensors"))?;
             (
                 ckpt,
@@ -601,8 +619,8 @@ pub fn solve_cmd(a: &SolveArgs) -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let ckpt = a
                 .checkpoint
-                .clone()
-                .map(Ok)
+                .as_deref()
+                .map(resolve_checkpoint)
                 .unwrap_or_else(|| default_model("maze-cpu.safetensors"))?;
             let side = grid.side();
             (

@@ -220,3 +220,38 @@ fn convert_errors_name_what_is_wrong() {
     );
     assert!(!out.exists(), "nothing may be written on failure");
 }
+
+/// `hrm bench export-random` writes a loadable checkpoint of the preset's size (what
+/// scripts/bench-vs-torch.sh times `hrm solve` on), and `hrm solve` runs it.
+#[test]
+fn bench_export_random_writes_a_checkpoint_solve_can_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny-random.safetensors");
+    let (code, stdout, err) = hrm(&[
+        "bench",
+        "export-random",
+        "--preset",
+        "tiny",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    assert!(stdout.contains("\"wrote\""), "{stdout}");
+    let (model, _) = load_model(&out, &Device::Cpu, |_| {}).unwrap();
+    assert_eq!(model.cfg.hidden_size, 64);
+    let puzzle =
+        "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......";
+    let (code, stdout, err) = hrm(&[
+        "solve",
+        "--checkpoint",
+        out.to_str().unwrap(),
+        "sudoku",
+        puzzle,
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    assert!(stdout.contains("segments:"), "{stdout}");
+    // without --output: one clear line
+    let (code, _, err) = hrm(&["bench", "export-random", "--preset", "tiny"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--output"), "{err}");
+}

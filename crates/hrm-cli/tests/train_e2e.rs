@@ -156,10 +156,11 @@ fn data_train_eval_solve() {
     assert!((0.0..=1.0).contains(&acc));
     assert_eq!(v["metrics"]["all"]["count"].as_f64().unwrap(), 12.0);
     assert!(v["sudoku"]["valid_solution_rate"].as_f64().is_some());
+    // a run folder stands for its newest checkpoint
     let learned = ok(&[
         "eval",
         "--checkpoint",
-        ckpt.to_str().unwrap(),
+        run_dir.to_str().unwrap(),
         "--data",
         data.to_str().unwrap(),
         "--halting",
@@ -168,6 +169,7 @@ fn data_train_eval_solve() {
         "6",
     ]);
     let v: serde_json::Value = serde_json::from_str(&learned).unwrap();
+    assert_eq!(v["checkpoint"].as_str().unwrap(), ckpt.to_str().unwrap());
     let segs = v["mean_segments"].as_f64().unwrap();
     assert!((1.0..=6.0).contains(&segs), "{segs}");
     let puzzle =

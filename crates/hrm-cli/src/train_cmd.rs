@@ -101,7 +101,8 @@ fn launch_ranks(a: &TrainArgs) -> Result<()> {
     std::fs::create_dir_all(&rendezvous)
         .with_context(|| format!("creating {}", rendezvous.display()))?;
     // the first Ctrl-C reaches every rank (same process group): they agree to stop at the same
-    // step and checkpoint; the launcher just keeps waiting for them
+    // step and checkpoint; the launcher just keeps waiting for them. A SIGTERM sent to the
+    // launcher alone is not forwarded (send it to the process group, like Ctrl-C).
     ctrlc::set_handler(|| eprintln!("interrupt: the ranks finish the step and checkpoint"))
         .context("installing the Ctrl-C handler")?;
     let mut children = Vec::with_capacity(n);

@@ -252,6 +252,17 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
 
 #[test]
 fn ctrl_c_writes_a_checkpoint_and_exits_cleanly() {
+    // SIGINT, as Ctrl-C sends
+    interrupt_writes_a_checkpoint("-INT");
+}
+
+#[test]
+fn sigterm_writes_a_checkpoint_and_exits_cleanly() {
+    // SIGTERM, as `timeout`, `kill` and cluster schedulers send
+    interrupt_writes_a_checkpoint("-TERM");
+}
+
+fn interrupt_writes_a_checkpoint(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
     let r = dir.path().join("r");
@@ -270,9 +281,8 @@ fn ctrl_c_writes_a_checkpoint_and_exits_cleanly() {
     while !r.join("step_5.safetensors").exists() && t0.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    // SIGINT, as Ctrl-C sends
     let rc = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(rc.success());

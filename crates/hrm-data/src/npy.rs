@@ -632,26 +632,9 @@ impl NpyArray {
         if let NpyData::I32(v) = self.data {
             return Ok(v);
         }
-        let dtype = self.dtype();
-        let it = self.integers().ok_or_else(|| {
-            DataError::field(
-                path,
-                field,
-                format!("expected an integer dtype, found {dtype:?}"),
-            )
-        })?;
-        let mut out = Vec::with_capacity(self.len());
-        for (i, x) in it.enumerate() {
-            if x < i32::MIN as i128 || x > i32::MAX as i128 {
-                return Err(DataError::field(
-                    path,
-                    field,
-                    format!("element {i} = {x} does not fit in int32"),
-                ));
-            }
-            out.push(x as i32);
-        }
-        Ok(out)
+        self.narrow(path, field, "does not fit in int32", |x| {
+            i32::try_from(x).ok()
+        })
     }
 
     /// Converts an integer array to `u8`, checking every value is in `0..=255`.
@@ -659,6 +642,20 @@ impl NpyArray {
         if let NpyData::U8(v) = self.data {
             return Ok(v);
         }
+        self.narrow(path, field, "is not a token id in 0..=255", |x| {
+            u8::try_from(x).ok()
+        })
+    }
+
+    /// Every integer element through `fit`; the first one it rejects is reported as
+    /// `element {i} = {x} {problem}`.
+    fn narrow<T>(
+        &self,
+        path: &Path,
+        field: &str,
+        problem: &str,
+        fit: impl Fn(i128) -> Option<T>,
+    ) -> Result<Vec<T>> {
         let dtype = self.dtype();
         let it = self.integers().ok_or_else(|| {
             DataError::field(
@@ -669,14 +666,14 @@ impl NpyArray {
         })?;
         let mut out = Vec::with_capacity(self.len());
         for (i, x) in it.enumerate() {
-            if !(0..=255).contains(&x) {
+            let Some(v) = fit(x) else {
                 return Err(DataError::field(
                     path,
                     field,
-                    format!("element {i} = {x} is not a token id in 0..=255"),
+                    format!("element {i} = {x} {problem}"),
                 ));
-            }
-            out.push(x as u8);
+            };
+            out.push(v);
         }
         Ok(out)
     }

@@ -540,6 +540,16 @@ impl Attention {
         HeadCtx { q, k, p }
     }
 
+    /// V of head `h` of batch row `b`, read in place from `qkv` `[B, S, 3D]` as an `[S, Dh]` view.
+    fn v_view<T: Real>(&self, qkv: &[T], s: usize, b: usize, h: usize) -> gemm::Mat<T> {
+        let (dh, d) = (self.head_dim, self.num_heads * self.head_dim);
+        gemm::Mat {
+            ptr: qkv[(b * s) * 3 * d + 2 * d + h * dh..].as_ptr(),
+            rs: 3 * d as isize,
+            cs: 1,
+        }
+    }
+
     fn fwd_t<T: Real>(&self, qkv: &[T], b: usize, s: usize) -> Vec<T> {
         let mut out = vec![T::zero(); b * s * self.num_heads * self.head_dim];
         self.forward_into(qkv, b, s, &mut out);
@@ -555,11 +565,7 @@ impl Attention {
         (0..b * nh).into_par_iter().for_each(|bh| {
             let (bi, h) = (bh / nh, bh % nh);
             let ctx = self.head_ctx(qkv, s, bi, h);
-            let v = gemm::Mat {
-                ptr: qkv[(bi * s) * 3 * d + 2 * d + h * dh..].as_ptr(),
-                rs: 3 * d as isize,
-                cs: 1,
-            };
+            let v = self.v_view(qkv, s, bi, h);
             let o = optr;
             // out[b, :, head h] = P V, written in place (each task owns its head's columns)
             // SAFETY: rows b*S..(b+1)*S, columns h*Dh..(h+1)*Dh of `out` belong to this task only.
@@ -595,11 +601,7 @@ impl Attention {
                 rs: d as isize,
                 cs: 1,
             };
-            let v = gemm::Mat {
-                ptr: qkv[(bi * s) * 3 * d + 2 * d + h * dh..].as_ptr(),
-                rs: 3 * d as isize,
-                cs: 1,
-            };
+            let v = self.v_view(qkv, s, bi, h);
             let g = gptr;
             let base = bi * s * 3 * d;
             let p = gemm::Mat::rows(&ctx.p, s);

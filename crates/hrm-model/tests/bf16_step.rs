@@ -8,26 +8,12 @@ use hrm_model::config::ForwardDtype;
 use hrm_model::loss::LossType;
 use hrm_model::train::{forward_backward, Optimizers, TrainStep};
 use hrm_model::{Hrm, ModelConfig, PuzzleBatch};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
+
+mod common;
 
 fn batch(cfg: &ModelConfig, seed: u64) -> PuzzleBatch {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let n = cfg.batch_size * cfg.seq_len;
-    let labels: Vec<i32> = (0..n)
-        .map(|_| rng.random_range(2..cfg.vocab_size as i32))
-        .collect();
-    PuzzleBatch {
-        inputs: labels
-            .iter()
-            .map(|&x| if rng.random::<f32>() < 0.4 { 1 } else { x })
-            .collect(),
-        labels,
-        puzzle_identifiers: (0..cfg.batch_size)
-            .map(|_| rng.random_range(0..cfg.num_puzzle_identifiers as i32))
-            .collect(),
-        batch_size: cfg.batch_size,
-        seq_len: cfg.seq_len,
-    }
+    common::batch(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed))
 }
 
 fn step(m: &Hrm, b: &PuzzleBatch) -> TrainStep {

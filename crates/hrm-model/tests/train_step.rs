@@ -2,30 +2,14 @@
 //! to f32, and a tiny model overfits a handful of puzzles.
 
 use candle_core::{DType, Device};
+use common::batch;
 use hrm_model::config::ForwardDtype;
 use hrm_model::loss::LossType;
 use hrm_model::train::{forward_backward, Optimizers};
-use hrm_model::{Hrm, Mode, ModelConfig, PuzzleBatch};
-use rand::{Rng, SeedableRng};
+use hrm_model::{Hrm, Mode, ModelConfig};
+use rand::SeedableRng;
 
-fn batch(cfg: &ModelConfig, rng: &mut impl Rng) -> PuzzleBatch {
-    let n = cfg.batch_size * cfg.seq_len;
-    let labels: Vec<i32> = (0..n)
-        .map(|_| rng.random_range(2..cfg.vocab_size as i32))
-        .collect();
-    PuzzleBatch {
-        inputs: labels
-            .iter()
-            .map(|&x| if rng.random::<f32>() < 0.4 { 1 } else { x })
-            .collect(),
-        labels,
-        puzzle_identifiers: (0..cfg.batch_size)
-            .map(|_| rng.random_range(0..cfg.num_puzzle_identifiers as i32))
-            .collect(),
-        batch_size: cfg.batch_size,
-        seq_len: cfg.seq_len,
-    }
-}
+mod common;
 
 #[test]
 fn every_parameter_receives_a_nonzero_gradient() {

@@ -24,7 +24,7 @@ use hrm_model::config::{ForwardDtype, ModelConfig};
 use hrm_model::hrm::{Hrm, Mode, PuzzleBatch};
 use hrm_model::loss::LossType;
 use hrm_model::train::{forward_backward, Optimizers};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde_json::json;
 
 /// What to time.
@@ -143,22 +143,7 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
     }
     let mut data_rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let batches: Vec<PuzzleBatch> = (0..4)
-        .map(|_| {
-            let n = batch * cfg.seq_len;
-            let labels: Vec<i32> = (0..n)
-                .map(|_| data_rng.random_range(2..cfg.vocab_size as i32))
-                .collect();
-            PuzzleBatch {
-                inputs: labels
-                    .iter()
-                    .map(|&l| if data_rng.random::<f32>() < 0.6 { 1 } else { l })
-                    .collect(),
-                labels,
-                puzzle_identifiers: vec![0; batch],
-                batch_size: batch,
-                seq_len: cfg.seq_len,
-            }
-        })
+        .map(|_| PuzzleBatch::random(batch, cfg.seq_len, cfg.vocab_size, 0.6, None, &mut data_rng))
         .collect();
     let mut opt = Optimizers::new(&model, (0.9, 0.95), 1.0, 1.0);
     let mut carry = None;

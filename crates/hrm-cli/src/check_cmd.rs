@@ -104,20 +104,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 /// Random Sudoku-like rows (labels 2..V-1, inputs = label or 1 = blank), as `hrm bench` uses.
 fn batch(cfg: &ModelConfig, rows: usize, seed: u64) -> PuzzleBatch {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let n = rows * cfg.seq_len;
-    let labels: Vec<i32> = (0..n)
-        .map(|_| rng.random_range(2..cfg.vocab_size as i32))
-        .collect();
-    PuzzleBatch {
-        inputs: labels
-            .iter()
-            .map(|&l| if rng.random::<f32>() < 0.6 { 1 } else { l })
-            .collect(),
-        labels,
-        puzzle_identifiers: vec![0; rows],
-        batch_size: rows,
-        seq_len: cfg.seq_len,
-    }
+    PuzzleBatch::random(rows, cfg.seq_len, cfg.vocab_size, 0.6, None, &mut rng)
 }
 
 /// 1. The optimizers on `dev` against the CPU.

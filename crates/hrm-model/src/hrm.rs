@@ -58,6 +58,38 @@ impl PuzzleBatch {
         }
     }
 
+    /// Random Sudoku-like rows for benchmarks and tests: every label uniform in `2..vocab_size`,
+    /// each input the label or, with probability `blank`, token 1; puzzle identifiers uniform in
+    /// `0..n` when `identifiers` is `Some(n)`, else all 0. Draws labels, then inputs, then
+    /// identifiers from `rng`, in that order.
+    pub fn random(
+        batch_size: usize,
+        seq_len: usize,
+        vocab_size: usize,
+        blank: f32,
+        identifiers: Option<i32>,
+        rng: &mut impl Rng,
+    ) -> Self {
+        let labels: Vec<i32> = (0..batch_size * seq_len)
+            .map(|_| rng.random_range(2..vocab_size as i32))
+            .collect();
+        let inputs = labels
+            .iter()
+            .map(|&l| if rng.random::<f32>() < blank { 1 } else { l })
+            .collect();
+        let puzzle_identifiers = match identifiers {
+            Some(n) => (0..batch_size).map(|_| rng.random_range(0..n)).collect(),
+            None => vec![0; batch_size],
+        };
+        Self {
+            inputs,
+            labels,
+            puzzle_identifiers,
+            batch_size,
+            seq_len,
+        }
+    }
+
     fn check(&self, cfg: &ModelConfig) -> Result<()> {
         let (b, l) = (self.batch_size, self.seq_len);
         if l != cfg.seq_len {

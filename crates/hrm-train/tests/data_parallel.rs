@@ -33,7 +33,7 @@ use hrm_model::train::{forward_backward, Optimizers};
 use hrm_train::config::TrainConfig;
 use hrm_train::dist::{Dist, LocalGroup};
 use hrm_train::trainer::{resume_dist, train, train_dist, TrainOptions};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 const LR: f64 = 1e-3;
@@ -61,22 +61,7 @@ fn batches(b: usize, k: usize) -> Vec<PuzzleBatch> {
     let cfg = model_cfg(b);
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     (0..k)
-        .map(|_| {
-            let n = b * cfg.seq_len;
-            let labels: Vec<i32> = (0..n)
-                .map(|_| rng.random_range(2..cfg.vocab_size as i32))
-                .collect();
-            PuzzleBatch {
-                inputs: labels
-                    .iter()
-                    .map(|&l| if rng.random::<f32>() < 0.5 { 1 } else { l })
-                    .collect(),
-                labels,
-                puzzle_identifiers: (0..b).map(|_| rng.random_range(0..5)).collect(),
-                batch_size: b,
-                seq_len: cfg.seq_len,
-            }
-        })
+        .map(|_| PuzzleBatch::random(b, cfg.seq_len, cfg.vocab_size, 0.5, Some(5), &mut rng))
         .collect()
 }
 

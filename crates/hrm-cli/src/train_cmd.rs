@@ -309,9 +309,10 @@ pub struct EvalArgs {
     /// ARC: write an ARC-Prize submission JSON here.
     #[arg(long)]
     pub submission: Option<PathBuf>,
-    /// LM loss used for the loss metrics.
-    #[arg(long, default_value = "stablemax_cross_entropy")]
-    pub loss_type: String,
+    /// LM loss used for the loss metrics (default: the one the checkpoint was trained with, as
+    /// its saved run config says; stablemax_cross_entropy for checkpoints without one).
+    #[arg(long)]
+    pub loss_type: Option<String>,
     /// Device: `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -439,15 +440,18 @@ fn eval_json(ev: &EvalOutput) -> Value {
 
 /// `hrm eval`.
 pub fn eval_cmd(a: &EvalArgs) -> Result<()> {
-    let loss_type: LossType = serde_json::from_value(json!(a.loss_type)).with_context(|| {
-        format!(
-            "--loss-type `{}` (stablemax_cross_entropy | softmax_cross_entropy)",
-            a.loss_type
-        )
-    })?;
+    let explicit: Option<LossType> = match &a.loss_type {
+        Some(l) => Some(serde_json::from_value(json!(l)).with_context(|| {
+            format!("--loss-type `{l}` (stablemax_cross_entropy | softmax_cross_entropy)")
+        })?),
+        None => None,
+    };
     let device = crate::device::open_device(&a.device)?;
     let checkpoint = resolve_checkpoint(&a.checkpoint)?;
     let (model, meta) = load_model(&checkpoint, &device, |_| {})?;
+    let loss_type = explicit
+        .or_else(|| hrm_train::config::saved_loss_type(&meta))
+        .unwrap_or(LossType::Stablemax);
     let split = Arc::new(load_split(&a.data, "test")?);
     let m = &split.metadata;
     if m.seq_len != model.cfg.seq_len || m.vocab_size != model.cfg.vocab_size {
@@ -483,6 +487,7 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<()> {
         "data": a.data.display().to_string(),
         "halt_max_steps": a.halt_max_steps.unwrap_or(model.cfg.halt_max_steps),
         "halting": format!("{:?}", a.halting).to_lowercase(),
+        "loss_type": loss_type,
         "mean_segments": ev.mean_segments,
         "seconds": secs,
         "metrics": eval_json(&ev),
@@ -515,6 +520,27 @@ pub enum SolveCommand {
     Maze {
         /// The maze file.
         file: PathBuf,
+    },
+    /// An ARC task file (`{"train": [...], "test": [...]}`): every augmented variant of the task
+    /// in the dataset runs with its own puzzle embedding, the answers are de-augmented and voted
+    /// on as `hrm eval` does; prints the top answers of each test input and, when the file has
+    /// the test outputs, whether they are right.
+    Arc {
+        /// The task JSON file.
+        task: PathBuf,
+        /// The dataset folder the checkpoint was trained on (its identifiers.json names the
+        /// task's variants and their puzzle embeddings).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Use at most this many variants of the task (default: all in the dataset).
+        #[arg(long)]
+        max_variants: Option<usize>,
+        /// Answers to print per test input.
+        #[arg(long, default_value_t = 2)]
+        top: usize,
+        /// Variants per batch.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
     },
 }
 
@@ -564,8 +590,12 @@ fn default_model(name: &str) -> Result<PathBuf> {
     })
 }
 
-/// Run one example through the ACT loop; returns per-segment (prediction, q_halt, q_continue).
-fn rollout(model: &Hrm, batch: &PuzzleBatch, segments: usize) -> Result<Vec<(Vec<i32>, f32, f32)>> {
+/// One segment's outputs for every row: argmax tokens `[B * L]`, q_halt `[B]`, q_continue `[B]`.
+type Segment = (Vec<i32>, Vec<f32>, Vec<f32>);
+
+/// Run a batch through the ACT loop for `segments` segments (no halting); returns every
+/// segment's outputs.
+fn rollout(model: &Hrm, batch: &PuzzleBatch, segments: usize) -> Result<Vec<Segment>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut carry = model.initial_carry(batch)?;
     let v = model.cfg.vocab_size;
@@ -581,8 +611,14 @@ fn rollout(model: &Hrm, batch: &PuzzleBatch, segments: usize) -> Result<Vec<(Vec
             .chunks(v)
             .map(|r| (0..v).fold(0, |b, k| if r[k] > r[b] { k } else { b }) as i32)
             .collect();
-        let qh = o.q_halt.to_vec1::<f32>()?[0];
-        let qc = o.q_continue.to_vec1::<f32>()?[0];
+        let qh = o
+            .q_halt
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
+        let qc = o
+            .q_continue
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
         out.push((pred, qh, qc));
         c.halted = vec![false; batch.batch_size];
         carry = c;
@@ -592,6 +628,20 @@ fn rollout(model: &Hrm, batch: &PuzzleBatch, segments: usize) -> Result<Vec<(Vec
 
 /// `hrm solve`.
 pub fn solve_cmd(a: &SolveArgs) -> Result<()> {
+    if let SolveCommand::Arc {
+        task,
+        data,
+        max_variants,
+        top,
+        batch_size,
+    } = &a.puzzle
+    {
+        let data = data.as_deref().context(
+            "ARC needs the dataset the checkpoint was trained on: pass --data DIR (its \
+             identifiers.json maps the task's variants to their puzzle embeddings)",
+        )?;
+        return solve_arc(a, task, data, *max_variants, *top, *batch_size);
+    }
     let (ckpt, tokens, side) = match &a.puzzle {
         SolveCommand::Sudoku { puzzle } => {
             let g = hrm_data::sudoku::parse_grid(puzzle.trim(), true)
@@ -630,6 +680,7 @@ pub fn solve_cmd(a: &SolveArgs) -> Result<()> {
                 side,
             )
         }
+        SolveCommand::Arc { .. } => unreachable!("handled above"),
     };
     let device = crate::device::open_device(&a.device)?;
     let (model, _) = load_model(&ckpt, &device, |c| c.batch_size = 1)?;
@@ -653,7 +704,11 @@ pub fn solve_cmd(a: &SolveArgs) -> Result<()> {
     let steps = rollout(&model, &batch, segments)?;
     let secs = t0.elapsed().as_secs_f64();
     let (pred, qh, _) = steps.last().context("no segment ran")?;
-    let halt_at = steps.iter().position(|(_, h, c)| h > c).map(|i| i + 1);
+    let qh = qh[0];
+    let halt_at = steps
+        .iter()
+        .position(|(_, h, c)| h[0] > c[0])
+        .map(|i| i + 1);
     match &a.puzzle {
         SolveCommand::Sudoku { .. } => {
             for r in 0..9 {
@@ -704,6 +759,7 @@ pub fn solve_cmd(a: &SolveArgs) -> Result<()> {
                 (None, false) => println!("verified: no"),
             }
         }
+        SolveCommand::Arc { .. } => unreachable!("handled above"),
     }
     println!(
         "segments: {segments} (q_halt > q_continue first at segment {}), final q_halt {qh:.3} \
@@ -712,6 +768,187 @@ pub fn solve_cmd(a: &SolveArgs) -> Result<()> {
             .map(|k| k.to_string())
             .unwrap_or_else(|| "never".into()),
         1.0 / (1.0 + (-qh).exp()),
+        secs * 1000.0
+    );
+    Ok(())
+}
+
+/// `hrm solve arc`: the task's variants in the dataset (original and augmentations, each with its
+/// own puzzle embedding) run for the checkpoint's segments; their answers are cropped,
+/// de-augmented and voted on (arc_eval.ipynb's ranking: votes, then mean confidence).
+fn solve_arc(
+    a: &SolveArgs,
+    task_path: &Path,
+    data: &Path,
+    max_variants: Option<usize>,
+    top: usize,
+    batch_size: usize,
+) -> Result<()> {
+    use hrm_data::arc::{
+        encode_grid, load_test_inputs, parse_puzzle_name, vote, ArcPrediction, ArcTestCase,
+        Augmentation, Grid,
+    };
+    for (flag, v) in [
+        ("--batch-size", batch_size),
+        ("--top", top),
+        ("--max-variants", max_variants.unwrap_or(1)),
+    ] {
+        anyhow::ensure!(v > 0, "{flag} must be at least 1");
+    }
+    let (task_id, tests) = load_test_inputs(task_path)?;
+    let ids = read_identifiers(data)?;
+    let variants: Vec<(usize, Augmentation)> = ids
+        .iter()
+        .enumerate()
+        .skip(1) // identifier 0 is the blank
+        .filter_map(|(i, name)| {
+            let (t, aug) = parse_puzzle_name(name);
+            (t == task_id).then(|| (i, aug.unwrap_or_else(Augmentation::identity)))
+        })
+        .take(max_variants.unwrap_or(usize::MAX))
+        .collect();
+    if variants.is_empty() {
+        bail!(
+            "{}: task `{}` is not in {}: HRM learns a puzzle embedding per task variant, so it \
+             solves only tasks whose demonstrations were in its training set (hint: build the \
+             dataset with this task's folder in --dataset-dirs or --eval-dirs)",
+            task_path.display(),
+            task_id,
+            data.join(hrm_data::format::IDENTIFIERS_FILE).display()
+        );
+    }
+    let ckpt = match a.checkpoint.as_deref() {
+        Some(p) => resolve_checkpoint(p)?,
+        None => {
+            bail!("ARC ships no default model: pass --checkpoint CKPT (a model trained on --data)")
+        }
+    };
+    let device = crate::device::open_device(&a.device)?;
+    let (model, _) = load_model(&ckpt, &device, |c| c.batch_size = batch_size)?;
+    let c = &model.cfg;
+    let (seq_len, vocab) = (hrm_data::arc::SEQ_LEN, hrm_data::arc::VOCAB_SIZE);
+    if c.seq_len != seq_len || c.vocab_size != vocab || c.num_puzzle_identifiers != ids.len() {
+        bail!(
+            "{}: the checkpoint has seq_len {}, vocab_size {} and {} puzzle identifiers, but ARC \
+             needs {seq_len} and {vocab}, and {} lists {} (hint: pass the dataset the model was \
+             trained on)",
+            ckpt.display(),
+            c.seq_len,
+            c.vocab_size,
+            c.num_puzzle_identifiers,
+            data.join(hrm_data::format::IDENTIFIERS_FILE).display(),
+            ids.len()
+        );
+    }
+    // one row per (test input, variant), in the test split's layout: the augmented input at the
+    // top-left corner of the canvas
+    let mut rows: Vec<(usize, Vec<u8>)> = Vec::new();
+    for (ti, (input, _)) in tests.iter().enumerate() {
+        for &(id, aug) in &variants {
+            let tokens = encode_grid(&aug.apply(input), 0, 0)
+                .map_err(|e| anyhow::anyhow!("{}: test input {ti}: {e}", task_path.display()))?;
+            rows.push((id, tokens));
+        }
+    }
+    let segments = a.halt_max_steps.unwrap_or(model.cfg.halt_max_steps);
+    let l = hrm_data::arc::SEQ_LEN;
+    let t0 = std::time::Instant::now();
+    let mut preds = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(batch_size) {
+        let batch = PuzzleBatch {
+            inputs: chunk
+                .iter()
+                .flat_map(|(_, t)| t.iter().map(|&x| x as i32))
+                .collect(),
+            labels: vec![-100; chunk.len() * l],
+            puzzle_identifiers: chunk.iter().map(|(id, _)| *id as i32).collect(),
+            batch_size: chunk.len(),
+            seq_len: l,
+        };
+        let steps = rollout(&model, &batch, segments)?;
+        let (pred, qh, _) = steps.last().context("no segment ran")?;
+        for (r, (id, input)) in chunk.iter().enumerate() {
+            preds.push(ArcPrediction {
+                puzzle_name: ids[*id].clone(),
+                input: input.clone(),
+                predicted: pred[r * l..(r + 1) * l]
+                    .iter()
+                    .map(|&x| x.clamp(0, 255) as u8)
+                    .collect(),
+                q_halt_logit: qh[r],
+            });
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cases: Vec<ArcTestCase> = tests
+        .iter()
+        .enumerate()
+        .map(|(i, (input, answer))| ArcTestCase {
+            task_id: task_id.clone(),
+            index: i,
+            input: input.clone(),
+            answer: answer.clone(),
+        })
+        .collect();
+    let ks = [1, 2];
+    let report =
+        vote(&cases, &preds, &ks).map_err(|e| anyhow::anyhow!("{}: {e}", task_path.display()))?;
+    let show = |g: &Grid| -> String {
+        g.to_rows()
+            .iter()
+            .map(|r| r.iter().map(|c| c.to_string()).collect::<String>())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    println!(
+        "task {task_id}: {} test input(s), {} variant(s) each",
+        tests.len(),
+        variants.len()
+    );
+    for t in &report.tests {
+        println!(
+            "\ntest input {} ({}x{}): {} distinct answer(s)",
+            t.case.index,
+            t.case.input.height(),
+            t.case.input.width(),
+            t.ranked.len()
+        );
+        for (k, ans) in t.ranked.iter().take(top).enumerate() {
+            println!(
+                "answer {} ({}x{}): {} vote(s), mean confidence {:.3}",
+                k + 1,
+                ans.grid.height(),
+                ans.grid.width(),
+                ans.votes,
+                ans.mean_confidence
+            );
+            if ans.grid.height() == 0 {
+                println!("(empty: the prediction has no grid at the top-left corner)");
+            } else {
+                println!("{}", show(&ans.grid));
+            }
+        }
+        match (&t.case.answer, t.correct_rank) {
+            (None, _) => println!("correct: unknown (the task file has no expected output)"),
+            (Some(_), Some(r)) => println!("correct: yes (answer {})", r + 1),
+            (Some(_), None) => {
+                println!("correct: no (the expected output is not among the answers)")
+            }
+        }
+    }
+    let yes = |n: usize| if n == 1 { "yes" } else { "no" };
+    let solved = if report.scored_tasks == 1 {
+        format!(
+            "solved: pass@1 {} | pass@2 {}",
+            yes(report.solved[0]),
+            yes(report.solved[1])
+        )
+    } else {
+        "solved: unknown (no expected outputs)".to_string()
+    };
+    println!(
+        "\n{solved} | segments: {segments} | {} rows in {:.0} ms",
+        preds.len(),
         secs * 1000.0
     );
     Ok(())

@@ -251,6 +251,210 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
 }
 
 #[test]
+fn ema_run_saves_the_average_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let d = data.to_str().unwrap();
+    let ema = ["ema=true", "ema_rate=0.9"];
+    let a = dir.path().join("a");
+    let args = tiny_args(d, a.to_str().unwrap(), &ema);
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let b = dir.path().join("b");
+    let mut extra = ema.to_vec();
+    extra.extend(["--stop-after", "7"]);
+    let args = tiny_args(d, b.to_str().unwrap(), &extra);
+    let out = ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.contains("stopped at step 7"), "{out}");
+    ok(&["train", "--resume", b.to_str().unwrap(), "--quiet"]);
+    let (step, averaged) = final_tensors(&a);
+    let (step_b, averaged_b) = final_tensors(&b);
+    assert_eq!(step, step_b);
+    assert_eq!(averaged, averaged_b, "averaged weights differ after resume");
+    assert_eq!(metrics(&a), metrics(&b), "metrics differ after resume");
+    // the model file holds the average, the state file the raw weights, and they differ
+    let raw_of = |run_dir: &Path| -> HashMap<String, Vec<f32>> {
+        let f = read_safetensors(
+            &run_dir.join(format!("{step}.state.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        f.tensors
+            .into_iter()
+            .filter_map(|(k, t)| {
+                let name = k.strip_prefix("ema.raw.")?.to_string();
+                Some((name, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            })
+            .collect()
+    };
+    let raw = raw_of(&a);
+    assert_eq!(raw, raw_of(&b), "raw weights differ after resume");
+    // every trained parameter (the model file also holds the puzzle table and the init states)
+    assert!(!raw.is_empty() && raw.keys().all(|k| averaged.contains_key(k)));
+    let differ = raw.iter().any(|(k, v)| {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        averaged[k] != bytes
+    });
+    assert!(differ, "the saved model is not the moving average");
+    // evaluating the saved model reproduces the run's last evaluation: both use the average
+    let json = ok(&[
+        "eval",
+        "--checkpoint",
+        a.to_str().unwrap(),
+        "--data",
+        d,
+        "--max-examples",
+        "64",
+        "--batch-size",
+        "16",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let text = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    let last_eval: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .rfind(|r| r.get("eval/all/accuracy").is_some())
+        .expect("an evaluation line");
+    for key in ["accuracy", "exact_accuracy", "count"] {
+        assert_eq!(
+            v["metrics"]["all"][key].as_f64(),
+            last_eval[format!("eval/all/{key}")].as_f64(),
+            "{key}"
+        );
+    }
+    // resuming with EMA switched off is refused in one line
+    one_line_error(
+        &["train", "--resume", a.to_str().unwrap(), "ema=false"],
+        "ema",
+    );
+}
+
+/// `hrm solve arc`: a model trained on a two-task ARC dataset (tasks written here, the held-out
+/// test pairs in an `evaluation` folder) answers one task's test input from all its variants.
+#[test]
+fn solve_arc_votes_over_the_task_variants() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = dir.path().join("tasks");
+    let eval = tasks.join("evaluation");
+    std::fs::create_dir_all(&eval).unwrap();
+    let copy = r#"{"train": [{"input": [[1, 2], [3, 4]], "output": [[1, 2], [3, 4]]},
+        {"input": [[0, 5, 5]], "output": [[0, 5, 5]]}],
+        "test": [{"input": [[6, 7], [8, 9]], "output": [[6, 7], [8, 9]]}]}"#;
+    let flip = r#"{"train": [{"input": [[1, 2]], "output": [[2, 1]]},
+        {"input": [[3, 0, 4]], "output": [[4, 0, 3]]}],
+        "test": [{"input": [[5, 6]], "output": [[6, 5]]}, {"input": [[7, 8, 9]], "output": [[9, 8, 7]]}]}"#;
+    std::fs::write(eval.join("copy.json"), copy).unwrap();
+    std::fs::write(eval.join("flip.json"), flip).unwrap();
+    let data = dir.path().join("data");
+    ok(&[
+        "data",
+        "arc",
+        "--dataset-dirs",
+        tasks.to_str().unwrap(),
+        "--output-dir",
+        data.to_str().unwrap(),
+        "--num-aug",
+        "3",
+    ]);
+    let run_dir = dir.path().join("run");
+    let tiny = configs().join("tiny.toml");
+    ok(&[
+        "train",
+        tiny.to_str().unwrap(),
+        &format!("data_path={}", data.display()),
+        "epochs=2",
+        "eval_interval=2",
+        "--run-dir",
+        run_dir.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let (r, d) = (run_dir.to_str().unwrap(), data.to_str().unwrap());
+    let flip_task = eval.join("flip.json");
+    let f = flip_task.to_str().unwrap();
+    let out = ok(&[
+        "solve",
+        "--checkpoint",
+        r,
+        "arc",
+        f,
+        "--data",
+        d,
+        "--top",
+        "100",
+    ]);
+    // the original and three augmentations, for each of the two test inputs
+    assert!(
+        out.contains("task flip: 2 test input(s), 4 variant(s) each"),
+        "{out}"
+    );
+    for i in 0..2 {
+        assert!(out.contains(&format!("test input {i} (")), "{out}");
+    }
+    let votes: usize = out
+        .lines()
+        .filter(|l| l.starts_with("answer "))
+        .map(|l| {
+            let v = l.split(": ").nth(1).unwrap().split(' ').next().unwrap();
+            v.parse::<usize>().unwrap()
+        })
+        .sum();
+    assert_eq!(
+        votes, 8,
+        "every variant of both test inputs votes once:\n{out}"
+    );
+    assert_eq!(out.matches("correct: ").count(), 2, "{out}");
+    assert!(out.contains("solved: pass@1 "), "{out}");
+    // --max-variants limits the rows
+    let out = ok(&[
+        "solve",
+        "--checkpoint",
+        r,
+        "arc",
+        f,
+        "--data",
+        d,
+        "--max-variants",
+        "2",
+    ]);
+    assert!(out.contains("2 variant(s) each"), "{out}");
+    // a task file without the expected outputs (as in hidden test sets): answers, no score
+    let hidden = dir.path().join("hidden.json");
+    std::fs::write(
+        &hidden,
+        r#"{"name": "flip", "train": [], "test": [{"input": [[5, 6]]}]}"#,
+    )
+    .unwrap();
+    let out = ok(&[
+        "solve",
+        "--checkpoint",
+        r,
+        "arc",
+        hidden.to_str().unwrap(),
+        "--data",
+        d,
+    ]);
+    assert!(out.contains("task flip: 1 test input(s)"), "{out}");
+    assert!(out.contains("correct: unknown"), "{out}");
+    assert!(out.contains("solved: unknown"), "{out}");
+    // one-line errors: no dataset, a task the model never saw, no checkpoint
+    one_line_error(&["solve", "--checkpoint", r, "arc", f], "--data");
+    let other = dir.path().join("other.json");
+    std::fs::write(&other, copy).unwrap();
+    one_line_error(
+        &[
+            "solve",
+            "--checkpoint",
+            r,
+            "arc",
+            other.to_str().unwrap(),
+            "--data",
+            d,
+        ],
+        "task `other` is not in",
+    );
+    one_line_error(&["solve", "arc", f, "--data", d], "--checkpoint");
+}
+
+#[test]
 fn ctrl_c_writes_a_checkpoint_and_exits_cleanly() {
     // SIGINT, as Ctrl-C sends
     interrupt_writes_a_checkpoint("-INT");

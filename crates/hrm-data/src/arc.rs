@@ -422,7 +422,9 @@ struct RawTask {
 #[derive(Deserialize)]
 struct RawPair {
     input: Vec<Vec<i64>>,
-    output: Vec<Vec<i64>>,
+    /// Absent in hidden test sets (only [`load_test_inputs`] accepts that).
+    #[serde(default)]
+    output: Option<Vec<Vec<i64>>>,
 }
 
 /// Validates one raw grid; `location` names the task, pair and side for errors.
@@ -462,12 +464,8 @@ fn grid_from_raw(path: &Path, location: &str, rows: &[Vec<i64>]) -> Result<Grid>
     Ok(Grid { h, w, cells })
 }
 
-/// Parses a task file's text. The id is the `name` field if present, else the file stem.
-pub fn parse_task(path: &Path, text: &str, held_out: bool) -> Result<ArcTask> {
-    let raw: RawTask = serde_json::from_str(text).map_err(|err| DataError::Json {
-        path: path.to_path_buf(),
-        err,
-    })?;
+/// The task id of a parsed file: the `name` field if present, else the file stem.
+fn task_id(path: &Path, raw: &RawTask) -> Result<String> {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -484,6 +482,20 @@ pub fn parse_task(path: &Path, text: &str, held_out: bool) -> Result<ArcTask> {
              file",
         ));
     }
+    Ok(id)
+}
+
+fn raw_task(path: &Path, text: &str) -> Result<RawTask> {
+    serde_json::from_str(text).map_err(|err| DataError::Json {
+        path: path.to_path_buf(),
+        err,
+    })
+}
+
+/// Parses a task file's text. The id is the `name` field if present, else the file stem.
+pub fn parse_task(path: &Path, text: &str, held_out: bool) -> Result<ArcTask> {
+    let raw = raw_task(path, text)?;
+    let id = task_id(path, &raw)?;
     let pairs = |kind: &str, raw_pairs: &[RawPair]| -> Result<Vec<Pair>> {
         if raw_pairs.is_empty() {
             return Err(DataError::item(
@@ -497,9 +509,13 @@ pub fn parse_task(path: &Path, text: &str, held_out: bool) -> Result<ArcTask> {
             .enumerate()
             .map(|(i, p)| {
                 let at = |side: &str| format!("task {id}, {kind} pair {i}, {side}");
+                let output = p
+                    .output
+                    .as_deref()
+                    .ok_or_else(|| DataError::item(path, at("output"), "is missing"))?;
                 Ok(Pair {
                     input: grid_from_raw(path, &at("input"), &p.input)?,
-                    output: grid_from_raw(path, &at("output"), &p.output)?,
+                    output: grid_from_raw(path, &at("output"), output)?,
                 })
             })
             .collect()
@@ -519,6 +535,35 @@ pub fn parse_task(path: &Path, text: &str, held_out: bool) -> Result<ArcTask> {
 pub fn load_task(path: &Path, held_out: bool) -> Result<ArcTask> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
     parse_task(path, &text, held_out)
+}
+
+/// A task file's test inputs, for solving: the task id and each test input with its expected
+/// output when the file has one (hidden test sets have none). The demonstrations are not read.
+pub fn load_test_inputs(path: &Path) -> Result<(String, Vec<(Grid, Option<Grid>)>)> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    let raw = raw_task(path, &text)?;
+    let id = task_id(path, &raw)?;
+    if raw.test.is_empty() {
+        return Err(DataError::item(
+            path,
+            format!("task {id}"),
+            "has no `test` pairs",
+        ));
+    }
+    let tests = raw
+        .test
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let at = |side: &str| format!("task {id}, test pair {i}, {side}");
+            let output = match &p.output {
+                Some(o) => Some(grid_from_raw(path, &at("output"), o)?),
+                None => None,
+            };
+            Ok((grid_from_raw(path, &at("input"), &p.input)?, output))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((id, tests))
 }
 
 /// Every `*.json` file under `dir` (recursively), sorted by path.
@@ -1523,12 +1568,29 @@ mod tests {
         assert!(e.contains("no `train` pairs"), "{e}");
         let e = parse_task(
             p,
-            "{\"train\": [\n  {\"input\": [[1]]}\n], \"test\": []}",
+            "{\"train\": [\n  {\"input\": [[1]],}\n], \"test\": []}",
             false,
         )
         .unwrap_err()
         .to_string();
         assert!(e.contains("invalid JSON") && e.contains("line 2"), "{e}");
+        // a pair without an output (only `hrm solve arc` reads test inputs without outputs)
+        let no_output = "{\"input\": [[1]]}";
+        let e = parse_task(p, &task_json(OK_PAIR, no_output), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("test pair 0, output") && e.contains("missing"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hidden.json");
+        std::fs::write(&file, task_json(OK_PAIR, no_output)).unwrap();
+        let (id, tests) = load_test_inputs(&file).unwrap();
+        assert_eq!(id, "hidden");
+        assert_eq!(tests.len(), 1);
+        assert_eq!(tests[0].0.cells(), &[1]);
+        assert!(tests[0].1.is_none());
         let e = parse_task(
             Path::new("x_t1_0123456789.json"),
             &task_json(OK_PAIR, OK_PAIR),

@@ -443,6 +443,69 @@ impl SignSgd {
     }
 }
 
+/// Exponential moving average of the parameters (TRM's `EMAHelper`, not in the HRM reference):
+/// a shadow copy that follows the weights, `shadow = rate * shadow + (1 - rate) * param` after
+/// every optimizer step, in f32. Evaluation and the saved model use the shadow; the training
+/// run keeps stepping the raw weights.
+#[derive(Debug, Clone)]
+pub struct Ema {
+    /// Decay per step (TRM's default 0.999).
+    pub rate: f64,
+    /// One tensor per parameter, in the order given to [`Ema::new`].
+    pub shadow: Vec<Tensor>,
+}
+
+impl Ema {
+    /// A shadow equal to the current weights.
+    pub fn new(vars: &[&Var], rate: f64) -> Result<Self> {
+        if !(0.0..1.0).contains(&rate) {
+            return Err(Error::msg(format!("EMA rate {rate} must lie in [0, 1)")));
+        }
+        let shadow = vars
+            .iter()
+            .map(|v| Ok(v.as_detached_tensor().copy()?))
+            .collect::<Result<_>>()?;
+        Ok(Self { rate, shadow })
+    }
+
+    /// Fold the current weights into the shadow.
+    pub fn update(&mut self, vars: &[&Var]) -> Result<()> {
+        self.check(vars)?;
+        for (s, v) in self.shadow.iter_mut().zip(vars) {
+            // detached: the shadow must not record an autograd graph through the variables
+            let w = v.as_detached_tensor();
+            *s = (s.affine(self.rate, 0.0)? + w.affine(1.0 - self.rate, 0.0)?)?;
+        }
+        Ok(())
+    }
+
+    /// Exchange the weights and the shadow: afterwards the model holds the averaged weights and
+    /// the shadow the raw ones. Calling it again restores both.
+    pub fn swap(&mut self, vars: &[&Var]) -> Result<()> {
+        self.check(vars)?;
+        for (s, v) in self.shadow.iter_mut().zip(vars) {
+            let raw = v.as_detached_tensor().copy()?;
+            v.set(s)?;
+            *s = raw;
+        }
+        Ok(())
+    }
+
+    fn check(&self, vars: &[&Var]) -> Result<()> {
+        if vars.len() != self.shadow.len()
+            || vars
+                .iter()
+                .zip(&self.shadow)
+                .any(|(v, s)| v.shape() != s.shape())
+        {
+            return Err(Error::msg(
+                "EMA shadow does not match the model's parameters",
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -579,5 +642,32 @@ mod tests {
         assert_eq!(w[1], vec![5.0, 5.0]);
         // row 2: zero gradient -> decay only
         assert_eq!(w[2], vec![-d, 2.0 * d]);
+    }
+
+    #[test]
+    fn ema_follows_the_weights_and_swaps_back() {
+        let p = Var::from_vec(vec![1f32, -2.0], 2, &Device::Cpu).unwrap();
+        let mut ema = Ema::new(&[&p], 0.9).unwrap();
+        p.set(&Tensor::new(&[3f32, 0.0], &Device::Cpu).unwrap())
+            .unwrap();
+        ema.update(&[&p]).unwrap();
+        // 0.9 * 1 + 0.1 * 3, 0.9 * -2 + 0.1 * 0
+        let s = ema.shadow[0].to_vec1::<f32>().unwrap();
+        assert!(
+            (s[0] - 1.2).abs() < 1e-6 && (s[1] + 1.8).abs() < 1e-6,
+            "{s:?}"
+        );
+        // no autograd graph hangs off the shadow (it would grow with every step)
+        assert!(!ema.shadow[0].track_op());
+        ema.swap(&[&p]).unwrap();
+        assert!(!ema.shadow[0].track_op());
+        assert_eq!(p.as_tensor().to_vec1::<f32>().unwrap(), s);
+        assert_eq!(ema.shadow[0].to_vec1::<f32>().unwrap(), vec![3.0, 0.0]);
+        ema.swap(&[&p]).unwrap();
+        assert_eq!(p.as_tensor().to_vec1::<f32>().unwrap(), vec![3.0, 0.0]);
+        assert_eq!(ema.shadow[0].to_vec1::<f32>().unwrap(), s);
+        assert!(Ema::new(&[&p], 1.0).is_err());
+        let q = Var::from_vec(vec![1f32], 1, &Device::Cpu).unwrap();
+        assert!(ema.update(&[&q]).is_err());
     }
 }

@@ -20,7 +20,8 @@
 //! - `arch.forward_dtype` absent means `bfloat16` on CUDA (the reference's default) and
 //!   `float32` on CPU (bf16 matmuls are slow there and the parity fixtures are f32).
 //! - Additions (not in the reference): `eval_max_examples`, `log_interval`, `checkpoint_keep`,
-//!   `checkpoint_interval`, `device`, `threads`. The world size is not a config key: it is
+//!   `checkpoint_interval`, `device`, `threads`, and TRM's `ema` / `ema_rate` (a moving average
+//!   of the weights for evaluation and the saved model). The world size is not a config key: it is
 //!   `hrm train --gpus N` (one process per GPU, see [`crate::dist`]), and
 //!   `global_batch_size` must divide by it.
 
@@ -125,6 +126,9 @@ fn default_rope_theta() -> f64 {
 fn default_log_interval() -> u64 {
     100
 }
+fn default_ema_rate() -> f64 {
+    0.999
+}
 fn default_device() -> String {
     "cpu".into()
 }
@@ -211,6 +215,13 @@ pub struct TrainConfig {
     /// Addition: CPU threads (absent = `RAYON_NUM_THREADS` or all cores).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
+    /// Addition (TRM's key): evaluate and save an exponential moving average of the weights
+    /// (default false).
+    #[serde(default)]
+    pub ema: bool,
+    /// Addition (TRM's key): the average's decay per optimizer step (default 0.999).
+    #[serde(default = "default_ema_rate")]
+    pub ema_rate: f64,
     #[serde(skip)]
     provenance: Provenance,
 }
@@ -439,6 +450,8 @@ const SCHEMA: &[KeySpec] = &[
     spec("checkpoint_interval", Kind::Int, false),
     spec("device", Kind::Str, false),
     spec("threads", Kind::Int, false),
+    spec("ema", Kind::Bool, false),
+    spec("ema_rate", Kind::Float, false),
     spec("arch", Kind::Table, true),
     spec("arch.name", Kind::Str, true),
     spec("arch.halt_max_steps", Kind::Int, true),
@@ -465,7 +478,7 @@ fn spec_of(key: &str) -> Option<&'static KeySpec> {
 }
 
 /// Keys that must be equal when a run is resumed (besides every `arch.*` key).
-const RESUME_KEYS: [&str; 3] = ["data_path", "global_batch_size", "seed"];
+const RESUME_KEYS: [&str; 5] = ["data_path", "global_batch_size", "seed", "ema", "ema_rate"];
 
 // =============================================================================================
 // Loading.
@@ -593,7 +606,11 @@ impl TrainConfig {
                 ),
             ));
         }
-        for (key, v) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+        for (key, v) in [
+            ("beta1", self.beta1),
+            ("beta2", self.beta2),
+            ("ema_rate", self.ema_rate),
+        ] {
             if !(0.0..1.0).contains(&v) {
                 return Err(self.invalid(key, format!("= {v} must lie in [0, 1)")));
             }
@@ -913,6 +930,15 @@ impl TrainConfig {
             Err(ConfigError::ResumeMismatch { diffs })
         }
     }
+}
+
+/// The LM loss a checkpoint was trained with, read from the run config its metadata holds
+/// (`train_config`, written by `hrm train`); None for a checkpoint without one (e.g. an imported
+/// reference checkpoint) or with an unreadable one.
+pub fn saved_loss_type(metadata: &std::collections::HashMap<String, String>) -> Option<LossType> {
+    let table: toml::Table = toml::from_str(metadata.get("train_config")?).ok()?;
+    let name = lookup(&table, "arch.loss.loss_type")?.as_str()?;
+    serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
 }
 
 /// What an unset optional key means, for the table and the saved file.
@@ -1374,6 +1400,8 @@ mod tests {
             checkpoint_interval = 4
             device = "cpu"
             threads = 2
+            ema = true
+            ema_rate = 0.99
             [arch]
             name = "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1"
             halt_max_steps = 2

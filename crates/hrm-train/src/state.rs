@@ -23,6 +23,10 @@ use serde::{Deserialize, Serialize};
 /// Format tag of the companion state file.
 pub const STATE_FORMAT: &str = "hrm-train-state-v1";
 
+/// Key prefix of the raw (un-averaged) weights in the state file of a run with `ema = true`,
+/// whose model file holds the moving average.
+const RAW_PREFIX: &str = "ema.raw.";
+
 /// A ChaCha8 stream position: seed, stream and word position reproduce the generator exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RngState {
@@ -87,6 +91,8 @@ pub struct Restored {
     pub opt: Optimizers,
     /// The training carry (None if the run had not started).
     pub carry: Option<Carry>,
+    /// With `ema = true`: the raw weights, one per parameter (the model file holds the average).
+    pub raw_weights: Option<Vec<Tensor>>,
 }
 
 /// Path of the companion state file of a model checkpoint.
@@ -121,6 +127,7 @@ pub fn save_checkpoint(
     carry: Option<&Carry>,
     meta: &StateMeta,
     extra: &HashMap<String, String>,
+    raw_weights: Option<&[Tensor]>,
 ) -> Result<()> {
     let dev = Device::Cpu;
     let params = model.parameters();
@@ -140,6 +147,12 @@ pub fn save_checkpoint(
             format!("adam.v.{name}"),
             Tensor::from_slice(&st.v, st.v.len(), &dev)?,
         ));
+    }
+    if let Some(raw) = raw_weights {
+        anyhow::ensure!(raw.len() == params.len(), "raw weights/model mismatch");
+        for ((name, _), w) in params.iter().zip(raw) {
+            tensors.push((format!("{RAW_PREFIX}{name}"), w.to_device(&dev)?));
+        }
     }
     if let Some(c) = carry {
         let b = c.data.batch_size;
@@ -210,22 +223,27 @@ pub fn load_state(model_path: &Path, model: &Hrm, template: &Optimizers) -> Resu
         meta.adam_t.len(),
         params.len()
     );
+    // the stored tensor `k` that belongs to parameter `v`: present, with its element count
+    let for_param = |k: String, v: &Tensor| -> Result<&Tensor> {
+        let x = f
+            .tensors
+            .get(&k)
+            .with_context(|| format!("{}: key `{k}` missing", sp.display()))?;
+        anyhow::ensure!(
+            x.elem_count() == v.elem_count(),
+            "{}: key `{k}` has {} elements, the parameter {}",
+            sp.display(),
+            x.elem_count(),
+            v.elem_count()
+        );
+        Ok(x)
+    };
     opt.adam.states = params
         .iter()
         .zip(&meta.adam_t)
         .map(|((name, v), &t)| {
             let get = |k: String| -> Result<Vec<f32>> {
-                let x = f
-                    .tensors
-                    .get(&k)
-                    .with_context(|| format!("{}: key `{k}` missing", sp.display()))?;
-                anyhow::ensure!(
-                    x.elem_count() == v.elem_count(),
-                    "{}: key `{k}` has {} elements, the parameter {}",
-                    sp.display(),
-                    x.elem_count(),
-                    v.elem_count()
-                );
+                let x = for_param(k, v.as_tensor())?;
                 Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
             };
             Ok(AdamState {
@@ -263,7 +281,24 @@ pub fn load_state(model_path: &Path, model: &Hrm, template: &Optimizers) -> Resu
     } else {
         None
     };
-    Ok(Restored { meta, opt, carry })
+    let raw_weights = if f.tensors.keys().any(|k| k.starts_with(RAW_PREFIX)) {
+        let raw = params
+            .iter()
+            .map(|(name, v)| {
+                let x = for_param(format!("{RAW_PREFIX}{name}"), v.as_tensor())?;
+                Ok(x.to_dtype(v.dtype())?.reshape(v.shape())?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Some(raw)
+    } else {
+        None
+    };
+    Ok(Restored {
+        meta,
+        opt,
+        carry,
+        raw_weights,
+    })
 }
 
 #[cfg(test)]
@@ -325,7 +360,7 @@ mod tests {
             adam_t: expected.iter().map(|s| s.t).collect(),
             has_carry: false,
         };
-        save_checkpoint(&path, &model, &opt, None, &meta, &HashMap::new()).unwrap();
+        save_checkpoint(&path, &model, &opt, None, &meta, &HashMap::new(), None).unwrap();
         let restored = load_state(&path, &model, &template).unwrap();
         assert_eq!(restored.opt.adam.states, expected);
         assert_eq!(restored.meta, meta);

@@ -32,6 +32,7 @@ use candle_core::Device;
 use hrm_data::format::{load_split, SplitData};
 use hrm_data::sampler::TrainSampler;
 use hrm_model::hrm::{Carry, Hrm};
+use hrm_model::optim::Ema;
 use hrm_model::train::{forward_backward, Optimizers};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -154,10 +155,33 @@ struct Run {
     config_text: String,
     /// The data-parallel group, if any.
     dist: Option<Dist>,
+    /// The moving average of the weights (`ema = true`).
+    ema: Option<Ema>,
+}
+
+/// The model's parameter variables, in [`Hrm::parameters`] order.
+fn vars(model: &Hrm) -> Vec<&candle_core::Var> {
+    model.parameters().into_iter().map(|(_, v)| v).collect()
 }
 
 impl Run {
-    fn checkpoint(&self, iteration: u64, iteration_done: bool) -> Result<PathBuf> {
+    /// Run `f` with the averaged weights in the model (the raw ones otherwise), restoring the
+    /// raw weights afterwards; the shadow passed to `f` then holds the raw weights.
+    fn with_average<T>(
+        &mut self,
+        f: impl FnOnce(&Self, Option<&[candle_core::Tensor]>) -> Result<T>,
+    ) -> Result<T> {
+        let Some(mut ema) = self.ema.take() else {
+            return f(self, None);
+        };
+        ema.swap(&vars(&self.model))?;
+        let out = f(self, Some(&ema.shadow));
+        ema.swap(&vars(&self.model))?;
+        self.ema = Some(ema);
+        out
+    }
+
+    fn checkpoint(&mut self, iteration: u64, iteration_done: bool) -> Result<PathBuf> {
         let path = self.dir.checkpoint_path(self.step);
         // data parallel: every rank contributes its rows of the carry, rank 0 writes
         let gathered = match (&self.dist, &self.carry) {
@@ -167,7 +191,6 @@ impl Run {
         if self.dist.as_ref().is_some_and(|d| !d.is_main()) {
             return Ok(path);
         }
-        let carry = gathered.as_ref().or(self.carry.as_ref());
         let meta = StateMeta {
             step: self.step,
             iteration,
@@ -178,25 +201,32 @@ impl Run {
             has_carry: self.carry.is_some(),
         };
         let extra = HashMap::from([("train_config".to_string(), self.config_text.clone())]);
-        save_checkpoint(&path, &self.model, &self.opt, carry, &meta, &extra)?;
+        // with EMA the model file holds the average (what evaluation uses) and the state file
+        // the raw weights training continues from
+        self.with_average(|run, raw| {
+            let carry = gathered.as_ref().or(run.carry.as_ref());
+            save_checkpoint(&path, &run.model, &run.opt, carry, &meta, &extra, raw)
+        })?;
         if let Some(keep) = self.cfg.checkpoint_keep {
             self.dir.prune_checkpoints(keep)?;
         }
         Ok(path)
     }
 
-    fn eval(&self) -> Result<EvalOutput> {
+    fn eval(&mut self) -> Result<EvalOutput> {
         let opts = EvalOptions {
             max_examples: self.cfg.eval_max_examples,
             ..Default::default()
         };
-        evaluate(
-            &self.model,
-            self.test.clone(),
-            self.cfg.global_batch_size,
-            self.cfg.arch.loss.loss_type,
-            &opts,
-        )
+        self.with_average(|run, _| {
+            evaluate(
+                &run.model,
+                run.test.clone(),
+                run.cfg.global_batch_size,
+                run.cfg.arch.loss.loss_type,
+                &opts,
+            )
+        })
     }
 }
 
@@ -244,6 +274,11 @@ pub fn train_dist(
         cfg.weight_decay,
         cfg.puzzle_emb_weight_decay,
     );
+    let ema = if cfg.ema {
+        Some(Ema::new(&vars(&model), cfg.ema_rate)?)
+    } else {
+        None
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     rng.set_stream(STREAM_EXPLORATION);
     let epochs_per_iter = cfg.eval_interval.unwrap_or(cfg.epochs) as usize;
@@ -287,6 +322,7 @@ pub fn train_dist(
         total_steps: total,
         sinks,
         dist,
+        ema,
     };
     run_loop(run, 0, None, opts)
 }
@@ -348,6 +384,27 @@ pub fn resume_dist(
         cfg.puzzle_emb_weight_decay,
     );
     let restored = load_state(&ckpt.path, &model, &template)?;
+    // with EMA the model file holds the average: it becomes the shadow, and training continues
+    // from the raw weights of the state file
+    let ema = match (cfg.ema, &restored.raw_weights) {
+        (true, Some(raw)) => {
+            let ema = Ema::new(&vars(&model), cfg.ema_rate)?;
+            for (v, w) in vars(&model).into_iter().zip(raw) {
+                v.set(w)?;
+            }
+            Some(ema)
+        }
+        (false, None) => None,
+        (true, None) => bail!(
+            "{}: `ema = true` but the checkpoint's state holds no raw weights (it was written \
+             without EMA)",
+            ckpt.path.display()
+        ),
+        (false, Some(_)) => bail!(
+            "{}: the checkpoint was written with `ema = true` but the config has `ema = false`",
+            ckpt.path.display()
+        ),
+    };
     let epochs_per_iter = cfg.eval_interval.unwrap_or(cfg.epochs) as usize;
     let mut sampler = TrainSampler::new(
         train_split.clone(),
@@ -392,6 +449,7 @@ pub fn resume_dist(
         total_steps: total,
         sinks,
         dist,
+        ema,
     };
     run_loop(run, start_iter, position.map(|_| ()), opts)
 }
@@ -489,6 +547,11 @@ fn run_loop(
                     .chain([("train/loss", ts.loss.total)]),
             )?;
             run.opt.step(&run.model, &ts.grads, lr, plr)?;
+            // (unlike TRM, batches skipped past the step estimate above do not update the
+            // average: no optimizer step happened)
+            if let Some(ema) = run.ema.as_mut() {
+                ema.update(&vars(&run.model))?;
+            }
             run.carry = Some(ts.carry);
             if let Some(sinks) = run.sinks.as_mut() {
                 sinks.log(run.step, metrics.iter().map(|(k, v)| (k.as_str(), *v)))?;
@@ -517,14 +580,12 @@ fn run_loop(
             }
         }
         // data parallel: rank 0 evaluates the whole test split while the others wait
-        let Some(ev) = (match &run.dist {
-            Some(d) => {
-                let ev = if d.is_main() { Some(run.eval()?) } else { None };
-                d.barrier()?;
-                ev
-            }
-            None => Some(run.eval()?),
-        }) else {
+        let main = run.dist.as_ref().is_none_or(Dist::is_main);
+        let ev = if main { Some(run.eval()?) } else { None };
+        if let Some(d) = &run.dist {
+            d.barrier()?;
+        }
+        let Some(ev) = ev else {
             if cfg.checkpoint_every_eval || it + 1 == total_iters {
                 run.checkpoint(it, true)?;
             }

@@ -547,8 +547,8 @@ pub enum SolveCommand {
 /// Flags of `hrm solve`.
 #[derive(Debug, Args)]
 pub struct SolveArgs {
-    /// Model checkpoint or run folder (default: the model shipped for the puzzle type under
-    /// models/).
+    /// Model checkpoint or run folder (default for sudoku and maze: the model shipped under
+    /// models/; arc needs one).
     #[arg(long, global = true)]
     pub checkpoint: Option<PathBuf>,
     /// Segments to run (default: the checkpoint's halt_max_steps).

@@ -628,20 +628,6 @@ fn rollout(model: &Hrm, batch: &PuzzleBatch, segments: usize) -> Result<Vec<Segm
 
 /// `hrm solve`.
 pub fn solve_cmd(a: &SolveArgs) -> Result<()> {
-    if let SolveCommand::Arc {
-        task,
-        data,
-        max_variants,
-        top,
-        batch_size,
-    } = &a.puzzle
-    {
-        let data = data.as_deref().context(
-            "ARC needs the dataset the checkpoint was trained on: pass --data DIR (its \
-             identifiers.json maps the task's variants to their puzzle embeddings)",
-        )?;
-        return solve_arc(a, task, data, *max_variants, *top, *batch_size);
-    }
     let (ckpt, tokens, side) = match &a.puzzle {
         SolveCommand::Sudoku { puzzle } => {
             let g = hrm_data::sudoku::parse_grid(puzzle.trim(), true)
@@ -680,7 +666,19 @@ pub fn solve_cmd(a: &SolveArgs) -> Result<()> {
                 side,
             )
         }
-        SolveCommand::Arc { .. } => unreachable!("handled above"),
+        SolveCommand::Arc {
+            task,
+            data,
+            max_variants,
+            top,
+            batch_size,
+        } => {
+            let data = data.as_deref().context(
+                "ARC needs the dataset the checkpoint was trained on: pass --data DIR (its \
+                 identifiers.json maps the task's variants to their puzzle embeddings)",
+            )?;
+            return solve_arc(a, task, data, *max_variants, *top, *batch_size);
+        }
     };
     let device = crate::device::open_device(&a.device)?;
     let (model, _) = load_model(&ckpt, &device, |c| c.batch_size = 1)?;
@@ -759,7 +757,7 @@ pub fn solve_cmd(a: &SolveArgs) -> Result<()> {
                 (None, false) => println!("verified: no"),
             }
         }
-        SolveCommand::Arc { .. } => unreachable!("handled above"),
+        SolveCommand::Arc { .. } => unreachable!("returned above"),
     }
     println!(
         "segments: {segments} (q_halt > q_continue first at segment {}), final q_halt {qh:.3} \
@@ -797,6 +795,7 @@ fn solve_arc(
     }
     let (task_id, tests) = load_test_inputs(task_path)?;
     let ids = read_identifiers(data)?;
+    let ids_file = data.join(hrm_data::format::IDENTIFIERS_FILE);
     let variants: Vec<(usize, Augmentation)> = ids
         .iter()
         .enumerate()
@@ -814,7 +813,7 @@ fn solve_arc(
              dataset with this task's folder in --dataset-dirs or --eval-dirs)",
             task_path.display(),
             task_id,
-            data.join(hrm_data::format::IDENTIFIERS_FILE).display()
+            ids_file.display()
         );
     }
     let ckpt = match a.checkpoint.as_deref() {
@@ -836,7 +835,7 @@ fn solve_arc(
             c.seq_len,
             c.vocab_size,
             c.num_puzzle_identifiers,
-            data.join(hrm_data::format::IDENTIFIERS_FILE).display(),
+            ids_file.display(),
             ids.len()
         );
     }
@@ -851,7 +850,6 @@ fn solve_arc(
         }
     }
     let segments = a.halt_max_steps.unwrap_or(model.cfg.halt_max_steps);
-    let l = hrm_data::arc::SEQ_LEN;
     let t0 = std::time::Instant::now();
     let mut preds = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(batch_size) {
@@ -860,10 +858,10 @@ fn solve_arc(
                 .iter()
                 .flat_map(|(_, t)| t.iter().map(|&x| x as i32))
                 .collect(),
-            labels: vec![-100; chunk.len() * l],
+            labels: vec![-100; chunk.len() * seq_len],
             puzzle_identifiers: chunk.iter().map(|(id, _)| *id as i32).collect(),
             batch_size: chunk.len(),
-            seq_len: l,
+            seq_len,
         };
         let steps = rollout(&model, &batch, segments)?;
         let (pred, qh, _) = steps.last().context("no segment ran")?;
@@ -871,7 +869,7 @@ fn solve_arc(
             preds.push(ArcPrediction {
                 puzzle_name: ids[*id].clone(),
                 input: input.clone(),
-                predicted: pred[r * l..(r + 1) * l]
+                predicted: pred[r * seq_len..(r + 1) * seq_len]
                     .iter()
                     .map(|&x| x.clamp(0, 255) as u8)
                     .collect(),

@@ -58,6 +58,16 @@ fn fresh_mazes(dir: &Path) -> (PathBuf, PathBuf) {
     fresh(dir, "maze", &args)
 }
 
+/// The `question` column of the first `n` rows of `csv/test.csv`.
+fn test_questions(csv: &Path, n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(csv.join("test.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .take(n)
+        .map(|line| line.split(',').nth(1).unwrap().to_string())
+        .collect()
+}
+
 /// `hrm eval` of the shipped model `name` on `data`, as JSON.
 fn eval_shipped(dir: &Path, name: &str, data: &Path) -> serde_json::Value {
     let model = models().join(name);
@@ -89,11 +99,9 @@ const MIN_MAZE_EXACT: f64 = 0.77;
 fn maze_solves_with_no_flags_from_any_folder() {
     let dir = tempfile::tempdir().unwrap();
     let (csv, _) = fresh_mazes(dir.path());
-    let text = std::fs::read_to_string(csv.join("test.csv")).unwrap();
     let mut solved = 0;
-    for line in text.lines().skip(1).take(10) {
-        let question = line.split(',').nth(1).unwrap();
-        assert_eq!(question.len(), 36, "{line}");
+    for question in test_questions(&csv, 10) {
+        assert_eq!(question.len(), 36, "{question}");
         let grid: Vec<String> = question
             .as_bytes()
             .chunks(6)
@@ -146,12 +154,10 @@ const MIN_SUDOKU_EXACT: f64 = 0.90;
 fn sudoku_solves_with_no_flags_from_any_folder() {
     let dir = tempfile::tempdir().unwrap();
     let (csv, _) = fresh_sudokus(dir.path());
-    let text = std::fs::read_to_string(csv.join("test.csv")).unwrap();
     let mut solved = 0;
-    for line in text.lines().skip(1).take(20) {
-        let question = line.split(',').nth(1).unwrap();
-        assert_eq!(question.len(), 81, "{line}");
-        let out = hrm(dir.path(), &["solve", "sudoku", question]);
+    for question in test_questions(&csv, 20) {
+        assert_eq!(question.len(), 81, "{question}");
+        let out = hrm(dir.path(), &["solve", "sudoku", &question]);
         assert!(out.contains("segments: 1"), "{out}");
         // the answer grid: nine rows of nine digits (`?` where the model predicted no digit)
         let cells: Vec<char> = out

@@ -9,7 +9,8 @@
 #   PYTHON     a Python with torch, numpy, safetensors (default .venv/bin/python, else python3)
 #   PEER       the peer script (default ../shared/peers/torch_hrm.py)
 #   THREADS    threads for both (default 2)
-#   ONLY       run only these measurements (space-separated: train eval solve rss)
+#   ONLY       run only these measurements (space-separated: train eval solve rss eval-bf16
+#              solve-bf16)
 #
 # Measurements (the targets of the speed issue):
 #   train  training step, Sudoku preset (hidden 512, 4+4 layers, 2x2 cycles, seq 81), batch 32
@@ -17,6 +18,9 @@
 #   solve  `hrm solve` vs a python process that imports torch, builds the model and runs 16
 #          segments at batch 1: process start included, both with random weights of that size
 #   rss    peak RSS of a training step (from the train runs), and ours from 2x2 to 8x8 cycles
+#   eval-bf16, solve-bf16   the same in bf16: ours with `--bf16` (matrix products on AMX, f32
+#          activations), the peer with a bfloat16 forward (PyTorch's oneDNN uses AMX too); they
+#          are outside the f32 targets and need a CPU with AMX-BF16
 # The machine must be otherwise idle: every figure is a median, and the runs alternate so that
 # slow drift affects both sides alike.
 set -euo pipefail
@@ -25,7 +29,7 @@ ROUNDS="${1:-3}"
 HRM="${HRM:-target/release/hrm}"
 PEER="${PEER:-../shared/peers/torch_hrm.py}"
 THREADS="${THREADS:-2}"
-ONLY="${ONLY:-train eval solve rss}"
+ONLY="${ONLY:-train eval solve rss eval-bf16 solve-bf16}"
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
@@ -49,13 +53,13 @@ SOLVE_PY='
 import sys, time, torch
 sys.path.insert(0, sys.argv[1]); import torch_hrm as P
 torch.set_num_threads(int(sys.argv[2])); torch.manual_seed(0)
-cfg = P.HRMConfig(batch_size=1, **P.PRESETS["sudoku"]); m = P.HRM(cfg)
+cfg = P.HRMConfig(batch_size=1, forward_dtype=sys.argv[3], **P.PRESETS["sudoku"]); m = P.HRM(cfg)
 b = dict(inputs=torch.ones(1, 81, dtype=torch.int32), labels=torch.full((1, 81), 2, dtype=torch.int32),
          puzzle_identifiers=torch.zeros(1, dtype=torch.int32))
 for carry, out in P.eval_rollout(m, b): pass
 print(out["logits"].argmax(-1)[0, :9].tolist())
 '
-if [[ " $ONLY " == *" solve "* ]]; then
+if [[ " $ONLY " == *" solve"* ]]; then
   # a checkpoint of the Sudoku architecture with random weights, so both sides load/run the same size
   CKPT="$OUT/sudoku-random.safetensors"
   [ -f "$CKPT" ] || "$HRM" bench export-random --preset sudoku --output "$CKPT" >/dev/null
@@ -73,12 +77,17 @@ for round in $(seq 1 "$ROUNDS"); do
         R[eval_ours]+=" $("$HRM" --threads "$THREADS" bench eval --preset sudoku --batch 64 --steps 4 --warmup 1 2>/dev/null | tee -a "$OUT/eval-ours.jsonl" | json median_s_per_step)"
         R[eval_peer]+=" $("$PYTHON" "$PEER" bench-eval --preset sudoku --batch 64 --steps 4 --warmup 1 --threads "$THREADS" 2>/dev/null | tee -a "$OUT/eval-peer.jsonl" | json median_s_per_step)"
         ;;
-      solve)
+      solve|solve-bf16)
         P="81 chars: 4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......"
-        t0=$(date +%s.%N); "$HRM" --threads "$THREADS" solve --checkpoint "$CKPT" sudoku "${P#81 chars: }" >/dev/null; t1=$(date +%s.%N)
-        R[solve_ours]+=" $(echo "$t1 - $t0" | bc -l)"
-        t0=$(date +%s.%N); "$PYTHON" -c "$SOLVE_PY" "$(dirname "$PEER")" "$THREADS" >/dev/null; t1=$(date +%s.%N)
-        R[solve_peer]+=" $(echo "$t1 - $t0" | bc -l)"
+        if [ "$what" = solve ]; then flag=(); dt=float32; else flag=(--bf16); dt=bfloat16; fi
+        t0=$(date +%s.%N); "$HRM" --threads "$THREADS" solve "${flag[@]}" --checkpoint "$CKPT" sudoku "${P#81 chars: }" >/dev/null; t1=$(date +%s.%N)
+        R[${what}_ours]+=" $(echo "$t1 - $t0" | bc -l)"
+        t0=$(date +%s.%N); "$PYTHON" -c "$SOLVE_PY" "$(dirname "$PEER")" "$THREADS" "$dt" >/dev/null; t1=$(date +%s.%N)
+        R[${what}_peer]+=" $(echo "$t1 - $t0" | bc -l)"
+        ;;
+      eval-bf16)
+        R[eval-bf16_ours]+=" $("$HRM" --threads "$THREADS" bench eval --bf16 --preset sudoku --batch 64 --steps 4 --warmup 1 2>/dev/null | tee -a "$OUT/eval-bf16-ours.jsonl" | json median_s_per_step)"
+        R[eval-bf16_peer]+=" $("$PYTHON" "$PEER" bench-eval --dtype bfloat16 --preset sudoku --batch 64 --steps 4 --warmup 1 --threads "$THREADS" 2>/dev/null | tee -a "$OUT/eval-bf16-peer.jsonl" | json median_s_per_step)"
         ;;
       rss)
         for c in 2x2 4x4 8x8; do
@@ -93,9 +102,9 @@ echo
 printf '%-34s %12s %12s %8s\n' measurement ours peer ratio
 for what in $ONLY; do
   case "$what" in
-    train|eval|solve)
+    train|eval|solve|eval-bf16|solve-bf16)
       o=$(median ${R[${what}_ours]}); p=$(median ${R[${what}_peer]})
-      unit=$([ "$what" = solve ] && echo "s/process" || echo "s/step")
+      unit=$([[ "$what" == solve* ]] && echo "s/process" || echo "s/step")
       printf '%-34s %12.3f %12.3f %8s\n' "$what ($unit)" "$o" "$p" "$(ratio "$o" "$p")"
       ;;
   esac

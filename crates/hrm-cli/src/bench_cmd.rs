@@ -82,6 +82,10 @@ pub struct BenchArgs {
     /// Forward dtype: `float32` or `bfloat16` (parameters and optimizer stay f32).
     #[arg(long, default_value = "float32", value_parser = ["float32", "bfloat16"])]
     pub dtype: String,
+    /// eval / solve: matrix products in bf16 on Intel AMX (f32 activations), as `hrm eval
+    /// --bf16` and `hrm solve --bf16`.
+    #[arg(long)]
+    pub bf16: bool,
 }
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`), if known.
@@ -131,7 +135,20 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
     let device: Device = crate::device::open_device(&a.device)?;
     let threads = candle_core::utils::get_num_threads();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let model = Hrm::new(&cfg, &device, &mut rng)?;
+    let mut model = Hrm::new(&cfg, &device, &mut rng)?;
+    if a.bf16 {
+        if a.mode == BenchMode::Train {
+            bail!("--bf16 (AMX matrix products) is for eval and solve; training stays f32 here");
+        }
+        model
+            .set_bf16_matmul(true)
+            .map_err(|e| anyhow::anyhow!("--bf16: {e}"))?;
+    } else if (a.mode == BenchMode::Solve || std::env::var_os("HRM_PACK").is_some())
+        && device.is_cpu()
+    {
+        // as `hrm solve` does for its one puzzle
+        model.set_packed_f32(true)?;
+    }
     if a.mode == BenchMode::ExportRandom {
         let Some(out) = &a.output else {
             bail!("bench export-random needs --output FILE.safetensors")
@@ -209,6 +226,7 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
         "threads": threads,
         "device": crate::device::describe(&device),
         "dtype": a.dtype,
+        "matmul": if a.bf16 { "bf16-amx" } else { "f32" },
         "cycles": format!("{}x{}", cfg.h_cycles, cfg.l_cycles),
         "steps": a.steps,
         "median_s_per_step": (med * 1e4).round() / 1e4,

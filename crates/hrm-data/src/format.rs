@@ -309,7 +309,7 @@ pub struct TokenArray {
 impl TokenArray {
     /// Wraps in-memory tokens; `data.len()` must equal `rows * row_len`.
     pub fn from_vec(data: Vec<u8>, row_len: usize) -> Option<TokenArray> {
-        if row_len == 0 || data.len() % row_len != 0 {
+        if row_len == 0 || !data.len().is_multiple_of(row_len) {
             return None;
         }
         Some(TokenArray {
@@ -856,7 +856,7 @@ impl SetWriter {
     /// Appends examples (any whole number of rows; `inputs` and `labels` equally long).
     pub fn push_examples(&mut self, inputs: &[u8], labels: &[u8]) -> Result<()> {
         let path = array_path(&self.split_dir, &self.name, "inputs");
-        if inputs.len() != labels.len() || inputs.len() % self.seq_len != 0 {
+        if inputs.len() != labels.len() || !inputs.len().is_multiple_of(self.seq_len) {
             return Err(DataError::field(
                 &path,
                 "inputs",

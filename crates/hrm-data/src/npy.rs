@@ -893,7 +893,7 @@ impl<T: NpyElement> NpyStreamWriter<T> {
 
     /// Appends whole rows; `data.len()` must be a multiple of the row length.
     pub fn write_rows(&mut self, data: &[T]) -> Result<()> {
-        if self.row_len == 0 || data.len() % self.row_len != 0 {
+        if self.row_len == 0 || !data.len().is_multiple_of(self.row_len) {
             return Err(DataError::npy(
                 &self.path,
                 format!(

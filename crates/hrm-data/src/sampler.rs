@@ -67,7 +67,7 @@ impl Batch {
     /// Rows `[rank*B, (rank+1)*B)` of this global batch, `B = batch_size / world_size`
     /// (data-parallel slicing; `effective_size` stays the global count, as in the reference).
     pub fn local_slice(&self, rank: usize, world_size: usize) -> Result<Batch> {
-        if world_size == 0 || self.batch_size % world_size != 0 || rank >= world_size {
+        if world_size == 0 || !self.batch_size.is_multiple_of(world_size) || rank >= world_size {
             return Err(DataError::option(
                 "world_size",
                 format!(

@@ -23,7 +23,10 @@ fn main() -> candle_core::Result<()> {
     } else {
         "gemm crate"
     };
-    let n = 32 * 82;
+    let n: usize = std::env::var("HRM_M")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32 * 82);
     for (k, m, name) in [
         (512, 1536, "qkv"),
         (512, 512, "o"),
@@ -43,6 +46,40 @@ fn main() -> candle_core::Result<()> {
         let candle = best(|| {
             x.matmul(&w.t().unwrap()).unwrap();
         });
+        let dy = Tensor::randn(0f32, 1.0, (n, m), &Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let dx = best(|| {
+            sgemm(n, k, m, &dy, Op::N, &wv, Op::N);
+        });
+        let dw = best(|| {
+            sgemm(m, k, n, &dy, Op::T, &xv, Op::N);
+        });
+        let pf = hrm_model::packed::PackedF32::pack(&wv, m, k);
+        let mut cf = vec![0f32; n * m];
+        let tp = best(|| hrm_model::packed::matmul(n, &xv, &pf, &mut cf));
+        println!(
+            "{name:8} f32 packed (own kernel: {}): {:.2} ms ({:.0} GFLOP/s)",
+            hrm_model::packed::fast(n),
+            tp * 1e3,
+            flops / tp
+        );
+        let packed = hrm_model::amx::PackedBf16::pack(&wv, m, k);
+        let mut cb = vec![0f32; n * m];
+        let amx = best(|| hrm_model::amx::matmul(n, &xv, &packed, &mut cb));
+        println!(
+            "{name:8} bf16 AMX (available: {}): {:.2} ms ({:.0} GFLOP/s)",
+            hrm_model::amx::available(),
+            amx * 1e3,
+            flops / amx
+        );
+        println!(
+            "{name:8} backward: dx {:.1} ms ({:.0} GFLOP/s), dw {:.1} ms ({:.0} GFLOP/s)",
+            dx * 1e3,
+            flops / dx,
+            dw * 1e3,
+            flops / dw
+        );
         println!(
             "{name:8} [{n}x{k}]x[{k}x{m}]: {backend} {:.1} ms ({:.0} GFLOP/s), candle matmul {:.1} ms ({:.0} GFLOP/s)",
             ours * 1e3,

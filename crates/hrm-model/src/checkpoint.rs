@@ -45,7 +45,11 @@ fn io_err(path: &Path, source: std::io::Error) -> Error {
 
 /// Read every tensor and the metadata of a safetensors file; keys are normalised.
 pub fn read_safetensors(path: &Path, device: &Device) -> Result<TensorFile> {
-    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    // mapped, not read: the tensors below are the only copy made (checkpoints are replaced by
+    // rename, never rewritten in place, so the mapped file does not change under us)
+    // SAFETY: see above; the map is dropped before this function returns.
+    let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_err(path, e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
         Error::msg(format!(
             "{}: not a valid safetensors file ({e}); hint: reference .pt checkpoints must be \

@@ -164,7 +164,7 @@ impl ModelConfig {
                 return err(key, "must be at least 1".into());
             }
         }
-        if self.hidden_size % self.num_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_heads) {
             return err(
                 "hidden_size",
                 format!(
@@ -173,7 +173,7 @@ impl ModelConfig {
                 ),
             );
         }
-        if self.pos_encodings == PosEncoding::Rope && self.head_dim() % 2 != 0 {
+        if self.pos_encodings == PosEncoding::Rope && !self.head_dim().is_multiple_of(2) {
             return err(
                 "num_heads",
                 format!(

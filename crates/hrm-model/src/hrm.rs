@@ -20,9 +20,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, RngCore};
 
 use crate::config::{ForwardDtype, ModelConfig, PosEncoding};
-use crate::gemm;
 use crate::init::trunc_normal;
 use crate::ops::{self, Attention, RopeTables};
+use crate::{amx, gemm, packed};
 use crate::{Error, Result};
 
 /// Learned-position mix factor: the reference's literal 0.707106781 (~1/sqrt(2)), kept as written
@@ -239,6 +239,11 @@ pub struct Hrm {
     host_inference: bool,
     /// Reused buffers of the host inference path.
     workspace: Mutex<Workspace>,
+    /// bf16 copies of the block weights (H blocks, then L; qkv, o, gate_up, down) when the
+    /// no-gradient matrix products run on AMX ([`Hrm::set_bf16_matmul`]).
+    bf16: Option<Vec<[amx::PackedBf16; 4]>>,
+    /// f32 copies of the block weights packed for small batches ([`Hrm::set_packed_f32`]).
+    packed_f32: Option<Vec<[packed::PackedF32; 4]>>,
 }
 
 /// Scratch buffers of the host inference path, kept between calls (no per-op allocation).
@@ -250,6 +255,13 @@ struct Workspace {
     gate_up: Vec<f32>,
     act: Vec<f32>,
     inj: Vec<f32>,
+}
+
+/// The inference-packed copies of one block's weights, if any.
+#[derive(Clone, Copy)]
+struct Packs<'a> {
+    bf16: Option<&'a [amx::PackedBf16; 4]>,
+    f32: Option<&'a [packed::PackedF32; 4]>,
 }
 
 /// Read access to the weights of the host inference path: one storage read lock per tensor,
@@ -437,6 +449,8 @@ impl Hrm {
             trace: Mutex::new(None),
             host_inference: true,
             workspace: Mutex::new(Workspace::default()),
+            bf16: None,
+            packed_f32: None,
         }
     }
 
@@ -754,7 +768,16 @@ impl Hrm {
         x: &Tensor,
         grad: bool,
     ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
-        if self.host_inference && self.device.is_cpu() && self.fdt == DType::F32 {
+        if grad && (self.bf16.is_some() || self.packed_f32.is_some()) {
+            return Err(Error::msg(
+                "a gradient segment with inference-packed weights (bf16 matrix products or \
+                 small-batch packing): they are for evaluation only",
+            ));
+        }
+        if (self.host_inference || self.bf16.is_some() || self.packed_f32.is_some())
+            && self.device.is_cpu()
+            && self.fdt == DType::F32
+        {
             return self.segment_host(z_h, z_l, x, grad);
         }
         let (hc, lc) = (self.cfg.h_cycles, self.cfg.l_cycles);
@@ -804,6 +827,72 @@ impl Hrm {
     /// Choose the candle path for every module call (tests compare it with the host path).
     pub fn set_host_inference(&mut self, on: bool) {
         self.host_inference = on;
+    }
+
+    /// Run the matrix products of the blocks in bf16 on AMX (f32 accumulation, f32 activations)
+    /// for evaluation: the block weights are rounded and packed now, from their current values.
+    /// An inference option: training steps refuse to run while it is on (the packed copies would
+    /// not follow the optimizer), and it changes the numbers (bf16 operands), so parity holds
+    /// only with it off. Needs an f32 model on the CPU and a CPU with AMX-BF16 (Intel Xeon 4th
+    /// generation or newer) under Linux.
+    pub fn set_bf16_matmul(&mut self, on: bool) -> Result<()> {
+        if !on {
+            self.bf16 = None;
+            return Ok(());
+        }
+        if !self.device.is_cpu() || self.fdt != DType::F32 {
+            return Err(Error::msg(
+                "bf16 matrix products (AMX) need an f32 model on the CPU; on a GPU use a bfloat16 \
+                 forward (arch.forward_dtype = \"bfloat16\")",
+            ));
+        }
+        if !amx::available() {
+            return Err(Error::msg(
+                "bf16 matrix products need Intel AMX (amx-bf16 and amx-tile: Xeon 4th generation \
+                 or newer) under Linux, and this CPU or kernel does not offer it (or HRM_NO_AMX is \
+                 set); run without the bf16 option",
+            ));
+        }
+        self.bf16 = Some(self.pack_blocks(amx::PackedBf16::pack)?);
+        Ok(())
+    }
+
+    /// Every block's (qkv, o, gate_up, down) weight through `pack(w, out, in)`: H blocks, then L.
+    fn pack_blocks<P>(&self, pack: impl Fn(&[f32], usize, usize) -> P) -> Result<Vec<[P; 4]>> {
+        let (d, i) = (self.cfg.hidden_size, self.cfg.mlp_inner());
+        let weights = HostWeights::new(self);
+        let mut packs = Vec::new();
+        for (h_level, n) in [(true, self.h_level.len()), (false, self.l_level.len())] {
+            for b in 0..n {
+                let [qkv, o, gu, down] = weights.block(h_level, b)?;
+                packs.push([
+                    pack(qkv, 3 * d, d),
+                    pack(o, d, d),
+                    pack(gu, 2 * i, d),
+                    pack(down, d, i),
+                ]);
+            }
+        }
+        Ok(packs)
+    }
+
+    /// Pack the block weights for the f32 small-batch kernel ([`packed`]: up to
+    /// [`packed::MAX_ROWS`] rows, e.g. `hrm solve`'s one puzzle), from their current values; the
+    /// same numbers up to the order of the f32 sums. Like [`Hrm::set_bf16_matmul`] an inference
+    /// option (training steps refuse to run with it) that costs a second copy of the block
+    /// weights. Does nothing on other devices or dtypes.
+    pub fn set_packed_f32(&mut self, on: bool) -> Result<()> {
+        self.packed_f32 = if on && self.device.is_cpu() && self.fdt == DType::F32 {
+            Some(self.pack_blocks(packed::PackedF32::pack)?)
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// Whether the no-gradient matrix products run in bf16 ([`Hrm::set_bf16_matmul`]).
+    pub fn bf16_matmul(&self) -> bool {
+        self.bf16.is_some()
     }
 
     /// [`Hrm::segment`] on the CPU in f32: the no-gradient module calls (all of them when
@@ -909,7 +998,12 @@ impl Hrm {
         };
         for i in 0..layers {
             let trace0 = trace_on && first_call && !h_level && i == 0;
-            self.block_host(w.block(h_level, i)?, z, (b, s), ws, trace0)?;
+            let j = if h_level { i } else { self.h_level.len() + i };
+            let packs = Packs {
+                bf16: self.bf16.as_ref().map(|p| &p[j]),
+                f32: self.packed_f32.as_ref().map(|p| &p[j]),
+            };
+            self.block_host(w.block(h_level, i)?, packs, z, (b, s), ws, trace0)?;
         }
         if trace_on {
             let t = Tensor::from_slice(z, (b, s, self.cfg.hidden_size), &self.device)?;
@@ -929,6 +1023,7 @@ impl Hrm {
     fn block_host(
         &self,
         [qkv_w, o_w, gu_w, down_w]: [&[f32]; 4],
+        packs: Packs,
         h: &mut [f32],
         (b, s): (usize, usize),
         ws: &mut Workspace,
@@ -943,44 +1038,28 @@ impl Hrm {
         ws.tmp.resize(n * d, 0.0);
         ws.gate_up.resize(n * 2 * i, 0.0);
         ws.act.resize(n * i, 0.0);
-        gemm::sgemm_into(n, 3 * d, d, h, gemm::Op::N, qkv_w, gemm::Op::T, &mut ws.qkv);
+        // x · Wᵀ for weight `j` of the block (`[out, in]`): bf16 on AMX, the small-batch f32
+        // kernel, or the general one
+        let small = packed::fast(n);
+        let lin = |j: usize, x: &[f32], w: &[f32], out: &mut [f32]| match packs {
+            Packs { bf16: Some(p), .. } => amx::matmul(n, x, &p[j], out),
+            Packs { f32: Some(p), .. } if small => packed::matmul(n, x, &p[j], out),
+            _ => {
+                let (o, k) = (out.len() / n, x.len() / n);
+                gemm::sgemm_into(n, o, k, x, gemm::Op::N, w, gemm::Op::T, out)
+            }
+        };
+        lin(0, h, qkv_w, &mut ws.qkv);
         self.attn.forward_into(&ws.qkv, b, s, &mut ws.attn);
-        gemm::sgemm_into(
-            n,
-            d,
-            d,
-            &ws.attn,
-            gemm::Op::N,
-            o_w,
-            gemm::Op::T,
-            &mut ws.tmp,
-        );
+        lin(1, &ws.attn, o_w, &mut ws.tmp);
         if trace0 {
             let t = Tensor::from_slice(&ws.tmp, (b, s, d), &self.device)?;
             self.record(|_| Some("call0.layer0.attn".into()), &t);
         }
         norm.forward_inplace(h, &ws.tmp, d, false);
-        gemm::sgemm_into(
-            n,
-            2 * i,
-            d,
-            h,
-            gemm::Op::N,
-            gu_w,
-            gemm::Op::T,
-            &mut ws.gate_up,
-        );
+        lin(2, h, gu_w, &mut ws.gate_up);
         ops::SwiGlu::forward_into(&ws.gate_up, i, &mut ws.act);
-        gemm::sgemm_into(
-            n,
-            d,
-            i,
-            &ws.act,
-            gemm::Op::N,
-            down_w,
-            gemm::Op::T,
-            &mut ws.tmp,
-        );
+        lin(3, &ws.act, down_w, &mut ws.tmp);
         if trace0 {
             let t = Tensor::from_slice(&ws.tmp, (b, s, d), &self.device)?;
             self.record(|_| Some("call0.layer0.mlp".into()), &t);
@@ -1264,5 +1343,71 @@ mod tests {
         let small = count(1, 1);
         let big = count(3, 3);
         assert_eq!(small, big, "the no-gradient cycles recorded graph nodes");
+    }
+
+    /// bf16 matrix products (AMX) for evaluation: close to f32 at bf16 precision, exactly f32
+    /// again once switched off, and refused for training steps.
+    #[test]
+    fn bf16_matmul_eval_follows_f32_and_refuses_training() {
+        let cfg = ModelConfig {
+            hidden_size: 128,
+            num_heads: 4,
+            ..tiny(3)
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut m = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
+        let b = batch(&cfg, 6);
+        let rollout = |m: &Hrm| {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+            let mut carry = m.initial_carry(&b).unwrap();
+            let mut last = None;
+            for _ in 0..cfg.halt_max_steps {
+                let (c, out) = m.act_step(&carry, &b, Mode::Eval, &mut rng).unwrap();
+                carry = c;
+                last = Some(out);
+            }
+            let out = last.unwrap();
+            (
+                to_host_f32(&out.logits).unwrap(),
+                to_host_f32(&out.q_halt).unwrap(),
+            )
+        };
+        let (f32_logits, f32_q) = rollout(&m);
+        if !amx::available() {
+            let e = m.set_bf16_matmul(true).unwrap_err().to_string();
+            assert!(e.contains("AMX"), "{e}");
+            eprintln!("AMX is not available on this CPU: checked the refusal only");
+            return;
+        }
+        m.set_bf16_matmul(true).unwrap();
+        assert!(m.bf16_matmul());
+        let (bf_logits, bf_q) = rollout(&m);
+        // bf16 keeps 8 significant bits; over 3 segments x 2x2 cycles x 2 layers the logits
+        // move by a few percent of their spread, not more
+        let spread = f32_logits.iter().fold(0f32, |a, &x| a.max(x.abs()));
+        let worst = f32_logits
+            .iter()
+            .zip(&bf_logits)
+            .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        assert!(
+            worst > 0.0,
+            "bf16 products changed nothing: were they used?"
+        );
+        assert!(
+            worst < 0.05 * spread,
+            "max |diff| {worst} vs spread {spread}"
+        );
+        for (x, y) in f32_q.iter().zip(&bf_q) {
+            assert!((x - y).abs() < 0.05 * (1.0 + x.abs()), "q {x} vs {y}");
+        }
+        let mut rng2 = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        let carry = m.initial_carry(&b).unwrap();
+        let e = m
+            .act_step(&carry, &b, Mode::Train, &mut rng2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("evaluation only"), "{e}");
+        m.set_bf16_matmul(false).unwrap();
+        assert_eq!(rollout(&m), (f32_logits, f32_q));
     }
 }

@@ -14,6 +14,7 @@
 //! - [`parity`]: replays `hrm-parity-v1` golden fixtures of the PyTorch reference.
 #![warn(missing_docs)]
 
+pub mod amx;
 pub mod checkpoint;
 pub mod config;
 #[cfg(feature = "cuda")]
@@ -26,6 +27,7 @@ pub mod loss;
 pub mod ops;
 pub mod optim;
 mod optim_device;
+pub mod packed;
 pub mod parity;
 pub mod train;
 

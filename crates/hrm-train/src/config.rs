@@ -575,7 +575,7 @@ impl TrainConfig {
             if iv == 0 {
                 return Err(self.invalid("eval_interval", "must be at least 1"));
             }
-            if self.epochs % iv != 0 {
+            if !self.epochs.is_multiple_of(iv) {
                 return Err(self.invalid_with(
                     "eval_interval",
                     &["epochs"],
@@ -682,7 +682,7 @@ impl TrainConfig {
 
     /// `global_batch_size` must split evenly over `world_size` processes (reference assert).
     pub fn check_world_size(&self, world_size: usize) -> Result<(), ConfigError> {
-        if world_size == 0 || self.global_batch_size % world_size != 0 {
+        if world_size == 0 || !self.global_batch_size.is_multiple_of(world_size) {
             return Err(self.invalid(
                 "global_batch_size",
                 format!(

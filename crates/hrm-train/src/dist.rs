@@ -461,7 +461,7 @@ impl Dist {
     pub fn local_carry(&self, c: &Carry) -> Result<Carry> {
         let n = self.world_size();
         let b = c.data.batch_size;
-        if b % n != 0 {
+        if !b.is_multiple_of(n) {
             bail!("the saved carry has {b} rows, which do not split over {n} ranks");
         }
         let lb = b / n;

@@ -121,7 +121,7 @@ impl TrainProgress {
     /// Whether a plain line is due at `step`: every `log_interval` steps, the first step of
     /// this process (so a run shows it is alive) and the last step.
     pub fn should_log(&self, step: u64) -> bool {
-        step % self.log_interval == 0 || step == self.start_step + 1 || step == self.total
+        step.is_multiple_of(self.log_interval) || step == self.start_step + 1 || step == self.total
     }
 
     /// Print a message line (evaluation results, checkpoint notices) without tearing the bar.

@@ -563,7 +563,11 @@ fn run_loop(
                 None => opts.stop.load(Ordering::SeqCst),
             };
             let stop = interrupted || opts.stop_after.is_some_and(|n| run.step >= n);
-            if stop || cfg.checkpoint_interval.is_some_and(|n| run.step % n == 0) {
+            if stop
+                || cfg
+                    .checkpoint_interval
+                    .is_some_and(|n| run.step.is_multiple_of(n))
+            {
                 let p = run.checkpoint(it, false)?;
                 if stop {
                     progress.finish();

@@ -677,13 +677,19 @@ impl Hrm {
     fn block(&self, b: &Block, h: &Tensor, grad: bool, trace0: bool) -> Result<Tensor> {
         let eps = self.cfg.rms_norm_eps;
         let qkv = Self::linear(h, &self.weight(&b.qkv_proj, grad)?)?;
-        let a = Self::linear(
-            &ops::attention(&qkv, &self.attn)?,
-            &self.weight(&b.o_proj, grad)?,
-        )?;
+        // attention and SwiGLU each fused with the projection after them: their outputs are
+        // recomputed in the backward instead of held by the graph (peak memory)
+        let a = ops::then_linear(&qkv, &self.attn, &self.weight(&b.o_proj, grad)?, |x| {
+            ops::attention(x, &self.attn)
+        })?;
         let h = ops::add_rms_norm(h, &a, eps)?;
         let gu = Self::linear(&h, &self.weight(&b.gate_up_proj, grad)?)?;
-        let m = Self::linear(&ops::swiglu(&gu)?, &self.weight(&b.down_proj, grad)?)?;
+        let m = ops::then_linear(
+            &gu,
+            &ops::SwiGlu,
+            &self.weight(&b.down_proj, grad)?,
+            ops::swiglu,
+        )?;
         let out = ops::add_rms_norm(&h, &m, eps)?;
         if trace0 {
             self.record(|_| Some("call0.layer0.attn".into()), &a);
@@ -935,6 +941,9 @@ impl Hrm {
             }
         }
         if grad {
+            // the gradient calls and their backward come next: hand the scratch buffers back to
+            // the allocator for them (peak memory of a training step; reallocated next step)
+            *guard = Workspace::default();
             drop(guard);
             drop(weights);
             let z_h = Tensor::from_vec(zh, (b, s, d), &self.device)?;
@@ -1203,6 +1212,10 @@ impl Hrm {
             // Q-learning target from one more no-gradient segment on the new carry (no replay
             // buffer or target network: many parallel rows stand in for them, as in PQN)
             let (_, _, _, q2) = self.segment(&z_h, &z_l, &x.detach(), false)?;
+            // the backward comes next: hand the scratch buffers back to the allocator for it
+            if let Ok(mut ws) = self.workspace.lock() {
+                *ws = Workspace::default();
+            }
             let q2 = q2.to_vec2::<f32>()?;
             target_q_continue = Some(
                 (0..b)

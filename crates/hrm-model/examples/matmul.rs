@@ -1,6 +1,9 @@
-//! Throughput of the matrix products of one Sudoku-size block (batch 32 x 82 positions) through
-//! the backend this build selected (`gemm` crate, or a system BLAS with `--features blas`), next to
-//! candle's own matmul: `cargo run --release --example matmul -p hrm-model [--features blas]`.
+//! Throughput of the matrix products of one Sudoku-size block (batch 32 x 82 positions; `HRM_M=82`
+//! for one puzzle) through the backend this build selected (`gemm` crate, or a system BLAS with
+//! `--features blas`), next to candle's own matmul, our small-batch f32 kernel and the bf16 AMX
+//! kernel, forward and backward shapes; first the f32 FMA peak of one core (an AVX-512 loop with
+//! 24 independent accumulators), the ceiling every f32 figure is measured against:
+//! `cargo run --release --example matmul -p hrm-model [--features blas]`.
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -17,7 +20,38 @@ fn best<F: FnMut()>(mut f: F) -> f64 {
         .fold(f64::MAX, f64::min)
 }
 
+/// GFLOP/s of one core running independent AVX-512 fused multiply-adds (no memory traffic; 12
+/// accumulators in named registers, more than latency x ports).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fma_peak() -> f64 {
+    use std::arch::x86_64::*;
+    let (x, y) = (_mm512_set1_ps(1.000_000_1), _mm512_set1_ps(1e-7));
+    let one = _mm512_set1_ps(1.0);
+    let (mut a0, mut a1, mut a2, mut a3, mut a4, mut a5) = (one, one, one, one, one, one);
+    let (mut a6, mut a7, mut a8, mut a9, mut a10, mut a11) = (one, one, one, one, one, one);
+    let iters = 40_000_000u64;
+    let t = Instant::now();
+    for _ in 0..iters {
+        macro_rules! fma {
+            ($($a:ident),*) => { $( $a = _mm512_fmadd_ps($a, x, y); )* };
+        }
+        fma!(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11);
+    }
+    let s = t.elapsed().as_secs_f64();
+    let all = [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11];
+    let sum: f32 = all.iter().map(|&a| _mm512_reduce_add_ps(a)).sum();
+    std::hint::black_box(sum);
+    (iters * 12 * 32) as f64 / s / 1e9
+}
+
 fn main() -> candle_core::Result<()> {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F was detected.
+        let peak = unsafe { fma_peak() };
+        println!("f32 FMA peak of one core (AVX-512): {peak:.0} GFLOP/s");
+    }
     let backend = if cfg!(feature = "blas") {
         "blas"
     } else {

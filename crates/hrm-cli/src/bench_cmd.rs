@@ -143,8 +143,9 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
         model
             .set_bf16_matmul(true)
             .map_err(|e| anyhow::anyhow!("--bf16: {e}"))?;
-    } else if (a.mode == BenchMode::Solve || std::env::var_os("HRM_PACK").is_some())
+    } else if a.mode == BenchMode::Solve
         && device.is_cpu()
+        && hrm_model::packed::fast(cfg.full_seq_len())
     {
         // as `hrm solve` does for its one puzzle
         model.set_packed_f32(true)?;

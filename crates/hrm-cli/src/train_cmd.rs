@@ -347,7 +347,9 @@ fn load_for_inference(
         model
             .set_bf16_matmul(true)
             .map_err(|e| anyhow::anyhow!("--bf16: {e}"))?;
-    } else if model.cfg.batch_size * model.cfg.full_seq_len() <= hrm_model::packed::MAX_ROWS {
+    } else if device.is_cpu()
+        && hrm_model::packed::fast(model.cfg.batch_size * model.cfg.full_seq_len())
+    {
         // small batches (one Sudoku): the f32 kernel with weights packed once
         model.set_packed_f32(true)?;
     }

@@ -91,6 +91,9 @@ impl PackedBf16 {
         use rayon::prelude::*;
         let mut buf = lines(np * kp);
         // one 16-column strip (kt tiles of 512 values) per task
+        if kt == 0 {
+            return Self { n, k, tiles: buf };
+        }
         flat_mut(&mut buf)
             .par_chunks_mut(kt * 512)
             .enumerate()
@@ -175,6 +178,10 @@ pub fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
     if m == 0 || w.n == 0 {
         return;
     }
+    if w.k == 0 {
+        c.fill(0.0); // an empty sum
+        return;
+    }
     if !available() {
         return reference(m, a, w, c);
     }
@@ -216,7 +223,9 @@ mod imp {
         // CPUID leaf 7: EDX bit 22 = AMX-BF16, bit 24 = AMX-TILE; OSXSAVE must manage the state.
         let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
         let has = (leaf7.edx >> 22) & 1 == 1 && (leaf7.edx >> 24) & 1 == 1;
-        has && request_tile_permission()
+        // the activation rounding is compiled for AVX-512 F/BW (a VM may hide one, not the other)
+        let avx512 = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw");
+        has && avx512 && request_tile_permission()
     }
 
     /// The 64-byte tile configuration: palette 1, tmm0..tmm7 all 16 rows x 64 bytes.
@@ -317,6 +326,72 @@ mod imp {
         A_BUF.with(|b| *b.borrow_mut() = buf);
     }
 
+    /// One 32 x 32 result block in a single asm block (the tile registers hold the sums from
+    /// the first tile product to the stores, so no compiler-visible code runs in between):
+    /// `dst[32 x 32] (row stride ld floats) = A rows (a0: rows 0-15, a1: rows 16-31, tile order)
+    /// · B columns (b_lo: 0-15, b_hi: 16-31)` over `kt` steps of 32.
+    ///
+    /// # Safety
+    /// AMX enabled and configured (16 x 64-byte tiles); `kt >= 1`; each operand pointer addresses
+    /// `kt` consecutive 1 KiB tiles; `dst` 32 rows of 32 writable floats at stride `ld`.
+    #[inline(always)]
+    unsafe fn block32(
+        a0: *const u16,
+        a1: *const u16,
+        b_lo: *const u16,
+        b_hi: *const u16,
+        kt: usize,
+        dst: *mut f32,
+        ld: usize,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "2:",
+                "tileloadd tmm4, [{a0} + {s}*1]",
+                "tileloadd tmm5, [{a1} + {s}*1]",
+                "tileloadd tmm6, [{b0} + {s}*1]",
+                "tileloadd tmm7, [{b1} + {s}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {a0}, 1024",
+                "add {a1}, 1024",
+                "add {b0}, 1024",
+                "add {b1}, 1024",
+                "dec {kt}",
+                "jnz 2b",
+                "tilestored [{p0} + {ld}*1], tmm0",
+                "tilestored [{p0} + {ld}*1 + 64], tmm1",
+                "tilestored [{p1} + {ld}*1], tmm2",
+                "tilestored [{p1} + {ld}*1 + 64], tmm3",
+                a0 = inout(reg) a0 => _,
+                a1 = inout(reg) a1 => _,
+                b0 = inout(reg) b_lo => _,
+                b1 = inout(reg) b_hi => _,
+                kt = inout(reg) kt => _,
+                s = in(reg) 64usize,
+                p0 = in(reg) dst,
+                p1 = in(reg) dst.add(16 * ld),
+                ld = in(reg) ld * 4,
+                out("tmm0") _,
+                out("tmm1") _,
+                out("tmm2") _,
+                out("tmm3") _,
+                out("tmm4") _,
+                out("tmm5") _,
+                out("tmm6") _,
+                out("tmm7") _,
+                options(nostack),
+            );
+        }
+    }
+
     /// Result columns `[32*b0, 32*b1)` for all rows.
     ///
     /// # Safety
@@ -336,9 +411,8 @@ mod imp {
     ) {
         let cfg = config();
         let kt = kp / KSTEP;
-        let a_stride = kp * 2; // bytes of activations per row (sizes the row chunks)
-        let tile_stride: usize = 64; // both operands are stored tile by tile
-                                     // rows of activations processed per pass over the columns (kept in L2)
+        // rows of activations processed per pass over the columns (kept in L2)
+        let a_stride = kp * 2; // bytes per row
         let m_chunk = (1 << 18) / a_stride.max(1) / BLOCK * BLOCK;
         let m_chunk = m_chunk.max(BLOCK);
         EDGE.with(|e| {
@@ -359,35 +433,6 @@ mod imp {
                         let b_hi = wt.add((2 * cb + 1) * kt * 512);
                         let mut r = i0;
                         while r < i1 {
-                            asm!(
-                                "tilezero tmm0",
-                                "tilezero tmm1",
-                                "tilezero tmm2",
-                                "tilezero tmm3",
-                                options(nostack)
-                            );
-                            let a0 = ab.as_ptr().add(r * kp);
-                            let a1 = ab.as_ptr().add((r + 16) * kp);
-                            for t in 0..kt {
-                                // A tile (row tile, k tile) at row_tile * kt * 512 + t * 512
-                                asm!(
-                                    "tileloadd tmm4, [{a0} + {sa}*1]",
-                                    "tileloadd tmm5, [{a1} + {sa}*1]",
-                                    "tileloadd tmm6, [{b0} + {sb}*1]",
-                                    "tileloadd tmm7, [{b1} + {sb}*1]",
-                                    "tdpbf16ps tmm0, tmm4, tmm6",
-                                    "tdpbf16ps tmm1, tmm4, tmm7",
-                                    "tdpbf16ps tmm2, tmm5, tmm6",
-                                    "tdpbf16ps tmm3, tmm5, tmm7",
-                                    a0 = in(reg) a0.add(t * 512),
-                                    a1 = in(reg) a1.add(t * 512),
-                                    b0 = in(reg) b_lo.add(t * 512),
-                                    b1 = in(reg) b_hi.add(t * 512),
-                                    sa = in(reg) tile_stride,
-                                    sb = in(reg) tile_stride,
-                                    options(nostack, readonly)
-                                );
-                            }
                             let col = cb * BLOCK;
                             let full = r + BLOCK <= m && col + BLOCK <= n;
                             let (dst, ld) = if full {
@@ -395,18 +440,14 @@ mod imp {
                             } else {
                                 (ep, BLOCK)
                             };
-                            let ldb = ld * 4;
-                            asm!(
-                                "tilestored [{p00} + {s}*1], tmm0",
-                                "tilestored [{p01} + {s}*1], tmm1",
-                                "tilestored [{p10} + {s}*1], tmm2",
-                                "tilestored [{p11} + {s}*1], tmm3",
-                                p00 = in(reg) dst,
-                                p01 = in(reg) dst.add(16),
-                                p10 = in(reg) dst.add(16 * ld),
-                                p11 = in(reg) dst.add(16 * ld + 16),
-                                s = in(reg) ldb,
-                                options(nostack)
+                            block32(
+                                ab.as_ptr().add(r * kp),
+                                ab.as_ptr().add((r + 16) * kp),
+                                b_lo,
+                                b_hi,
+                                kt,
+                                dst,
+                                ld,
                             );
                             if !full {
                                 for i in 0..BLOCK.min(m.saturating_sub(r)) {

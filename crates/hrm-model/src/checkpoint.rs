@@ -46,18 +46,30 @@ fn io_err(path: &Path, source: std::io::Error) -> Error {
 /// Read every tensor and the metadata of a safetensors file; keys are normalised.
 pub fn read_safetensors(path: &Path, device: &Device) -> Result<TensorFile> {
     let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
-    // mapped, not read: the tensors below are the only copy made (checkpoints are replaced by
-    // rename, never rewritten in place, so the mapped file does not change under us)
+    // Mapped, not read, where the file allows it: the tensors below are then the only copy made
+    // (~0.1 s less for `hrm solve`'s 108 MB model). Our checkpoints are replaced by rename, never
+    // rewritten in place; a file another program truncates while this runs (milliseconds) would
+    // end the process, as with any mapped read. Pipes and other unmappable files are read.
     // SAFETY: see above; the map is dropped before this function returns.
-    let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_err(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+    let mapped = unsafe { memmap2::Mmap::map(&file) };
+    let read;
+    let bytes: &[u8] = match &mapped {
+        Ok(m) => m,
+        Err(_) => {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut &file, &mut v).map_err(|e| io_err(path, e))?;
+            read = v;
+            &read
+        }
+    };
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
         Error::msg(format!(
             "{}: not a valid safetensors file ({e}); hint: reference .pt checkpoints must be \
              converted first with `hrm convert IN.pt OUT.safetensors`",
             path.display()
         ))
     })?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::msg(format!("{}: bad safetensors header ({e})", path.display())))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
     let mut tensors = HashMap::new();

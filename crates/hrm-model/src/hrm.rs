@@ -1040,6 +1040,9 @@ impl Hrm {
     ) -> Result<()> {
         let (d, i) = (self.cfg.hidden_size, self.cfg.mlp_inner());
         let n = b * s;
+        if n == 0 {
+            return Ok(());
+        }
         let eps = self.cfg.rms_norm_eps;
         let norm = ops::AddRmsNorm { eps };
         ws.qkv.resize(n * 3 * d, 0.0);
@@ -1358,34 +1361,53 @@ mod tests {
         assert_eq!(small, big, "the no-gradient cycles recorded graph nodes");
     }
 
-    /// bf16 matrix products (AMX) for evaluation: close to f32 at bf16 precision, exactly f32
-    /// again once switched off, and refused for training steps.
-    #[test]
-    fn bf16_matmul_eval_follows_f32_and_refuses_training() {
+    /// A hidden-128 model (seed) for the inference-option tests.
+    fn model_128(seed: u64) -> (ModelConfig, Hrm) {
         let cfg = ModelConfig {
             hidden_size: 128,
             num_heads: 4,
             ..tiny(3)
         };
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        let mut m = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let m = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
+        (cfg, m)
+    }
+
+    /// Logits and q_halt of the last segment of an eval rollout of `halt_max_steps` segments.
+    fn eval_rollout(m: &Hrm, b: &PuzzleBatch) -> (Vec<f32>, Vec<f32>) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut carry = m.initial_carry(b).unwrap();
+        let mut last = None;
+        for _ in 0..m.cfg.halt_max_steps {
+            let (c, out) = m.act_step(&carry, b, Mode::Eval, &mut rng).unwrap();
+            carry = c;
+            last = Some(out);
+        }
+        let out = last.unwrap();
+        (
+            to_host_f32(&out.logits).unwrap(),
+            to_host_f32(&out.q_halt).unwrap(),
+        )
+    }
+
+    /// A training step must refuse to run on inference-packed weights.
+    fn assert_training_refused(m: &Hrm, b: &PuzzleBatch) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        let carry = m.initial_carry(b).unwrap();
+        let e = m
+            .act_step(&carry, b, Mode::Train, &mut rng)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("evaluation only"), "{e}");
+    }
+
+    /// bf16 matrix products (AMX) for evaluation: close to f32 at bf16 precision, exactly f32
+    /// again once switched off, and refused for training steps.
+    #[test]
+    fn bf16_matmul_eval_follows_f32_and_refuses_training() {
+        let (cfg, mut m) = model_128(5);
         let b = batch(&cfg, 6);
-        let rollout = |m: &Hrm| {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-            let mut carry = m.initial_carry(&b).unwrap();
-            let mut last = None;
-            for _ in 0..cfg.halt_max_steps {
-                let (c, out) = m.act_step(&carry, &b, Mode::Eval, &mut rng).unwrap();
-                carry = c;
-                last = Some(out);
-            }
-            let out = last.unwrap();
-            (
-                to_host_f32(&out.logits).unwrap(),
-                to_host_f32(&out.q_halt).unwrap(),
-            )
-        };
-        let (f32_logits, f32_q) = rollout(&m);
+        let (f32_logits, f32_q) = eval_rollout(&m, &b);
         if !amx::available() {
             let e = m.set_bf16_matmul(true).unwrap_err().to_string();
             assert!(e.contains("AMX"), "{e}");
@@ -1394,7 +1416,7 @@ mod tests {
         }
         m.set_bf16_matmul(true).unwrap();
         assert!(m.bf16_matmul());
-        let (bf_logits, bf_q) = rollout(&m);
+        let (bf_logits, bf_q) = eval_rollout(&m, &b);
         // bf16 keeps 8 significant bits; over 3 segments x 2x2 cycles x 2 layers the logits
         // move by a few percent of their spread, not more
         let spread = f32_logits.iter().fold(0f32, |a, &x| a.max(x.abs()));
@@ -1413,14 +1435,31 @@ mod tests {
         for (x, y) in f32_q.iter().zip(&bf_q) {
             assert!((x - y).abs() < 0.05 * (1.0 + x.abs()), "q {x} vs {y}");
         }
-        let mut rng2 = rand_chacha::ChaCha8Rng::seed_from_u64(8);
-        let carry = m.initial_carry(&b).unwrap();
-        let e = m
-            .act_step(&carry, &b, Mode::Train, &mut rng2)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("evaluation only"), "{e}");
+        assert_training_refused(&m, &b);
         m.set_bf16_matmul(false).unwrap();
-        assert_eq!(rollout(&m), (f32_logits, f32_q));
+        assert_eq!(eval_rollout(&m, &b), (f32_logits, f32_q));
+    }
+
+    /// Weights packed for the small-batch f32 kernel: the same outputs up to the order of the
+    /// f32 sums, exactly the plain path again once switched off, and refused for training steps.
+    #[test]
+    fn packed_f32_eval_follows_f32_and_refuses_training() {
+        let (cfg, mut m) = model_128(9);
+        let b = batch(&cfg, 10);
+        assert!(cfg.batch_size * cfg.full_seq_len() <= packed::MAX_ROWS);
+        if !packed::fast(cfg.batch_size * cfg.full_seq_len()) {
+            eprintln!("no AVX-512 here: the packed copy is kept but the plain kernel runs");
+        }
+        let plain = eval_rollout(&m, &b);
+        m.set_packed_f32(true).unwrap();
+        let packed_out = eval_rollout(&m, &b);
+        let spread = plain.0.iter().fold(0f32, |a, &x| a.max(x.abs()));
+        for (x, y) in plain.0.iter().zip(&packed_out.0) {
+            // f32 sums in another order, through 3 segments of 2x2 cycles: ulps of the spread
+            assert!((x - y).abs() <= 1e-4 * spread, "{x} vs {y}");
+        }
+        assert_training_refused(&m, &b);
+        m.set_packed_f32(false).unwrap();
+        assert_eq!(eval_rollout(&m, &b), plain);
     }
 }

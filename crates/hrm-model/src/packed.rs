@@ -274,7 +274,9 @@ unsafe fn block<const R: usize>(job: Job) {
             for i in 0..R {
                 let row = c.add(i * ldc);
                 acc[i][0] = _mm512_maskz_loadu_ps(lo, row);
-                acc[i][1] = _mm512_maskz_loadu_ps(hi, row.add(16));
+                if hi != 0 {
+                    acc[i][1] = _mm512_maskz_loadu_ps(hi, row.add(16));
+                }
             }
         }
         for kk in k0..k1 {
@@ -292,7 +294,10 @@ unsafe fn block<const R: usize>(job: Job) {
         for i in 0..R {
             let row = c.add(i * ldc);
             _mm512_mask_storeu_ps(row, lo, acc[i][0]);
-            _mm512_mask_storeu_ps(row.add(16), hi, acc[i][1]);
+            if hi != 0 {
+                // (the pointer exists only where the columns do)
+                _mm512_mask_storeu_ps(row.add(16), hi, acc[i][1]);
+            }
         }
     }
 }

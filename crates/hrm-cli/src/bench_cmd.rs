@@ -143,11 +143,8 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
         model
             .set_bf16_matmul(true)
             .map_err(|e| anyhow::anyhow!("--bf16: {e}"))?;
-    } else if a.mode == BenchMode::Solve
-        && device.is_cpu()
-        && hrm_model::packed::fast(cfg.full_seq_len())
-    {
-        // as `hrm solve` does for its one puzzle
+    } else if a.mode == BenchMode::Solve {
+        // as `hrm solve` does for its one puzzle (where the small-batch kernel runs)
         model.set_packed_f32(true)?;
     }
     if a.mode == BenchMode::ExportRandom {

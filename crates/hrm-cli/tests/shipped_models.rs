@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn hrm_raw(cwd: &Path, args: &[&str]) -> Output {
+fn hrm_raw<S: AsRef<std::ffi::OsStr>>(cwd: &Path, args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hrm"))
         .current_dir(cwd)
         .env_remove("HRM_MODELS")
@@ -15,7 +15,7 @@ fn hrm_raw(cwd: &Path, args: &[&str]) -> Output {
         .expect("run hrm")
 }
 
-fn hrm(cwd: &Path, args: &[&str]) -> String {
+fn hrm<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(cwd: &Path, args: &[S]) -> String {
     let out = hrm_raw(cwd, args);
     let (so, se) = (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -68,19 +68,28 @@ fn test_questions(csv: &Path, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// `hrm eval` of the shipped model `name` on `data`, as JSON.
-fn eval_shipped(dir: &Path, name: &str, data: &Path) -> serde_json::Value {
+/// The arguments of `hrm eval` of the shipped model `name` on `data`, then `extra`.
+fn eval_args(name: &str, data: &Path, extra: &[&str]) -> Vec<String> {
     let model = models().join(name);
     let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
-    let json = hrm(dir, &["eval", "--checkpoint", m, "--data", d]);
-    serde_json::from_str(&json).unwrap()
+    let mut args: Vec<String> = ["eval", "--checkpoint", m, "--data", d]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// `hrm eval` of the shipped model `name` on `data` (plus `extra` flags), as JSON.
+fn eval_shipped(dir: &Path, name: &str, data: &Path, extra: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&hrm(dir, &eval_args(name, data, extra))).unwrap()
 }
 
 #[test]
 fn maze_model_solves_fresh_mazes() {
     let dir = tempfile::tempdir().unwrap();
     let (_, data) = fresh_mazes(dir.path());
-    let v = eval_shipped(dir.path(), "maze-cpu.safetensors", &data);
+    let v = eval_shipped(dir.path(), "maze-cpu.safetensors", &data, &[]);
     assert_eq!(v["metrics"]["all"]["count"].as_f64().unwrap(), 300.0);
     let exact = v["metrics"]["all"]["exact_accuracy"].as_f64().unwrap();
     let optimal = v["maze"]["valid_and_optimal_rate"].as_f64().unwrap();
@@ -138,7 +147,7 @@ fn fresh_sudokus(dir: &Path) -> (PathBuf, PathBuf) {
 fn sudoku_model_solves_fresh_puzzles() {
     let dir = tempfile::tempdir().unwrap();
     let (_, data) = fresh_sudokus(dir.path());
-    let v = eval_shipped(dir.path(), "sudoku-cpu.safetensors", &data);
+    let v = eval_shipped(dir.path(), "sudoku-cpu.safetensors", &data, &[]);
     assert_eq!(v["metrics"]["all"]["count"].as_f64().unwrap(), 500.0);
     // the loss metrics use the loss the model was trained with (its saved run config)
     assert_eq!(v["loss_type"], "softmax_cross_entropy");
@@ -147,11 +156,8 @@ fn sudoku_model_solves_fresh_puzzles() {
 
     // bf16 matrix products (AMX) where the CPU has them: the same accuracy within a point
     // (measured: the same 94.8%), and a clear refusal where it does not
-    let model = models().join("sudoku-cpu.safetensors");
-    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
-    let args = ["eval", "--bf16", "--checkpoint", m, "--data", d];
     if cpu_has_amx() {
-        let bf: serde_json::Value = serde_json::from_str(&hrm(dir.path(), &args)).unwrap();
+        let bf = eval_shipped(dir.path(), "sudoku-cpu.safetensors", &data, &["--bf16"]);
         let all = &bf["metrics"]["all"];
         let bf_exact = all["exact_accuracy"].as_f64().unwrap();
         assert!(
@@ -161,7 +167,10 @@ fn sudoku_model_solves_fresh_puzzles() {
         // the products did change: the loss is not bit-identical
         assert_ne!(all["lm_loss"], v["metrics"]["all"]["lm_loss"]);
     } else {
-        let out = hrm_raw(dir.path(), &args);
+        let out = hrm_raw(
+            dir.path(),
+            &eval_args("sudoku-cpu.safetensors", &data, &["--bf16"]),
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains("AMX"), "{err}");
     }

@@ -19,15 +19,18 @@ const BLOCK: usize = 32;
 /// K elements per tile step (16 pairs of bf16 = 64 bytes a row).
 const KSTEP: usize = 32;
 
-/// Round to bf16 (round to nearest even; NaN stays NaN), as bits.
+/// Round to bf16 (round to nearest even; NaN stays NaN, quieted), as bits. Branch-free, so the
+/// loops around it vectorise.
 #[inline(always)]
 fn bf16_bits(x: f32) -> u16 {
     let b = x.to_bits();
-    if x.is_nan() {
-        return ((b >> 16) as u16) | 0x40;
+    let nan = (b & 0x7fff_ffff) > 0x7f80_0000;
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+    if nan {
+        ((b >> 16) as u16) | 0x40
+    } else {
+        rounded
     }
-    let round = ((b >> 16) & 1) + 0x7fff;
-    (b.wrapping_add(round) >> 16) as u16
 }
 
 /// The f32 value of bf16 bits.
@@ -109,16 +112,6 @@ impl PackedBf16 {
         Self { n, k, tiles: buf }
     }
 
-    /// Output columns (rows of the packed weight).
-    pub fn n(&self) -> usize {
-        self.n
-    }
-
-    /// Reduction length.
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
     /// The weight back as f32 `[n, k]` (the bf16 values).
     pub fn unpack(&self) -> Vec<f32> {
         let kt = up(self.k, KSTEP) / KSTEP;
@@ -190,7 +183,8 @@ pub fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod imp {
-    use super::{up, PackedBf16, BLOCK, KSTEP};
+    use super::{bf16_bits, up, PackedBf16, BLOCK, KSTEP};
+    use crate::gemm::SendPtr;
     use std::arch::asm;
     use std::cell::RefCell;
 
@@ -243,28 +237,16 @@ mod imp {
     }
 
     thread_local! {
-        /// A result block for partial edges.
-        static EDGE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
         /// The calling thread's bf16 activation buffer (tile order, 64-byte aligned).
         static A_BUF: RefCell<Vec<super::Line>> = const { RefCell::new(Vec::new()) };
     }
 
-    #[derive(Clone, Copy)]
-    struct SendPtr(*mut f32);
-    // SAFETY: threads write disjoint column ranges of the result.
-    unsafe impl Send for SendPtr {}
-    // SAFETY: as above.
-    unsafe impl Sync for SendPtr {}
-
-    /// Round `src` to bf16 into `dst` (AVX-512 build of the same scalar code: every CPU with
-    /// AMX has AVX-512).
+    /// Round `src` to bf16 into `dst`: [`bf16_bits`] compiled for AVX-512 (every CPU with AMX
+    /// has it; [`init`] checks).
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn round_row(src: &[f32], dst: &mut [u16]) {
         for (d, &s) in dst.iter_mut().zip(src) {
-            let b = s.to_bits();
-            let nan = (b & 0x7fff_ffff) > 0x7f80_0000;
-            let r = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
-            *d = if nan { ((b >> 16) as u16) | 0x40 } else { r };
+            *d = bf16_bits(s);
         }
     }
 
@@ -308,21 +290,12 @@ mod imp {
         let ab_all = super::flat_mut(&mut buf);
         convert(a, m, k, kp, &mut ab_all[..mp * kp]);
         let ab = &*ab_all;
-        let col_blocks = np / BLOCK;
-        let threads = crate::gemm::threads().clamp(1, col_blocks);
         let cp = SendPtr(c.as_mut_ptr());
-        let run = |t: usize| {
-            let (b0, b1) = (col_blocks * t / threads, col_blocks * (t + 1) / threads);
+        crate::gemm::split_blocks(np / BLOCK, m * n * k, |b0, b1| {
             // SAFETY: AMX is available (checked by the caller); the pointers cover the padded
-            // operands and the result, and thread t writes only columns [32*b0, 32*b1).
+            // operands and the result, and this task writes only columns [32*b0, 32*b1).
             unsafe { kernel(ab, w, cp, m, n, mp, kp, b0, b1) };
-        };
-        if threads == 1 || (m * n * k) < (1 << 20) {
-            (0..threads).for_each(run);
-        } else {
-            use rayon::prelude::*;
-            (0..threads).into_par_iter().for_each(run);
-        }
+        });
         A_BUF.with(|b| *b.borrow_mut() = buf);
     }
 
@@ -401,7 +374,7 @@ mod imp {
     unsafe fn kernel(
         ab: &[u16],
         w: &PackedBf16,
-        c: SendPtr,
+        c: SendPtr<f32>,
         m: usize,
         n: usize,
         mp: usize,
@@ -415,55 +388,53 @@ mod imp {
         let a_stride = kp * 2; // bytes per row
         let m_chunk = (1 << 18) / a_stride.max(1) / BLOCK * BLOCK;
         let m_chunk = m_chunk.max(BLOCK);
-        EDGE.with(|e| {
-            let mut edge = e.borrow_mut();
-            edge.resize(BLOCK * BLOCK, 0.0);
-            let ep = edge.as_mut_ptr();
-            // SAFETY: (whole block) the configuration is a valid palette-1 layout; all tile
-            // loads read inside `ab` / `w.tiles` (padded sizes) and stores write either the
-            // 32 x 32 edge buffer or rows/columns inside `c` (full blocks only).
-            unsafe {
-                asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack));
-                let mut i0 = 0;
-                while i0 < mp {
-                    let i1 = (i0 + m_chunk).min(mp);
-                    for cb in b0..b1 {
-                        let wt = super::flat(&w.tiles).as_ptr();
-                        let b_lo = wt.add((2 * cb) * kt * 512);
-                        let b_hi = wt.add((2 * cb + 1) * kt * 512);
-                        let mut r = i0;
-                        while r < i1 {
-                            let col = cb * BLOCK;
-                            let full = r + BLOCK <= m && col + BLOCK <= n;
-                            let (dst, ld) = if full {
-                                (c.0.add(r * n + col), n)
-                            } else {
-                                (ep, BLOCK)
-                            };
-                            block32(
-                                ab.as_ptr().add(r * kp),
-                                ab.as_ptr().add((r + 16) * kp),
-                                b_lo,
-                                b_hi,
-                                kt,
-                                dst,
-                                ld,
-                            );
-                            if !full {
-                                for i in 0..BLOCK.min(m.saturating_sub(r)) {
-                                    for j in 0..BLOCK.min(n.saturating_sub(col)) {
-                                        *c.0.add((r + i) * n + col + j) = *ep.add(i * BLOCK + j);
-                                    }
+        // a result block on the edges (rows past m or columns past n)
+        let mut edge = [0f32; BLOCK * BLOCK];
+        let ep = edge.as_mut_ptr();
+        let wt = super::flat(&w.tiles).as_ptr();
+        // SAFETY: (whole block) the configuration is a valid palette-1 layout; all tile
+        // loads read inside `ab` / `w.tiles` (padded sizes) and stores write either the
+        // 32 x 32 edge buffer or rows/columns inside `c` (full blocks only).
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack));
+            let mut i0 = 0;
+            while i0 < mp {
+                let i1 = (i0 + m_chunk).min(mp);
+                for cb in b0..b1 {
+                    let b_lo = wt.add((2 * cb) * kt * 512);
+                    let b_hi = wt.add((2 * cb + 1) * kt * 512);
+                    let mut r = i0;
+                    while r < i1 {
+                        let col = cb * BLOCK;
+                        let full = r + BLOCK <= m && col + BLOCK <= n;
+                        let (dst, ld) = if full {
+                            (c.0.add(r * n + col), n)
+                        } else {
+                            (ep, BLOCK)
+                        };
+                        block32(
+                            ab.as_ptr().add(r * kp),
+                            ab.as_ptr().add((r + 16) * kp),
+                            b_lo,
+                            b_hi,
+                            kt,
+                            dst,
+                            ld,
+                        );
+                        if !full {
+                            for i in 0..BLOCK.min(m.saturating_sub(r)) {
+                                for j in 0..BLOCK.min(n.saturating_sub(col)) {
+                                    *c.0.add((r + i) * n + col + j) = *ep.add(i * BLOCK + j);
                                 }
                             }
-                            r += BLOCK;
                         }
+                        r += BLOCK;
                     }
-                    i0 = i1;
                 }
-                asm!("tilerelease", options(nostack));
+                i0 = i1;
             }
-        });
+            asm!("tilerelease", options(nostack));
+        }
     }
 }
 

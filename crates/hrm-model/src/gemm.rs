@@ -57,6 +57,34 @@ pub fn threads() -> usize {
     candle_core::utils::get_num_threads()
 }
 
+/// A pointer that rayon tasks may share; each task writes a disjoint part of the buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
+// SAFETY: only used for writes to disjoint regions from parallel tasks (see the callers).
+unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SendPtr<T> {}
+
+/// Split `blocks` column blocks of a product of `fmas` multiply-adds over the threads:
+/// `run(first, end)` once per thread with its contiguous range, in parallel unless the product
+/// is too small to be worth it (the threshold of the `gemm` crate calls here).
+pub(crate) fn split_blocks(blocks: usize, fmas: usize, run: impl Fn(usize, usize) + Sync) {
+    let t = threads().clamp(1, blocks.max(1));
+    let range = |i: usize| (blocks * i / t, blocks * (i + 1) / t);
+    if t == 1 || fmas < PARALLEL_MIN_FMAS {
+        (0..t).for_each(|i| {
+            let (a, b) = range(i);
+            run(a, b)
+        });
+    } else {
+        use rayon::prelude::*;
+        (0..t).into_par_iter().for_each(|i| {
+            let (a, b) = range(i);
+            run(a, b)
+        });
+    }
+}
+
 /// `dst[m x n] (+)= a[m x k] · b[k x n]` with the `gemm` crate, `threads` = 1 for no parallelism.
 ///
 /// # Safety

@@ -239,11 +239,18 @@ pub struct Hrm {
     host_inference: bool,
     /// Reused buffers of the host inference path.
     workspace: Mutex<Workspace>,
-    /// bf16 copies of the block weights (H blocks, then L; qkv, o, gate_up, down) when the
-    /// no-gradient matrix products run on AMX ([`Hrm::set_bf16_matmul`]).
-    bf16: Option<Vec<[amx::PackedBf16; 4]>>,
-    /// f32 copies of the block weights packed for small batches ([`Hrm::set_packed_f32`]).
-    packed_f32: Option<Vec<[packed::PackedF32; 4]>>,
+    /// Copies of the block weights packed for an inference kernel (H blocks, then L; qkv, o,
+    /// gate_up, down): [`Hrm::set_bf16_matmul`] or [`Hrm::set_packed_f32`].
+    packed: Option<PackedBlocks>,
+}
+
+/// The block weights packed for one of the inference kernels.
+#[derive(Debug)]
+enum PackedBlocks {
+    /// bf16 on AMX.
+    Bf16(Vec<[amx::PackedBf16; 4]>),
+    /// f32, small batches.
+    F32(Vec<[packed::PackedF32; 4]>),
 }
 
 /// Scratch buffers of the host inference path, kept between calls (no per-op allocation).
@@ -257,11 +264,12 @@ struct Workspace {
     inj: Vec<f32>,
 }
 
-/// The inference-packed copies of one block's weights, if any.
+/// One block's packed weights, if any.
 #[derive(Clone, Copy)]
-struct Packs<'a> {
-    bf16: Option<&'a [amx::PackedBf16; 4]>,
-    f32: Option<&'a [packed::PackedF32; 4]>,
+enum BlockPacks<'a> {
+    None,
+    Bf16(&'a [amx::PackedBf16; 4]),
+    F32(&'a [packed::PackedF32; 4]),
 }
 
 /// Read access to the weights of the host inference path: one storage read lock per tensor,
@@ -449,8 +457,7 @@ impl Hrm {
             trace: Mutex::new(None),
             host_inference: true,
             workspace: Mutex::new(Workspace::default()),
-            bf16: None,
-            packed_f32: None,
+            packed: None,
         }
     }
 
@@ -679,17 +686,10 @@ impl Hrm {
         let qkv = Self::linear(h, &self.weight(&b.qkv_proj, grad)?)?;
         // attention and SwiGLU each fused with the projection after them: their outputs are
         // recomputed in the backward instead of held by the graph (peak memory)
-        let a = ops::then_linear(&qkv, &self.attn, &self.weight(&b.o_proj, grad)?, |x| {
-            ops::attention(x, &self.attn)
-        })?;
+        let a = ops::then_linear(&qkv, &self.attn, &self.weight(&b.o_proj, grad)?)?;
         let h = ops::add_rms_norm(h, &a, eps)?;
         let gu = Self::linear(&h, &self.weight(&b.gate_up_proj, grad)?)?;
-        let m = ops::then_linear(
-            &gu,
-            &ops::SwiGlu,
-            &self.weight(&b.down_proj, grad)?,
-            ops::swiglu,
-        )?;
+        let m = ops::then_linear(&gu, &ops::SwiGlu, &self.weight(&b.down_proj, grad)?)?;
         let out = ops::add_rms_norm(&h, &m, eps)?;
         if trace0 {
             self.record(|_| Some("call0.layer0.attn".into()), &a);
@@ -774,13 +774,13 @@ impl Hrm {
         x: &Tensor,
         grad: bool,
     ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
-        if grad && (self.bf16.is_some() || self.packed_f32.is_some()) {
+        if grad && self.packed.is_some() {
             return Err(Error::msg(
                 "a gradient segment with inference-packed weights (bf16 matrix products or \
                  small-batch packing): they are for evaluation only",
             ));
         }
-        if (self.host_inference || self.bf16.is_some() || self.packed_f32.is_some())
+        if (self.host_inference || self.packed.is_some())
             && self.device.is_cpu()
             && self.fdt == DType::F32
         {
@@ -843,7 +843,9 @@ impl Hrm {
     /// generation or newer) under Linux.
     pub fn set_bf16_matmul(&mut self, on: bool) -> Result<()> {
         if !on {
-            self.bf16 = None;
+            if self.bf16_matmul() {
+                self.packed = None;
+            }
             return Ok(());
         }
         if !self.device.is_cpu() || self.fdt != DType::F32 {
@@ -859,7 +861,7 @@ impl Hrm {
                  set); run without the bf16 option",
             ));
         }
-        self.bf16 = Some(self.pack_blocks(amx::PackedBf16::pack)?);
+        self.packed = Some(PackedBlocks::Bf16(self.pack_blocks(amx::PackedBf16::pack)?));
         Ok(())
     }
 
@@ -886,19 +888,24 @@ impl Hrm {
     /// [`packed::MAX_ROWS`] rows, e.g. `hrm solve`'s one puzzle), from their current values; the
     /// same numbers up to the order of the f32 sums. Like [`Hrm::set_bf16_matmul`] an inference
     /// option (training steps refuse to run with it) that costs a second copy of the block
-    /// weights. Does nothing on other devices or dtypes.
+    /// weights. Packs only where the kernel would run: an f32 model on the CPU whose batch
+    /// (`cfg.batch_size` x the full sequence) is small enough on a CPU with AVX-512.
     pub fn set_packed_f32(&mut self, on: bool) -> Result<()> {
-        self.packed_f32 = if on && self.device.is_cpu() && self.fdt == DType::F32 {
-            Some(self.pack_blocks(packed::PackedF32::pack)?)
-        } else {
-            None
-        };
+        let rows = self.cfg.batch_size * self.cfg.full_seq_len();
+        let useful = self.device.is_cpu() && self.fdt == DType::F32 && packed::fast(rows);
+        if on && useful {
+            self.packed = Some(PackedBlocks::F32(
+                self.pack_blocks(packed::PackedF32::pack)?,
+            ));
+        } else if matches!(self.packed, Some(PackedBlocks::F32(_))) {
+            self.packed = None;
+        }
         Ok(())
     }
 
     /// Whether the no-gradient matrix products run in bf16 ([`Hrm::set_bf16_matmul`]).
     pub fn bf16_matmul(&self) -> bool {
-        self.bf16.is_some()
+        matches!(self.packed, Some(PackedBlocks::Bf16(_)))
     }
 
     /// [`Hrm::segment`] on the CPU in f32: the no-gradient module calls (all of them when
@@ -1008,9 +1015,10 @@ impl Hrm {
         for i in 0..layers {
             let trace0 = trace_on && first_call && !h_level && i == 0;
             let j = if h_level { i } else { self.h_level.len() + i };
-            let packs = Packs {
-                bf16: self.bf16.as_ref().map(|p| &p[j]),
-                f32: self.packed_f32.as_ref().map(|p| &p[j]),
+            let packs = match &self.packed {
+                None => BlockPacks::None,
+                Some(PackedBlocks::Bf16(p)) => BlockPacks::Bf16(&p[j]),
+                Some(PackedBlocks::F32(p)) => BlockPacks::F32(&p[j]),
             };
             self.block_host(w.block(h_level, i)?, packs, z, (b, s), ws, trace0)?;
         }
@@ -1032,7 +1040,7 @@ impl Hrm {
     fn block_host(
         &self,
         [qkv_w, o_w, gu_w, down_w]: [&[f32]; 4],
-        packs: Packs,
+        packs: BlockPacks,
         h: &mut [f32],
         (b, s): (usize, usize),
         ws: &mut Workspace,
@@ -1054,8 +1062,8 @@ impl Hrm {
         // kernel, or the general one
         let small = packed::fast(n);
         let lin = |j: usize, x: &[f32], w: &[f32], out: &mut [f32]| match packs {
-            Packs { bf16: Some(p), .. } => amx::matmul(n, x, &p[j], out),
-            Packs { f32: Some(p), .. } if small => packed::matmul(n, x, &p[j], out),
+            BlockPacks::Bf16(p) => amx::matmul(n, x, &p[j], out),
+            BlockPacks::F32(p) if small => packed::matmul(n, x, &p[j], out),
             _ => {
                 let (o, k) = (out.len() / n, x.len() / n);
                 gemm::sgemm_into(n, o, k, x, gemm::Op::N, w, gemm::Op::T, out)
@@ -1448,7 +1456,7 @@ mod tests {
         let b = batch(&cfg, 10);
         assert!(cfg.batch_size * cfg.full_seq_len() <= packed::MAX_ROWS);
         if !packed::fast(cfg.batch_size * cfg.full_seq_len()) {
-            eprintln!("no AVX-512 here: the packed copy is kept but the plain kernel runs");
+            eprintln!("no AVX-512 here: nothing is packed and the plain kernel runs");
         }
         let plain = eval_rollout(&m, &b);
         m.set_packed_f32(true).unwrap();

@@ -29,7 +29,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape
 use half::bf16;
 use rayon::prelude::*;
 
-use crate::gemm;
+use crate::gemm::{self, SendPtr};
 
 // ------------------------------------------------------------------------------------------------
 // Element type plumbing
@@ -398,18 +398,28 @@ impl<F: CustomOp1 + Clone + Send + Sync> CustomOp2 for ThenLinear<F> {
     }
 }
 
+/// A fused CPU op with its twin of composed candle ops for the other devices.
+pub trait Fused: CustomOp1 + Clone + Send + Sync + 'static {
+    /// The same function as differentiable candle ops (any device).
+    fn composed(&self, x: &Tensor) -> Result<Tensor>;
+
+    /// The fused op on the CPU, the composed ops elsewhere.
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() {
+            x.apply_op1(self.clone())
+        } else {
+            self.composed(x)
+        }
+    }
+}
+
 /// `f(x) · wᵀ` for `f` = [`Attention`] or [`SwiGlu`]: [`ThenLinear`] on the CPU, the two ops
-/// (fused on the CPU, composed elsewhere) otherwise.
-pub fn then_linear<F: CustomOp1 + Clone + Send + Sync + 'static>(
-    x: &Tensor,
-    f: &F,
-    w: &Tensor,
-    single: impl Fn(&Tensor) -> Result<Tensor>,
-) -> Result<Tensor> {
+/// (composed) elsewhere.
+pub fn then_linear<F: Fused>(x: &Tensor, f: &F, w: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() {
         x.apply_op2(w, ThenLinear(f.clone()))
     } else {
-        linear(&single(x)?, w)
+        linear(&f.composed(x)?, w)
     }
 }
 
@@ -528,13 +538,6 @@ struct HeadCtx<T> {
     k: Vec<T>,
     p: Vec<T>,
 }
-
-/// A pointer that rayon tasks may share; each task writes a disjoint part of the buffer.
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-// SAFETY: only used for writes to disjoint regions from parallel tasks (see the callers).
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
 
 impl Attention {
     fn check(&self, l: &Layout) -> Result<(usize, usize)> {
@@ -802,10 +805,12 @@ impl CustomOp2 for AttentionBwd {
 
 /// Attention with RoPE: `qkv [B, S, 3D] -> [B, S, D]`; the fused op on CPU, composed ops elsewhere.
 pub fn attention(qkv: &Tensor, op: &Attention) -> Result<Tensor> {
-    if qkv.device().is_cpu() {
-        qkv.apply_op1(op.clone())
-    } else {
-        attention_composed(qkv, op)
+    op.apply(qkv)
+}
+
+impl Fused for Attention {
+    fn composed(&self, x: &Tensor) -> Result<Tensor> {
+        attention_composed(x, self)
     }
 }
 
@@ -1156,10 +1161,12 @@ impl CustomOp2 for SwiGluBwd {
 
 /// SwiGLU gate: the fused op on CPU, composed ops elsewhere.
 pub fn swiglu(gate_up: &Tensor) -> Result<Tensor> {
-    if gate_up.device().is_cpu() {
-        gate_up.apply_op1(SwiGlu)
-    } else {
-        swiglu_composed(gate_up)
+    SwiGlu.apply(gate_up)
+}
+
+impl Fused for SwiGlu {
+    fn composed(&self, x: &Tensor) -> Result<Tensor> {
+        swiglu_composed(x)
     }
 }
 

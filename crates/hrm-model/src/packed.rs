@@ -59,24 +59,12 @@ impl PackedF32 {
         }
         Self { n, k, panels }
     }
-
-    /// Output columns.
-    pub fn n(&self) -> usize {
-        self.n
-    }
 }
 
 thread_local! {
     /// The calling thread's re-laid activations, kept between calls.
     static A_PACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: threads write disjoint column ranges of the result.
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
 
 /// Whether [`matmul`] runs its own kernel for `m` rows on this CPU.
 pub fn fast(m: usize) -> bool {
@@ -99,12 +87,14 @@ pub fn matmul(m: usize, a: &[f32], w: &PackedF32, c: &mut [f32]) {
     if m == 0 || n == 0 {
         return;
     }
+    if k == 0 {
+        c.fill(0.0); // an empty sum
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     {
-        if k > 0 && fast(m) {
-            let np = n.div_ceil(NR);
-            let threads = crate::gemm::threads().clamp(1, np);
-            let cp = SendPtr(c.as_mut_ptr());
+        if fast(m) {
+            let cp = crate::gemm::SendPtr(c.as_mut_ptr());
             // the activations re-laid per block of 12 rows as [k][12] (rows padded with zeros):
             // the kernel then broadcasts from one pointer at fixed offsets
             let mut ap = A_PACK.with(|b| std::mem::take(&mut *b.borrow_mut()));
@@ -119,9 +109,8 @@ pub fn matmul(m: usize, a: &[f32], w: &PackedF32, c: &mut [f32]) {
                 }
             }
             let apr = &ap[..];
-            let run = move |t: usize| {
+            crate::gemm::split_blocks(n.div_ceil(NR), m * n * k, |p0, p1| {
                 let cp = &cp; // the whole wrapper (Sync), not its raw field
-                let (p0, p1) = (np * t / threads, np * (t + 1) / threads);
                 for p in p0..p1 {
                     let panel = &w.panels[p * k * NR..(p + 1) * k * NR];
                     let cols = NR.min(n - p * NR);
@@ -154,13 +143,7 @@ pub fn matmul(m: usize, a: &[f32], w: &PackedF32, c: &mut [f32]) {
                         k0 = k1;
                     }
                 }
-            };
-            if threads == 1 || m * n * k < (1 << 20) {
-                (0..threads).for_each(run);
-            } else {
-                use rayon::prelude::*;
-                (0..threads).into_par_iter().for_each(run);
-            }
+            });
             A_PACK.with(|b| *b.borrow_mut() = ap);
             return;
         }
@@ -172,12 +155,6 @@ pub fn matmul(m: usize, a: &[f32], w: &PackedF32, c: &mut [f32]) {
             rs: NR as isize,
             cs: 1,
         };
-        if k == 0 {
-            for i in 0..m {
-                c[i * n + p * NR..i * n + p * NR + cols].fill(0.0);
-            }
-            continue;
-        }
         // SAFETY: a is m x k, the panel k x 32 (cols <= 32 read), c m x n with these columns.
         unsafe {
             crate::gemm::gemm_generic(

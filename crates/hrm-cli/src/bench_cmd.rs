@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, ValueEnum};
 use hrm_model::config::{ForwardDtype, ModelConfig};
-use hrm_model::hrm::{Hrm, Mode, PuzzleBatch};
+use hrm_model::hrm::{Batch, Hrm, Mode};
 use hrm_model::loss::LossType;
 use hrm_model::train::{forward_backward, Optimizers};
 use rand::SeedableRng;
@@ -157,8 +157,8 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
         return Ok(());
     }
     let mut data_rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let batches: Vec<PuzzleBatch> = (0..4)
-        .map(|_| PuzzleBatch::random(batch, cfg.seq_len, cfg.vocab_size, 0.6, None, &mut data_rng))
+    let batches: Vec<Batch> = (0..4)
+        .map(|_| Batch::random(batch, cfg.seq_len, cfg.vocab_size, 0.6, None, &mut data_rng))
         .collect();
     let mut opt = Optimizers::new(&model, (0.9, 0.95), 1.0, 1.0);
     let mut carry = None;

@@ -27,7 +27,7 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use clap::Args;
 use hrm_model::config::{ForwardDtype, ModelConfig};
-use hrm_model::hrm::{Hrm, Mode, PuzzleBatch};
+use hrm_model::hrm::{Batch, Hrm, Mode};
 use hrm_model::loss::LossType;
 use hrm_model::optim::{AdamAtan2, SignSgd};
 use hrm_model::train::{forward_backward, TrainStep};
@@ -102,9 +102,9 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// Random Sudoku-like rows (labels 2..V-1, inputs = label or 1 = blank), as `hrm bench` uses.
-fn batch(cfg: &ModelConfig, rows: usize, seed: u64) -> PuzzleBatch {
+fn batch(cfg: &ModelConfig, rows: usize, seed: u64) -> Batch {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    PuzzleBatch::random(rows, cfg.seq_len, cfg.vocab_size, 0.6, None, &mut rng)
+    Batch::random(rows, cfg.seq_len, cfg.vocab_size, 0.6, None, &mut rng)
 }
 
 /// 1. The optimizers on `dev` against the CPU.
@@ -180,7 +180,7 @@ fn clone_model(m: &Hrm, cfg: &ModelConfig, dev: &Device) -> Result<Hrm> {
     Ok(Hrm::from_state_dict(cfg, dev, &sd)?)
 }
 
-fn step(m: &Hrm, b: &PuzzleBatch) -> Result<TrainStep> {
+fn step(m: &Hrm, b: &Batch) -> Result<TrainStep> {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let c = m.initial_carry(b)?;
     Ok(forward_backward(

@@ -2,40 +2,18 @@
 //! `cuda:N`, the same spellings as the training config's `device` key (the reference runs on the
 //! GPU its rank is given by torchrun).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::Device;
+pub use hrm_model::device::describe;
+use hrm_model::device::DeviceSpec;
 
 /// Parse a device name and open the device. Errors say how to get a CUDA build.
 pub fn open_device(name: &str) -> Result<Device> {
     let n = name.trim();
-    let ordinal = match n {
-        "cpu" => return Ok(Device::Cpu),
-        "cuda" => 0,
-        _ => match n.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(i)) => i,
-            _ => bail!("--device `{n}` is not a device (use `cpu`, `cuda` or `cuda:N`)"),
-        },
-    };
-    if !cfg!(feature = "cuda") {
-        bail!(
-            "--device {n}: this `hrm` was built without CUDA support (build with \
-             `--features cuda` after scripts/install-cuda-build-deps.sh, see the README)"
-        );
-    }
-    let dev = Device::new_cuda(ordinal)
-        .with_context(|| format!("--device {n}: cannot open CUDA device {ordinal}"))?;
-    #[cfg(feature = "cuda")]
-    hrm_model::cuda::exact_f32_matmuls();
-    Ok(dev)
-}
-
-/// A short description for reports: `cpu` or `cuda:N`.
-pub fn describe(d: &Device) -> String {
-    match d.location() {
-        candle_core::DeviceLocation::Cpu => "cpu".into(),
-        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
-        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
-    }
+    let spec = DeviceSpec::parse(n).with_context(|| {
+        format!("--device `{n}` is not a device (use `cpu`, `cuda` or `cuda:N`)")
+    })?;
+    Ok(spec.open().with_context(|| format!("--device {n}"))?)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use hrm_data::format::{load_split, read_identifiers, SplitData};
 use hrm_model::checkpoint::load_model;
-use hrm_model::hrm::{Hrm, Mode, PuzzleBatch};
+use hrm_model::hrm::{Batch, Hrm, Mode};
 use hrm_model::loss::LossType;
 use hrm_train::config::{DeviceSpec, TrainConfig};
 use hrm_train::dist::{Dist, RankEnv, ENV_RANK, ENV_RENDEZVOUS, ENV_WORLD_SIZE};
@@ -540,7 +540,8 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<()> {
     let text = serde_json::to_string_pretty(&out)?;
     println!("{text}");
     if let Some(path) = &a.output {
-        hrm_model::checkpoint::write_atomic(path, text.as_bytes())?;
+        hrm_data::fsio::write_atomic(path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -636,7 +637,7 @@ type Segment = (Vec<i32>, Vec<f32>, Vec<f32>);
 
 /// Run a batch through the ACT loop for `segments` segments (no halting); returns every
 /// segment's outputs.
-fn rollout(model: &Hrm, batch: &PuzzleBatch, segments: usize) -> Result<Vec<Segment>> {
+fn rollout(model: &Hrm, batch: &Batch, segments: usize) -> Result<Vec<Segment>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut carry = model.initial_carry(batch)?;
     let v = model.cfg.vocab_size;
@@ -731,12 +732,14 @@ pub fn solve_cmd(a: &SolveArgs) -> Result<()> {
             model.cfg.seq_len
         );
     }
-    let batch = PuzzleBatch {
+    let batch = Batch {
         inputs: tokens.clone(),
         labels: vec![-100; tokens.len()],
         puzzle_identifiers: vec![0],
         batch_size: 1,
         seq_len: tokens.len(),
+        effective_size: 1,
+        set_name: String::new(),
     };
     let segments = a.halt_max_steps.unwrap_or(model.cfg.halt_max_steps);
     let t0 = std::time::Instant::now();
@@ -894,7 +897,7 @@ fn solve_arc(
     let t0 = std::time::Instant::now();
     let mut preds = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(batch_size) {
-        let batch = PuzzleBatch {
+        let batch = Batch {
             inputs: chunk
                 .iter()
                 .flat_map(|(_, t)| t.iter().map(|&x| x as i32))
@@ -903,6 +906,8 @@ fn solve_arc(
             puzzle_identifiers: chunk.iter().map(|(id, _)| *id as i32).collect(),
             batch_size: chunk.len(),
             seq_len,
+            effective_size: chunk.len(),
+            set_name: String::new(),
         };
         let steps = rollout(&model, &batch, segments)?;
         let (pred, qh, _) = steps.last().context("no segment ran")?;

@@ -17,6 +17,7 @@
 pub mod csv;
 pub mod error;
 pub mod format;
+pub mod fsio;
 pub mod npy;
 pub mod progress;
 pub mod sampler;
@@ -31,3 +32,4 @@ pub mod maze;
 pub use error::{DataError, Result};
 pub use format::{load_split, DatasetMetadata, SetData, SplitData};
 pub use progress::Progress;
+pub use sampler::Batch;

@@ -64,6 +64,59 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// A batch of `batch_size` rows of zeros (the reference's `zeros_like` initial carry data),
+    /// all rows real, of no set.
+    pub fn zeros(batch_size: usize, seq_len: usize) -> Self {
+        Self {
+            inputs: vec![0; batch_size * seq_len],
+            labels: vec![0; batch_size * seq_len],
+            puzzle_identifiers: vec![0; batch_size],
+            batch_size,
+            seq_len,
+            effective_size: batch_size,
+            set_name: String::new(),
+        }
+    }
+
+    /// Random Sudoku-like rows for benchmarks and tests: every label uniform in `2..vocab_size`,
+    /// each input the label or, with probability `blank`, token 1; puzzle identifiers uniform in
+    /// `0..n` when `identifiers` is `Some(n)`, else all 0. Draws labels, then inputs, then
+    /// identifiers from `rng`, in that order.
+    pub fn random(
+        batch_size: usize,
+        seq_len: usize,
+        vocab_size: usize,
+        blank: f32,
+        identifiers: Option<i32>,
+        rng: &mut impl Rng,
+    ) -> Self {
+        let labels: Vec<i32> = (0..batch_size * seq_len)
+            .map(|_| rng.random_range(2..vocab_size as i32))
+            .collect();
+        let inputs = labels
+            .iter()
+            .map(|&l| if rng.random::<f32>() < blank { 1 } else { l })
+            .collect();
+        let puzzle_identifiers = match identifiers {
+            Some(n) => (0..batch_size).map(|_| rng.random_range(0..n)).collect(),
+            None => vec![0; batch_size],
+        };
+        Self {
+            inputs,
+            labels,
+            puzzle_identifiers,
+            ..Self::zeros(batch_size, seq_len)
+        }
+    }
+
+    /// Copy row `b` of `src` into row `b` of `self` (inputs, labels and puzzle identifier).
+    pub fn copy_row(&mut self, src: &Batch, b: usize) {
+        let l = self.seq_len;
+        self.inputs[b * l..(b + 1) * l].copy_from_slice(&src.inputs[b * l..(b + 1) * l]);
+        self.labels[b * l..(b + 1) * l].copy_from_slice(&src.labels[b * l..(b + 1) * l]);
+        self.puzzle_identifiers[b] = src.puzzle_identifiers[b];
+    }
+
     /// Rows `[rank*B, (rank+1)*B)` of this global batch, `B = batch_size / world_size`
     /// (data-parallel slicing; `effective_size` stays the global count, as in the reference).
     pub fn local_slice(&self, rank: usize, world_size: usize) -> Result<Batch> {

@@ -159,33 +159,6 @@ fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
     })
 }
 
-/// Write `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename. A
-/// crash at any point leaves either the old file or the new one, never a torn file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::msg(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
-    f.sync_all().map_err(|e| io_err(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 /// Serialise tensors and metadata to safetensors bytes.
 pub fn safetensors_bytes(
     tensors: &[(String, Tensor)],
@@ -220,7 +193,8 @@ pub fn save_model(path: &Path, model: &Hrm, extra: &HashMap<String, String>) -> 
         "config".into(),
         serde_json::to_string(&model.cfg).map_err(|e| Error::msg(e.to_string()))?,
     );
-    write_atomic(path, &safetensors_bytes(&model.state_dict(), &meta)?)
+    let bytes = safetensors_bytes(&model.state_dict(), &meta)?;
+    hrm_data::fsio::write_atomic(path, &bytes).map_err(|e| io_err(path, e))
 }
 
 /// The model config stored in a checkpoint's metadata.

@@ -17,131 +17,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor, Var};
+pub use hrm_data::Batch;
 use rand::{Rng, RngCore};
 
 use crate::config::{ForwardDtype, ModelConfig, PosEncoding};
 use crate::init::trunc_normal;
 use crate::ops::{self, Attention, RopeTables};
 use crate::{amx, gemm, packed};
-use crate::{Error, Result};
+use crate::{to_host_f32, Error, Result};
 
 /// Learned-position mix factor: the reference's literal 0.707106781 (~1/sqrt(2)), kept as written
 /// so that the f32 rounding of the product is the reference's.
 #[allow(clippy::approx_constant)]
 const LEARNED_POS_SCALE: f64 = 0.707106781;
-
-/// One batch of puzzles on the host, as the data loader collates it (labels already use -100 for
-/// ignored positions).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PuzzleBatch {
-    /// Token ids `[B * L]`.
-    pub inputs: Vec<i32>,
-    /// Target ids `[B * L]`, -100 = ignored.
-    pub labels: Vec<i32>,
-    /// Puzzle-embedding rows `[B]`.
-    pub puzzle_identifiers: Vec<i32>,
-    /// Rows B.
-    pub batch_size: usize,
-    /// Tokens per row L.
-    pub seq_len: usize,
-}
-
-impl PuzzleBatch {
-    /// A batch of `batch_size` rows of zeros (the reference's `zeros_like` initial carry data).
-    pub fn zeros(batch_size: usize, seq_len: usize) -> Self {
-        Self {
-            inputs: vec![0; batch_size * seq_len],
-            labels: vec![0; batch_size * seq_len],
-            puzzle_identifiers: vec![0; batch_size],
-            batch_size,
-            seq_len,
-        }
-    }
-
-    /// Random Sudoku-like rows for benchmarks and tests: every label uniform in `2..vocab_size`,
-    /// each input the label or, with probability `blank`, token 1; puzzle identifiers uniform in
-    /// `0..n` when `identifiers` is `Some(n)`, else all 0. Draws labels, then inputs, then
-    /// identifiers from `rng`, in that order.
-    pub fn random(
-        batch_size: usize,
-        seq_len: usize,
-        vocab_size: usize,
-        blank: f32,
-        identifiers: Option<i32>,
-        rng: &mut impl Rng,
-    ) -> Self {
-        let labels: Vec<i32> = (0..batch_size * seq_len)
-            .map(|_| rng.random_range(2..vocab_size as i32))
-            .collect();
-        let inputs = labels
-            .iter()
-            .map(|&l| if rng.random::<f32>() < blank { 1 } else { l })
-            .collect();
-        let puzzle_identifiers = match identifiers {
-            Some(n) => (0..batch_size).map(|_| rng.random_range(0..n)).collect(),
-            None => vec![0; batch_size],
-        };
-        Self {
-            inputs,
-            labels,
-            puzzle_identifiers,
-            batch_size,
-            seq_len,
-        }
-    }
-
-    fn check(&self, cfg: &ModelConfig) -> Result<()> {
-        let (b, l) = (self.batch_size, self.seq_len);
-        if l != cfg.seq_len {
-            return Err(Error::msg(format!(
-                "batch seq_len {l} does not match the model's seq_len {}",
-                cfg.seq_len
-            )));
-        }
-        if self.inputs.len() != b * l
-            || self.labels.len() != b * l
-            || self.puzzle_identifiers.len() != b
-        {
-            return Err(Error::msg(format!(
-                "batch arrays have lengths {}/{}/{} but B = {b}, L = {l}",
-                self.inputs.len(),
-                self.labels.len(),
-                self.puzzle_identifiers.len()
-            )));
-        }
-        if let Some(&t) = self
-            .inputs
-            .iter()
-            .find(|&&t| t < 0 || t as usize >= cfg.vocab_size)
-        {
-            return Err(Error::msg(format!(
-                "input token {t} outside the vocabulary [0, {})",
-                cfg.vocab_size
-            )));
-        }
-        if cfg.puzzle_emb_ndim > 0 {
-            if let Some(&p) = self
-                .puzzle_identifiers
-                .iter()
-                .find(|&&p| p < 0 || p as usize >= cfg.num_puzzle_identifiers)
-            {
-                return Err(Error::msg(format!(
-                    "puzzle identifier {p} outside [0, {})",
-                    cfg.num_puzzle_identifiers
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Copy row `b` of `src` into row `b` of `self`.
-    fn copy_row(&mut self, src: &PuzzleBatch, b: usize) {
-        let l = self.seq_len;
-        self.inputs[b * l..(b + 1) * l].copy_from_slice(&src.inputs[b * l..(b + 1) * l]);
-        self.labels[b * l..(b + 1) * l].copy_from_slice(&src.labels[b * l..(b + 1) * l]);
-        self.puzzle_identifiers[b] = src.puzzle_identifiers[b];
-    }
-}
 
 /// One transformer block's weights (post-norm, attention then SwiGLU).
 #[derive(Debug, Clone)]
@@ -178,7 +66,7 @@ pub struct Carry {
     /// Whether the row's episode ended (it restarts on the next batch row).
     pub halted: Vec<bool>,
     /// The example each row is working on.
-    pub data: PuzzleBatch,
+    pub data: Batch,
 }
 
 /// What one ACT step produces besides the new carry.
@@ -1097,7 +985,7 @@ impl Hrm {
     // --------------------------------------------------------------------------------------------
 
     /// A fresh carry for `batch`'s shape: every row halted, so the first step loads every row.
-    pub fn initial_carry(&self, batch: &PuzzleBatch) -> Result<Carry> {
+    pub fn initial_carry(&self, batch: &Batch) -> Result<Carry> {
         let (b, s, d) = (
             batch.batch_size,
             self.cfg.full_seq_len(),
@@ -1109,7 +997,7 @@ impl Hrm {
             z_l: z,
             steps: vec![0; b],
             halted: vec![true; b],
-            data: PuzzleBatch::zeros(b, batch.seq_len),
+            data: Batch::zeros(b, batch.seq_len),
         })
     }
 
@@ -1141,11 +1029,11 @@ impl Hrm {
     pub fn act_step(
         &self,
         carry: &Carry,
-        batch: &PuzzleBatch,
+        batch: &Batch,
         mode: Mode,
         rng: &mut dyn RngCore,
     ) -> Result<(Carry, StepOutput)> {
-        batch.check(&self.cfg)?;
+        check_batch(batch, &self.cfg)?;
         let b = batch.batch_size;
         if carry.halted.len() != b {
             return Err(Error::msg(format!(
@@ -1261,14 +1149,54 @@ impl Hrm {
     }
 }
 
+/// A batch fits the model: its seq_len, array lengths, token ids and puzzle identifiers.
+fn check_batch(batch: &Batch, cfg: &ModelConfig) -> Result<()> {
+    let (b, l) = (batch.batch_size, batch.seq_len);
+    if l != cfg.seq_len {
+        return Err(Error::msg(format!(
+            "batch seq_len {l} does not match the model's seq_len {}",
+            cfg.seq_len
+        )));
+    }
+    if batch.inputs.len() != b * l
+        || batch.labels.len() != b * l
+        || batch.puzzle_identifiers.len() != b
+    {
+        return Err(Error::msg(format!(
+            "batch arrays have lengths {}/{}/{} but B = {b}, L = {l}",
+            batch.inputs.len(),
+            batch.labels.len(),
+            batch.puzzle_identifiers.len()
+        )));
+    }
+    if let Some(&t) = batch
+        .inputs
+        .iter()
+        .find(|&&t| t < 0 || t as usize >= cfg.vocab_size)
+    {
+        return Err(Error::msg(format!(
+            "input token {t} outside the vocabulary [0, {})",
+            cfg.vocab_size
+        )));
+    }
+    if cfg.puzzle_emb_ndim > 0 {
+        if let Some(&p) = batch
+            .puzzle_identifiers
+            .iter()
+            .find(|&&p| p < 0 || p as usize >= cfg.num_puzzle_identifiers)
+        {
+            return Err(Error::msg(format!(
+                "puzzle identifier {p} outside [0, {})",
+                cfg.num_puzzle_identifiers
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// torch.sigmoid on an f32 value.
 fn sigmoid_f32(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
-}
-
-/// A tensor's values as a flat f32 vector (helper for host-side code).
-pub(crate) fn to_host_f32(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
 #[cfg(test)]
@@ -1283,23 +1211,16 @@ mod tests {
         }
     }
 
-    fn batch(cfg: &ModelConfig, seed: u64) -> PuzzleBatch {
+    fn batch(cfg: &ModelConfig, seed: u64) -> Batch {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let n = cfg.batch_size * cfg.seq_len;
-        let labels: Vec<i32> = (0..n)
-            .map(|_| rng.random_range(2..cfg.vocab_size as i32))
-            .collect();
-        let inputs = labels
-            .iter()
-            .map(|&l| if rng.random::<f32>() < 0.5 { 1 } else { l })
-            .collect();
-        PuzzleBatch {
-            inputs,
-            labels,
-            puzzle_identifiers: vec![0; cfg.batch_size],
-            batch_size: cfg.batch_size,
-            seq_len: cfg.seq_len,
-        }
+        Batch::random(
+            cfg.batch_size,
+            cfg.seq_len,
+            cfg.vocab_size,
+            0.5,
+            None,
+            &mut rng,
+        )
     }
 
     #[test]
@@ -1382,7 +1303,7 @@ mod tests {
     }
 
     /// Logits and q_halt of the last segment of an eval rollout of `halt_max_steps` segments.
-    fn eval_rollout(m: &Hrm, b: &PuzzleBatch) -> (Vec<f32>, Vec<f32>) {
+    fn eval_rollout(m: &Hrm, b: &Batch) -> (Vec<f32>, Vec<f32>) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let mut carry = m.initial_carry(b).unwrap();
         let mut last = None;
@@ -1399,7 +1320,7 @@ mod tests {
     }
 
     /// A training step must refuse to run on inference-packed weights.
-    fn assert_training_refused(m: &Hrm, b: &PuzzleBatch) {
+    fn assert_training_refused(m: &Hrm, b: &Batch) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
         let carry = m.initial_carry(b).unwrap();
         let e = m

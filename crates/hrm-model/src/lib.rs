@@ -19,6 +19,7 @@ pub mod checkpoint;
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod device;
 pub mod gemm;
 pub mod hrm;
 pub mod init;
@@ -32,7 +33,7 @@ pub mod parity;
 pub mod train;
 
 pub use config::ModelConfig;
-pub use hrm::{Carry, Hrm, Mode, PuzzleBatch, StepOutput};
+pub use hrm::{Batch, Carry, Hrm, Mode, StepOutput};
 
 /// Errors of this crate: tensor errors, configuration errors and checkpoint problems, each with a
 /// message that names the key or file at fault.
@@ -65,6 +66,13 @@ impl Error {
     pub fn msg(s: impl Into<String>) -> Self {
         Error::Msg(s.into())
     }
+}
+
+/// A tensor's values as a flat f32 vector on the host (any dtype, any device, any shape).
+pub fn to_host_f32(t: &candle_core::Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
 }
 
 /// Result with this crate's [`Error`].

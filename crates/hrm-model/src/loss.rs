@@ -165,6 +165,17 @@ fn token_loss(kind: LossType, row: &[f32], label: usize, grad: Option<(&mut [f32
     }
 }
 
+/// Index of the largest value of `row`, ties to the lowest index (torch.argmax on a CPU row).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (k, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = k;
+        }
+    }
+    best
+}
+
 /// The ACT loss head on the carry *after* the step (its `halted`, `steps` and `data.labels`) and
 /// the step's outputs. With `grad_scale = Some(s)` it also returns the gradients of `s * total`
 /// (the reference back-propagates `total / global_batch_size`).
@@ -198,13 +209,7 @@ pub fn act_loss(
         for t in 0..l {
             let lab = labels[r * l + t];
             let row = &out.logits[(r * l + t) * v..(r * l + t + 1) * v];
-            // argmax, ties to the lowest index
-            let mut best = 0;
-            for (k, &x) in row.iter().enumerate() {
-                if x > row[best] {
-                    best = k;
-                }
-            }
+            let best = argmax(row);
             predictions[r * l + t] = best as i32;
             if lab == IGNORE_LABEL_ID {
                 continue;

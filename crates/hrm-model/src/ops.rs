@@ -1334,7 +1334,7 @@ mod tests {
                     };
                     let gw = rand_t(y.dims(), 22, dt);
                     let g = y.mul(&gw).unwrap().sum_all().unwrap().backward().unwrap();
-                    let flat = |t: &Tensor| crate::hrm::to_host_f32(t).unwrap();
+                    let flat = |t: &Tensor| crate::to_host_f32(t).unwrap();
                     (
                         flat(&y),
                         flat(g.get(xv.as_tensor()).unwrap()),

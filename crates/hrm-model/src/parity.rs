@@ -31,7 +31,7 @@ use serde::Deserialize;
 
 use crate::checkpoint::read_safetensors;
 use crate::config::ModelConfig;
-use crate::hrm::{Carry, Hrm, PuzzleBatch};
+use crate::hrm::{Batch, Carry, Hrm};
 use crate::loss::{LossMetrics, LossType};
 use crate::ops::RopeTables;
 use crate::train::{eval_step, forward_backward, Grads, Optimizers};
@@ -272,7 +272,7 @@ impl Fixture {
         Ok(t.flatten_all()?.to_vec1::<i32>()?)
     }
 
-    fn batch(&self, prefix: &str) -> Result<PuzzleBatch> {
+    fn batch(&self, prefix: &str) -> Result<Batch> {
         let t = self.get(&format!("{prefix}.inputs"))?;
         let (b, l) = t.dims2().map_err(|_| {
             Error::msg(format!(
@@ -281,12 +281,14 @@ impl Fixture {
                 t.dims()
             ))
         })?;
-        let batch = PuzzleBatch {
+        let batch = Batch {
             inputs: self.i32s(&format!("{prefix}.inputs"))?,
             labels: self.i32s(&format!("{prefix}.labels"))?,
             puzzle_identifiers: self.i32s(&format!("{prefix}.puzzle_identifiers"))?,
             batch_size: b,
             seq_len: l,
+            effective_size: b,
+            set_name: String::new(),
         };
         if batch.labels.len() != b * l || batch.puzzle_identifiers.len() != b {
             return Err(Error::msg(format!(

@@ -12,9 +12,10 @@
 use candle_core::{DType, Tensor, Var};
 use rand::RngCore;
 
-use crate::hrm::{to_host_f32, Carry, Hrm, Mode, PuzzleBatch};
+use crate::hrm::{Batch, Carry, Hrm, Mode};
 use crate::loss::{act_loss, HostOutputs, LossOutput, LossType};
 use crate::optim::{AdamAtan2, SignSgd};
+use crate::to_host_f32;
 use crate::{Error, Result};
 
 /// Gradients of one training step.
@@ -67,7 +68,7 @@ pub struct TrainStep {
 pub fn forward_backward(
     model: &Hrm,
     carry: &Carry,
-    batch: &PuzzleBatch,
+    batch: &Batch,
     loss_type: LossType,
     global_batch_size: usize,
     rng: &mut dyn RngCore,
@@ -144,7 +145,7 @@ pub fn forward_backward(
 pub fn eval_step(
     model: &Hrm,
     carry: &Carry,
-    batch: &PuzzleBatch,
+    batch: &Batch,
     loss_type: LossType,
     rng: &mut dyn RngCore,
 ) -> Result<(Carry, LossOutput, StepHost)> {

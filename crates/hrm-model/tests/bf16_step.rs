@@ -7,16 +7,16 @@ use candle_core::{DType, Device};
 use hrm_model::config::ForwardDtype;
 use hrm_model::loss::LossType;
 use hrm_model::train::{forward_backward, Optimizers, TrainStep};
-use hrm_model::{Hrm, ModelConfig, PuzzleBatch};
+use hrm_model::{Batch, Hrm, ModelConfig};
 use rand::SeedableRng;
 
 mod common;
 
-fn batch(cfg: &ModelConfig, seed: u64) -> PuzzleBatch {
+fn batch(cfg: &ModelConfig, seed: u64) -> Batch {
     common::batch(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed))
 }
 
-fn step(m: &Hrm, b: &PuzzleBatch) -> TrainStep {
+fn step(m: &Hrm, b: &Batch) -> TrainStep {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
     let c = m.initial_carry(b).unwrap();
     forward_backward(m, &c, b, LossType::Stablemax, b.batch_size, &mut rng).unwrap()

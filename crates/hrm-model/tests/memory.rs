@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use candle_core::Device;
 use hrm_model::loss::LossType;
 use hrm_model::train::forward_backward;
-use hrm_model::{Hrm, ModelConfig, PuzzleBatch};
+use hrm_model::{Batch, Hrm, ModelConfig};
 use rand::{Rng, SeedableRng};
 
 struct Counting;
@@ -48,7 +48,7 @@ fn step_peak(h: usize, l: usize) -> usize {
     let model = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
     let n = cfg.batch_size * cfg.seq_len;
     let labels: Vec<i32> = (0..n).map(|_| rng.random_range(2..11)).collect();
-    let batch = PuzzleBatch {
+    let batch = Batch {
         inputs: labels
             .iter()
             .map(|&x| if rng.random::<f32>() < 0.5 { 1 } else { x })
@@ -57,6 +57,8 @@ fn step_peak(h: usize, l: usize) -> usize {
         puzzle_identifiers: vec![0; cfg.batch_size],
         batch_size: cfg.batch_size,
         seq_len: cfg.seq_len,
+        effective_size: cfg.batch_size,
+        set_name: String::new(),
     };
     let carry = model.initial_carry(&batch).unwrap();
     // warm-up step (thread pools, lazily built tables)

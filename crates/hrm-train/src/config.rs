@@ -238,14 +238,8 @@ pub struct DatasetFacts {
     pub num_puzzle_identifiers: usize,
 }
 
-/// The device a run trains on (the `device` key, parsed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceSpec {
-    /// The CPU.
-    Cpu,
-    /// CUDA device with this ordinal (`cuda` = `cuda:0`).
-    Cuda(usize),
-}
+/// The device a run trains on (the `device` key, parsed): the model crate's one device parser.
+pub use hrm_model::device::DeviceSpec;
 
 // =============================================================================================
 // Errors.
@@ -662,17 +656,8 @@ impl TrainConfig {
     /// The `device` key parsed: `cpu`, `cuda` (= `cuda:0`) or `cuda:N`.
     pub fn device_spec(&self) -> Result<DeviceSpec, ConfigError> {
         let d = self.device.trim();
-        if d == "cpu" {
-            return Ok(DeviceSpec::Cpu);
-        }
-        if d == "cuda" {
-            return Ok(DeviceSpec::Cuda(0));
-        }
-        if let Some(n) = d
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            return Ok(DeviceSpec::Cuda(n));
+        if let Some(spec) = DeviceSpec::parse(d) {
+            return Ok(spec);
         }
         Err(self.invalid(
             "device",

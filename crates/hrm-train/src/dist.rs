@@ -31,7 +31,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use hrm_model::hrm::{Carry, Hrm, PuzzleBatch};
+use hrm_model::hrm::{Batch, Carry, Hrm};
 use hrm_model::loss::{LossMetrics, LossType};
 use hrm_model::train::{forward_backward, Grads, TrainStep};
 use rand::{RngCore, SeedableRng};
@@ -194,10 +194,6 @@ impl Drop for LocalCollective {
     }
 }
 
-fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
-}
-
 impl Collective for LocalCollective {
     fn rank(&self) -> usize {
         self.rank
@@ -208,7 +204,7 @@ impl Collective for LocalCollective {
     }
 
     fn all_reduce_sum(&self, t: &Tensor) -> Result<Tensor> {
-        let all = self.exchange(Payload::F32(host_f32(t)?))?;
+        let all = self.exchange(Payload::F32(hrm_model::to_host_f32(t)?))?;
         let mut acc: Option<Vec<f32>> = None;
         for (r, p) in all.into_iter().enumerate() {
             let Payload::F32(v) = p else {
@@ -229,7 +225,7 @@ impl Collective for LocalCollective {
     }
 
     fn all_gather(&self, t: &Tensor) -> Result<Tensor> {
-        let all = self.exchange(Payload::F32(host_f32(t)?))?;
+        let all = self.exchange(Payload::F32(hrm_model::to_host_f32(t)?))?;
         let mut out = Vec::new();
         for (r, p) in all.into_iter().enumerate() {
             let Payload::F32(v) = p else {
@@ -357,10 +353,7 @@ impl Dist {
     }
 
     /// This rank's rows of a global batch.
-    pub fn local_batch(
-        &self,
-        global: &hrm_data::sampler::Batch,
-    ) -> Result<hrm_data::sampler::Batch> {
+    pub fn local_batch(&self, global: &Batch) -> Result<Batch> {
         Ok(global.local_slice(self.rank(), self.world_size())?)
     }
 
@@ -386,7 +379,7 @@ impl Dist {
         &self,
         model: &Hrm,
         carry: &Carry,
-        local: &PuzzleBatch,
+        local: &Batch,
         loss_type: LossType,
         global_batch_size: usize,
         rng: &mut dyn RngCore,
@@ -447,12 +440,14 @@ impl Dist {
             z_l: gather_z(&c.z_l)?,
             steps: steps.into_iter().map(|s| s as u32).collect(),
             halted: halted.into_iter().map(|h| h != 0).collect(),
-            data: PuzzleBatch {
+            data: Batch {
                 inputs: coll.all_gather_i32(&d.inputs)?,
                 labels: coll.all_gather_i32(&d.labels)?,
                 puzzle_identifiers: coll.all_gather_i32(&d.puzzle_identifiers)?,
                 batch_size: d.batch_size * self.world_size(),
                 seq_len: d.seq_len,
+                effective_size: d.batch_size * self.world_size(),
+                set_name: String::new(),
             },
         })
     }
@@ -472,12 +467,14 @@ impl Dist {
             z_l: c.z_l.narrow(0, r0, lb)?.contiguous()?,
             steps: c.steps[r0..r1].to_vec(),
             halted: c.halted[r0..r1].to_vec(),
-            data: PuzzleBatch {
+            data: Batch {
                 inputs: c.data.inputs[r0 * l..r1 * l].to_vec(),
                 labels: c.data.labels[r0 * l..r1 * l].to_vec(),
                 puzzle_identifiers: c.data.puzzle_identifiers[r0..r1].to_vec(),
                 batch_size: lb,
                 seq_len: l,
+                effective_size: lb,
+                set_name: String::new(),
             },
         })
     }
@@ -965,7 +962,7 @@ mod tests {
 
     #[test]
     fn carries_gather_to_the_global_batch_and_slice_back() {
-        use hrm_model::hrm::PuzzleBatch;
+        use hrm_model::hrm::Batch;
         let out = run(2, |c| {
             let d = Dist::new(Box::new(c));
             let r = d.rank();
@@ -976,12 +973,14 @@ mod tests {
                 z_l: (z + 1.0)?,
                 steps: vec![r as u32, 5],
                 halted: vec![r == 0, true],
-                data: PuzzleBatch {
+                data: Batch {
                     inputs: vec![r as i32; 6],
                     labels: vec![-100; 6],
                     puzzle_identifiers: vec![r as i32 + 1; 2],
                     batch_size: 2,
                     seq_len: 3,
+                    effective_size: 2,
+                    set_name: String::new(),
                 },
             };
             let g = d.gather_carry(&carry)?;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use hrm_data::format::SplitData;
 use hrm_data::sampler::{TestIterator, IGNORE_LABEL_ID};
-use hrm_model::hrm::{Carry, Hrm, PuzzleBatch};
+use hrm_model::hrm::{Carry, Hrm};
 use hrm_model::loss::{act_loss, HostOutputs, LossType};
 use hrm_model::train::eval_step;
 use rand::SeedableRng;
@@ -83,17 +83,6 @@ impl EvalOutput {
     }
 }
 
-/// A data-loader batch as the model takes it.
-pub fn to_model_batch(b: &hrm_data::sampler::Batch) -> PuzzleBatch {
-    PuzzleBatch {
-        inputs: b.inputs.clone(),
-        labels: b.labels.clone(),
-        puzzle_identifiers: b.puzzle_identifiers.clone(),
-        batch_size: b.batch_size,
-        seq_len: b.seq_len,
-    }
-}
-
 /// Evaluate `model` on every set of `split` in batches of `batch_size`.
 pub fn evaluate(
     model: &Hrm,
@@ -114,7 +103,7 @@ pub fn evaluate(
         if opts.max_examples.is_some_and(|m| seen >= m) {
             break;
         }
-        let mut batch = to_model_batch(&b);
+        let mut batch = b.clone();
         let l = batch.seq_len;
         // rows past the real examples (padding) or past max_examples count for nothing
         let mut real = b.effective_size.min(batch.batch_size);

@@ -12,13 +12,14 @@
 //! `step_<N>.<anything>` the trainer may write, e.g. optimizer state). Every file is written with
 //! [`write_atomic`], so a crash never leaves a truncated file under its final name.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+
+use hrm_data::fsio::write_atomic;
 
 use crate::config::{ConfigError, TrainConfig};
 
@@ -78,41 +79,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunDirError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Write `bytes` to `path` atomically: write `<name>.tmp-<pid>` in the same folder, fsync it,
-/// rename it over `path`, then fsync the folder so the rename itself is durable. Readers see
-/// either the old file or the complete new one, never a partial file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name")
-    })?;
-    let tmp = dir.join(format!(
-        "{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        // Directory fsync makes the rename durable on Linux; other systems may refuse to open a
-        // folder for syncing, which is not an error worth failing a run for.
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// A checkpoint file of a run.
@@ -532,22 +498,6 @@ mod tests {
         );
         assert_eq!(parse_checkpoint_file_name("step_1_all_preds.0"), None);
         assert_eq!(parse_checkpoint_file_name("step_x1.safetensors"), None);
-    }
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.txt");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        let names: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .collect();
-        assert_eq!(names, ["a.txt"]);
-        // Writing into a missing folder fails and leaves nothing behind.
-        assert!(write_atomic(&dir.path().join("missing/b.txt"), b"x").is_err());
     }
 
     #[test]

@@ -19,7 +19,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::rundir::write_atomic;
+use hrm_data::fsio::write_atomic;
+
 use crate::tfevents::{EventWriter, TfEventsError};
 
 /// File name of the JSON-lines metrics log inside a run folder.

@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
+use hrm_data::fsio::write_atomic;
 use hrm_data::sampler::SamplerPosition;
-use hrm_model::checkpoint::{read_safetensors, safetensors_bytes, save_model, write_atomic};
-use hrm_model::hrm::{Carry, Hrm, PuzzleBatch};
+use hrm_model::checkpoint::{read_safetensors, safetensors_bytes, save_model};
+use hrm_model::hrm::{Batch, Carry, Hrm};
 use hrm_model::optim::AdamState;
 use hrm_model::train::Optimizers;
 use rand_chacha::ChaCha8Rng;
@@ -270,12 +271,14 @@ pub fn load_state(model_path: &Path, model: &Hrm, template: &Optimizers) -> Resu
                 .into_iter()
                 .map(|h| h != 0)
                 .collect(),
-            data: PuzzleBatch {
+            data: Batch {
                 inputs: host_i32(g("carry.inputs")?)?,
                 labels: host_i32(g("carry.labels")?)?,
                 puzzle_identifiers: host_i32(g("carry.puzzle_identifiers")?)?,
                 batch_size: b,
                 seq_len: l,
+                effective_size: b,
+                set_name: String::new(),
             },
         })
     } else {
@@ -323,7 +326,7 @@ mod tests {
         let labels: Vec<i32> = (0..n)
             .map(|_| rng.random_range(2..cfg.vocab_size as i32))
             .collect();
-        let batch = PuzzleBatch {
+        let batch = Batch {
             inputs: labels
                 .iter()
                 .map(|&x| if x % 2 == 0 { 1 } else { x })
@@ -332,6 +335,8 @@ mod tests {
             puzzle_identifiers: vec![1; cfg.batch_size],
             batch_size: cfg.batch_size,
             seq_len: cfg.seq_len,
+            effective_size: cfg.batch_size,
+            set_name: String::new(),
         };
         let template = Optimizers::new(&model, (0.9, 0.95), 0.1, 0.1);
         let mut opt = template.clone();

@@ -37,9 +37,9 @@ use hrm_model::train::{forward_backward, Optimizers};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::{DatasetFacts, DeviceSpec, TrainConfig};
+use crate::config::{DatasetFacts, TrainConfig};
 use crate::dist::Dist;
-use crate::eval::{evaluate, to_model_batch, EvalOptions, EvalOutput};
+use crate::eval::{evaluate, EvalOptions, EvalOutput};
 use crate::progress::TrainProgress;
 use crate::rundir::{RunDir, RunInfo};
 use crate::schedule::{cosine_schedule_with_warmup, total_steps};
@@ -78,14 +78,7 @@ pub struct TrainSummary {
 
 /// The device named by the config.
 pub fn device_for(cfg: &TrainConfig) -> Result<Device> {
-    Ok(match cfg.device_spec()? {
-        DeviceSpec::Cpu => Device::Cpu,
-        DeviceSpec::Cuda(n) => Device::new_cuda(n).with_context(|| {
-            format!(
-                "device cuda:{n} is not available (build with `--features cuda` on a GPU machine)"
-            )
-        })?,
-    })
+    Ok(cfg.device_spec()?.open()?)
 }
 
 /// Apply the config's `threads` (unless RAYON_NUM_THREADS is set): the tensor kernels read it
@@ -497,8 +490,8 @@ fn run_loop(
                 cfg.lr_min_ratio,
             );
             let batch = match &run.dist {
-                Some(d) => to_model_batch(&d.local_batch(&batch)?),
-                None => to_model_batch(&batch),
+                Some(d) => d.local_batch(&batch)?,
+                None => batch,
             };
             let carry = match run.carry.take() {
                 Some(c) => c,

@@ -27,7 +27,7 @@ use candle_core::{DType, Device, Tensor};
 use hrm_data::sudoku::{build_sudoku, SudokuBuildOptions};
 use hrm_data::sudoku_gen::{generate_sudoku_csv, SudokuGenerateOptions};
 use hrm_model::config::ModelConfig;
-use hrm_model::hrm::{Carry, Hrm, PuzzleBatch};
+use hrm_model::hrm::{Batch, Carry, Hrm};
 use hrm_model::loss::LossType;
 use hrm_model::train::{forward_backward, Optimizers};
 use hrm_train::config::TrainConfig;
@@ -57,23 +57,25 @@ fn model_cfg(batch: usize) -> ModelConfig {
 }
 
 /// K global batches of B rows; puzzle ids repeat so that SignSGD sums duplicates across ranks.
-fn batches(b: usize, k: usize) -> Vec<PuzzleBatch> {
+fn batches(b: usize, k: usize) -> Vec<Batch> {
     let cfg = model_cfg(b);
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     (0..k)
-        .map(|_| PuzzleBatch::random(b, cfg.seq_len, cfg.vocab_size, 0.5, Some(5), &mut rng))
+        .map(|_| Batch::random(b, cfg.seq_len, cfg.vocab_size, 0.5, Some(5), &mut rng))
         .collect()
 }
 
-fn slice(b: &PuzzleBatch, rank: usize, n: usize) -> PuzzleBatch {
+fn slice(b: &Batch, rank: usize, n: usize) -> Batch {
     let lb = b.batch_size / n;
     let l = b.seq_len;
-    PuzzleBatch {
+    Batch {
         inputs: b.inputs[rank * lb * l..(rank + 1) * lb * l].to_vec(),
         labels: b.labels[rank * lb * l..(rank + 1) * lb * l].to_vec(),
         puzzle_identifiers: b.puzzle_identifiers[rank * lb..(rank + 1) * lb].to_vec(),
         batch_size: lb,
         seq_len: l,
+        effective_size: lb,
+        set_name: String::new(),
     }
 }
 
@@ -89,7 +91,7 @@ fn state(model: &Hrm) -> Vec<(String, Vec<f32>)> {
 }
 
 /// K steps of one process on the whole batches.
-fn single(data: &[PuzzleBatch]) -> Outcome {
+fn single(data: &[Batch]) -> Outcome {
     let b = data[0].batch_size;
     let model = Hrm::new(
         &model_cfg(b),
@@ -114,7 +116,7 @@ fn single(data: &[PuzzleBatch]) -> Outcome {
 }
 
 /// K steps of `n` ranks (threads), each on its slice; returns every rank's outcome.
-fn ranks(data: Arc<Vec<PuzzleBatch>>, n: usize) -> Vec<Outcome> {
+fn ranks(data: Arc<Vec<Batch>>, n: usize) -> Vec<Outcome> {
     let handles: Vec<_> = LocalGroup::ranks(n)
         .into_iter()
         .map(|c| {

@@ -1,0 +1,87 @@
+//! The workspace's one atomic file write (checkpoints, run-folder records, metrics).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The temporary name [`write_atomic`] writes `path` under first: `.<name>.tmp-<pid>` in the same
+/// folder (hidden, and recognisable as an interrupted write by the `.tmp-<pid>` suffix).
+pub fn temp_path_for(path: &Path) -> std::io::Result<PathBuf> {
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{}: path has no file name", path.display()),
+        )
+    })?;
+    Ok(parent_dir(path).join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Write `bytes` to `path` atomically: a temporary file in the same folder ([`temp_path_for`]),
+/// fsync, rename over `path`, then fsync the folder so the rename itself is durable. Readers see
+/// the old file or the complete new one, never a partial file; on any error the temporary file
+/// is removed (a full disk leaves nothing behind). Errors are the plain I/O error: the caller
+/// names the file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = temp_path_for(path)?;
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        // Directory fsync makes the rename durable on Linux; other systems may refuse to open a
+        // folder for syncing, which is not an error worth failing a write for.
+        if let Ok(d) = std::fs::File::open(parent_dir(path)) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_replaces_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "only the file itself remains");
+        // writing into a missing folder fails and leaves nothing behind
+        assert!(write_atomic(&dir.path().join("missing/b.txt"), b"x").is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_failed_write_removes_its_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // renaming a file over a non-empty folder fails after the temp file was written
+        let p = dir.path().join("target");
+        std::fs::create_dir(&p).unwrap();
+        std::fs::write(p.join("inside"), b"x").unwrap();
+        assert!(write_atomic(&p, b"data").is_err());
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["target"], "temp file left behind: {names:?}");
+    }
+}

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use hrm_model::gemm::{sgemm, Op};
+use hrm_model::cpu::gemm::{sgemm, Op};
 
 fn best<F: FnMut()>(mut f: F) -> f64 {
     f();
@@ -89,21 +89,21 @@ fn main() -> candle_core::Result<()> {
         let dw = best(|| {
             sgemm(m, k, n, &dy, Op::T, &xv, Op::N);
         });
-        let pf = hrm_model::packed::PackedF32::pack(&wv, m, k);
+        let pf = hrm_model::cpu::packed::PackedF32::pack(&wv, m, k);
         let mut cf = vec![0f32; n * m];
-        let tp = best(|| hrm_model::packed::matmul(n, &xv, &pf, &mut cf));
+        let tp = best(|| hrm_model::cpu::packed::matmul(n, &xv, &pf, &mut cf));
         println!(
             "{name:8} f32 packed (own kernel: {}): {:.2} ms ({:.0} GFLOP/s)",
-            hrm_model::packed::fast(n),
+            hrm_model::cpu::packed::fast(n),
             tp * 1e3,
             flops / tp
         );
-        let packed = hrm_model::amx::PackedBf16::pack(&wv, m, k);
+        let packed = hrm_model::cpu::amx::PackedBf16::pack(&wv, m, k);
         let mut cb = vec![0f32; n * m];
-        let amx = best(|| hrm_model::amx::matmul(n, &xv, &packed, &mut cb));
+        let amx = best(|| hrm_model::cpu::amx::matmul(n, &xv, &packed, &mut cb));
         println!(
             "{name:8} bf16 AMX (available: {}): {:.2} ms ({:.0} GFLOP/s)",
-            hrm_model::amx::available(),
+            hrm_model::cpu::amx::available(),
             amx * 1e3,
             flops / amx
         );

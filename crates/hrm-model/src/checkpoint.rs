@@ -3,7 +3,7 @@
 //!
 //! Keys are the reference `state_dict` keys of the ACT model (`inner.H_level.layers.0...`). The
 //! reference's own files add `_orig_mod.` (torch.compile) and `model.` (the loss-head wrapper)
-//! in front; [`normalize_key`] strips both, so either kind loads (spec §7).
+//! in front; [`normalize_key`] strips both, so either kind loads (docs/model.md, "Checkpoints").
 //!
 //! Metadata (all strings): `format` = [`FORMAT`], `config` = the [`ModelConfig`] as JSON, plus
 //! whatever the caller adds (the training step, the run's resolved config, ...).
@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::{Dtype as StDtype, TensorView};
 
 use crate::config::ModelConfig;
-use crate::hrm::Hrm;
+use crate::model::Hrm;
 use crate::{Error, Result};
 
 /// Format tag of our model checkpoints.

@@ -1,6 +1,6 @@
 //! JAX-style truncated LeCun-normal initialisation.
 //!
-//! Mirrors sapientinc/HRM:models/common.py `trunc_normal_init_` (spec §1.2). PyTorch's own
+//! Mirrors sapientinc/HRM:models/common.py `trunc_normal_init_` (docs/model.md, "Initialisation"). PyTorch's own
 //! `nn.init.trunc_normal_` truncates a normal of scale σ, whose actual std is then smaller than σ;
 //! the reference (like JAX) widens the scale by κ = 1.1368 so that the *truncated* distribution has
 //! std σ: sample u ~ U(erf(-√2), erf(√2)), x = √2 σκ erfinv(u), clip to ±2σκ.

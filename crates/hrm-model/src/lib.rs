@@ -1,39 +1,44 @@
 //! `hrm-model`: the Hierarchical Reasoning Model (HRM, ACT v1; Wang et al. 2025,
 //! arXiv 2506.21734) on candle, numerically matching the PyTorch reference (sapientinc/HRM).
 //!
+//! - [`model`]: the model (weights, block, reasoning modules, input embedding, segment), the ACT
+//!   wrapper with its carry ([`model::act`]), the table of tensors ([`model::weights`]) and
+//!   observers of the forward ([`model::observe`]).
+//! - [`infer`]: the inference engine (kernel choice, packed weights, workspace) and the one
+//!   no-gradient rollout.
 //! - [`config`]: the architecture config with the reference's key names.
 //! - [`init`]: JAX-style truncated LeCun-normal initialisation.
 //! - [`ops`]: linear, fused attention+RoPE, residual+RMSNorm and SwiGLU with hand-written backward
-//!   passes; [`gemm`]: the matrix-product backends.
-//! - [`hrm`]: blocks, reasoning modules, the segment forward and the ACT wrapper with its carry.
+//!   passes; [`cpu`]: the CPU kernels (matrix products, SIMD loops, packed f32, AMX bf16).
 //! - [`loss`]: stablemax / softmax cross-entropy, Q-learning BCE losses and the metrics.
-//! - [`optim`]: AdamATan2 (adam-atan2 0.0.3 semantics) and the sparse puzzle-embedding SignSGD.
+//! - [`optim`]: AdamATan2 (adam-atan2 0.0.3 semantics), the sparse puzzle-embedding SignSGD and the
+//!   weight EMA.
 //! - `cuda` (feature `cuda`): the CUDA kernels of the optimizers and GPU helpers.
 //! - [`train`]: one training step (forward, loss, backward) and the gradients it produces.
 //! - [`checkpoint`]: safetensors checkpoints with config metadata; reference `.pt` import.
 //! - [`parity`]: replays `hrm-parity-v1` golden fixtures of the PyTorch reference.
+//! - [`device`]: device names.
 #![warn(missing_docs)]
 
-pub mod amx;
 pub mod checkpoint;
 pub mod config;
+pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device;
-pub mod gemm;
-pub mod hrm;
+pub mod infer;
 pub mod init;
-pub mod kernels;
 pub mod loss;
+pub mod model;
 pub mod ops;
 pub mod optim;
-mod optim_device;
-pub mod packed;
 pub mod parity;
 pub mod train;
 
 pub use config::ModelConfig;
-pub use hrm::{Batch, Carry, Hrm, Mode, StepOutput};
+pub use hrm_data::Batch;
+pub use infer::{Engine, Kernels};
+pub use model::{Carry, Hrm, Mode, StepOutput};
 
 /// Errors of this crate: tensor errors, configuration errors and checkpoint problems, each with a
 /// message that names the key or file at fault.

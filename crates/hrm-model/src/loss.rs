@@ -2,7 +2,7 @@
 //! raw metric sums, and the gradients of the loss with respect to the model's outputs.
 //!
 //! Mirrors sapientinc/HRM:models/losses.py (`s`, `log_stablemax`, `stablemax_cross_entropy`,
-//! `softmax_cross_entropy`, `ACTLossHead.forward`); spec §3.
+//! `softmax_cross_entropy`, `ACTLossHead.forward`); docs/model.md, "Losses and metrics".
 //!
 //! The loss is a simple function of the logits and the two Q logits, so it is evaluated on the
 //! host in f64 (the reference computes stablemax in f64), together with its exact gradient: the
@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::hrm::Carry;
+use crate::model::Carry;
 use crate::{Error, Result};
 
 /// Label id that is ignored by the loss and the metrics.

@@ -29,7 +29,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape
 use half::bf16;
 use rayon::prelude::*;
 
-use crate::gemm::{self, SendPtr};
+use crate::cpu::gemm::{self, SendPtr};
 
 // ------------------------------------------------------------------------------------------------
 // Element type plumbing
@@ -96,10 +96,10 @@ impl Real for f32 {
         gemm::sgemm(m, n, k, a, ta, b, tb)
     }
     fn softmax_rows(p: &mut [f32], width: usize, scale: f32) {
-        crate::kernels::softmax_rows(p, width, scale)
+        crate::cpu::kernels::softmax_rows(p, width, scale)
     }
     fn swiglu_row(g: &[f32], u: &[f32], out: &mut [f32]) {
-        crate::kernels::swiglu_row(g, u, out)
+        crate::cpu::kernels::swiglu_row(g, u, out)
     }
 }
 impl Real for f64 {

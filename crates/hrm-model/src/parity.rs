@@ -1,6 +1,6 @@
 //! Replay of `hrm-parity-v1` fixtures: golden tensors of the PyTorch reference (parameters,
 //! batches, an eval rollout, training steps with gradients and updated parameters, and a trace of
-//! the first segment). Format and tolerances: ../shared/fixtures/parity/README.md (§3, §6).
+//! the first segment). Format and tolerances: docs/parity-fixtures.md.
 //!
 //! [`run_fixture`] loads the parameters into an [`Hrm`], runs the eval rollout and every training
 //! step with both optimizers, and compares every stored tensor by group:
@@ -31,10 +31,12 @@ use serde::Deserialize;
 
 use crate::checkpoint::read_safetensors;
 use crate::config::ModelConfig;
-use crate::hrm::{Batch, Carry, Hrm};
+use crate::infer::Engine;
 use crate::loss::{LossMetrics, LossType};
+use crate::model::{Carry, Hrm, Trace};
 use crate::ops::RopeTables;
 use crate::train::{eval_step, forward_backward, Grads, Optimizers};
+use crate::Batch;
 use crate::{Error, Result};
 
 /// Format tag of parity fixtures.
@@ -531,14 +533,16 @@ pub fn run_fixture_on(path: &Path, device: &Device) -> Result<Report> {
     let has_trace = fx.tensors.keys().any(|k| k.starts_with("trace.seg1."));
 
     // 1) the eval rollout from the initial parameters
+    let engine = Engine::plain(&model);
     let mut carry = model.initial_carry(&batch)?;
     for k in 1..=fx.segments {
+        let mut trace = Trace::default();
+        let (c, loss, out) = if k == 1 && has_trace {
+            eval_step(&engine, &carry, &batch, fx.loss_type, &mut trace)?
+        } else {
+            eval_step(&engine, &carry, &batch, fx.loss_type, &mut ())?
+        };
         if k == 1 && has_trace {
-            model.start_trace();
-        }
-        let (c, loss, out) = eval_step(&model, &carry, &batch, fx.loss_type, &mut rng)?;
-        if k == 1 && has_trace {
-            let trace = model.take_trace().unwrap_or_default();
             let mut seen = 0;
             for (name, t) in &trace.entries {
                 let key = format!("trace.seg1.{name}");
@@ -653,7 +657,7 @@ pub fn run_fixture_on(path: &Path, device: &Device) -> Result<Report> {
             )?;
         }
         // 2a) the optimizers alone: ours applied to the fixture's own gradients must give the
-        //     fixture's parameters (README §5: agreement within ~3e-8)
+        //     fixture's parameters (docs/parity-fixtures.md: agreement within ~3e-8)
         let fx_grads = fx.grads(s, &names, device)?;
         shadow_opt.step(&shadow, &fx_grads, o.lr, o.puzzle_emb_lr)?;
         for (name, t) in shadow.state_dict() {
@@ -722,9 +726,9 @@ fn sign(x: f32) -> i8 {
     }
 }
 
-/// Step-parameter mismatches that rounding-level gradient differences account for (fixture README
-/// §6: "if step<s>.param fails only at isolated elements ... while the gradients pass, check those
-/// elements' gradients"). AdamATan2 normalises each element's step, so where an element's
+/// Step-parameter mismatches that rounding-level gradient differences account for
+/// (docs/parity-fixtures.md, "Tolerances": a failure at isolated elements while the gradients
+/// pass points at those elements' near-zero gradients). AdamATan2 normalises each element's step, so where an element's
 /// gradients are tiny or cancel across steps its update is decided by their last few bits: a sign
 /// flip moves it by about 2·lr, a cancelling first moment by a fraction of lr.
 ///
@@ -831,7 +835,7 @@ fn explain_ill_conditioned(
         }
     }
     if let (Some(table), Some((ids_o, g_o)), Some((ids_t, g_t))) =
-        (&model.puzzle_emb, &ours.puzzle, &theirs.puzzle)
+        (&model.weights.puzzle_emb, &ours.puzzle, &theirs.puzzle)
     {
         let refv = fx.f64s(&format!("step{s}.param.inner.puzzle_emb.weights"))?;
         let (_, dp) = table.as_tensor().dims2()?;

@@ -1,4 +1,4 @@
-//! One training step and one evaluation step of the HRM, on top of [`crate::hrm`],
+//! One training step and one evaluation step of the HRM, on top of [`crate::model`],
 //! [`crate::loss`] and [`crate::optim`].
 //!
 //! Mirrors the body of sapientinc/HRM:pretrain.py `train_batch` (forward of the loss head,
@@ -12,10 +12,12 @@
 use candle_core::{DType, Tensor, Var};
 use rand::RngCore;
 
-use crate::hrm::{Batch, Carry, Hrm, Mode};
+use crate::infer::Engine;
 use crate::loss::{act_loss, HostOutputs, LossOutput, LossType};
+use crate::model::{Carry, Hrm, Mode, Observer};
 use crate::optim::{AdamAtan2, SignSgd};
 use crate::to_host_f32;
+use crate::Batch;
 use crate::{Error, Result};
 
 /// Gradients of one training step.
@@ -141,15 +143,17 @@ pub fn forward_backward(
     })
 }
 
-/// One ACT step in eval mode with the loss head's metrics (no gradients).
+/// One ACT step in eval mode on `engine` with the loss head's metrics (no gradients); `obs`
+/// sees the forward's intermediate tensors (`&mut ()` for none).
 pub fn eval_step(
-    model: &Hrm,
+    engine: &Engine,
     carry: &Carry,
     batch: &Batch,
     loss_type: LossType,
-    rng: &mut dyn RngCore,
+    obs: &mut dyn Observer,
 ) -> Result<(Carry, LossOutput, StepHost)> {
-    let (carry, out) = model.act_step(carry, batch, Mode::Eval, rng)?;
+    let model = engine.model();
+    let (carry, out) = engine.act_step(carry, batch, obs)?;
     let host = StepHost {
         logits: to_host_f32(&out.logits)?,
         q_halt: to_host_f32(&out.q_halt)?,
@@ -199,7 +203,7 @@ impl Optimizers {
     /// Apply a step's gradients: SignSGD first (rate `puzzle_lr`), then AdamATan2 (rate `lr`), as
     /// the reference's training loop orders them.
     pub fn step(&mut self, model: &Hrm, grads: &Grads, lr: f64, puzzle_lr: f64) -> Result<()> {
-        if let (Some(table), Some((ids, g))) = (&model.puzzle_emb, &grads.puzzle) {
+        if let (Some(table), Some((ids, g))) = (&model.weights.puzzle_emb, &grads.puzzle) {
             self.sign.step(table, ids, g, puzzle_lr)?;
         }
         let params: Vec<(String, &Var)> = model.parameters();

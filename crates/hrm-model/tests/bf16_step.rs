@@ -12,23 +12,12 @@ use rand::SeedableRng;
 
 mod common;
 
-fn batch(cfg: &ModelConfig, seed: u64) -> Batch {
-    common::batch(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed))
-}
+use common::{host, seeded_batch as batch};
 
 fn step(m: &Hrm, b: &Batch) -> TrainStep {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
     let c = m.initial_carry(b).unwrap();
     forward_backward(m, &c, b, LossType::Stablemax, b.batch_size, &mut rng).unwrap()
-}
-
-fn host(t: &candle_core::Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
 }
 
 /// A model with random weights (seed) and its bf16 twin with the same weights.

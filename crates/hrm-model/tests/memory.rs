@@ -9,7 +9,7 @@ use candle_core::Device;
 use hrm_model::loss::LossType;
 use hrm_model::train::forward_backward;
 use hrm_model::{Batch, Hrm, ModelConfig};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 struct Counting;
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
@@ -46,20 +46,7 @@ fn step_peak(h: usize, l: usize) -> usize {
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let model = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
-    let n = cfg.batch_size * cfg.seq_len;
-    let labels: Vec<i32> = (0..n).map(|_| rng.random_range(2..11)).collect();
-    let batch = Batch {
-        inputs: labels
-            .iter()
-            .map(|&x| if rng.random::<f32>() < 0.5 { 1 } else { x })
-            .collect(),
-        labels,
-        puzzle_identifiers: vec![0; cfg.batch_size],
-        batch_size: cfg.batch_size,
-        seq_len: cfg.seq_len,
-        effective_size: cfg.batch_size,
-        set_name: String::new(),
-    };
+    let batch = Batch::random(cfg.batch_size, cfg.seq_len, 11, 0.5, None, &mut rng);
     let carry = model.initial_carry(&batch).unwrap();
     // warm-up step (thread pools, lazily built tables)
     drop(forward_backward(&model, &carry, &batch, LossType::Stablemax, 8, &mut rng).unwrap());

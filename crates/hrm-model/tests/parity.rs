@@ -1,27 +1,15 @@
-//! The golden fixtures of the PyTorch reference (../shared/fixtures/parity) must pass within the
-//! tolerances of their README. In CI (`CI=true`) a missing fixture folder is a failure.
+//! The golden fixtures of the PyTorch reference (the shared fixture folder next to the checkout)
+//! must pass within the tolerances of docs/parity-fixtures.md. In CI (`CI=true`) a missing fixture
+//! folder is a failure.
 
 use std::path::PathBuf;
 
 use hrm_model::parity::{format_report, run_fixture};
 
+mod common;
+
 fn fixture_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("HRM_SHARED_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")),
-    }
-    .join("fixtures/parity");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "parity fixtures not found at {} (set HRM_SHARED_DIR)",
-            dir.display()
-        );
-    }
-    eprintln!("skipped: parity fixtures not found at {}", dir.display());
-    None
+    common::shared_dir("fixtures/parity")
 }
 
 fn check(name: &str) {

@@ -2,8 +2,9 @@
 //! to f32, and a tiny model overfits a handful of puzzles.
 
 use candle_core::{DType, Device};
-use common::batch;
+use common::{batch, host, max_abs};
 use hrm_model::config::ForwardDtype;
+use hrm_model::loss::argmax;
 use hrm_model::loss::LossType;
 use hrm_model::train::{forward_backward, Optimizers};
 use hrm_model::{Hrm, Mode, ModelConfig};
@@ -29,13 +30,7 @@ fn every_parameter_receives_a_nonzero_gradient() {
         for ((name, var), g) in params.iter().zip(&step.grads.params) {
             let g = g.as_ref().unwrap_or_else(|| panic!("{name}: no gradient"));
             assert_eq!(g.dims(), var.dims(), "{name}");
-            let max = g
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let max = max_abs(g);
             assert!(
                 max > 0.0 && max.is_finite(),
                 "{name}: gradient max |g| = {max}"
@@ -43,13 +38,7 @@ fn every_parameter_receives_a_nonzero_gradient() {
         }
         let (ids, g) = step.grads.puzzle.expect("puzzle rows get a gradient");
         assert_eq!(ids, step.carry.data.puzzle_identifiers);
-        let max = g
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let max = max_abs(&g);
         assert!(max > 0.0, "puzzle rows: zero gradient");
     }
 }
@@ -77,15 +66,7 @@ fn bf16_forward_stays_close_to_f32() {
         let (n32, o32) = m32.act_step(&c32, &b, Mode::Eval, &mut rng).unwrap();
         let (n16, o16) = m16.act_step(&c16, &b, Mode::Eval, &mut rng).unwrap();
         assert_eq!(o16.logits.dtype(), DType::BF16);
-        let l32 = o32.logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let l16 = o16
-            .logits
-            .to_dtype(DType::F32)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let (l32, l16) = (host(&o32.logits), host(&o16.logits));
         let scale = l32.iter().fold(0f32, |m, x| m.max(x.abs()));
         let err = l32
             .iter()
@@ -98,11 +79,7 @@ fn bf16_forward_stays_close_to_f32() {
         );
         // predictions agree almost everywhere
         let v = cfg.vocab_size;
-        let argmax = |x: &[f32]| -> Vec<usize> {
-            x.chunks(v)
-                .map(|r| (0..v).fold(0, |best, k| if r[k] > r[best] { k } else { best }))
-                .collect()
-        };
+        let argmax = |x: &[f32]| -> Vec<usize> { x.chunks(v).map(argmax).collect() };
         let (a32, a16) = (argmax(&l32), argmax(&l16));
         let same = a32.iter().zip(&a16).filter(|(a, b)| a == b).count();
         assert!(

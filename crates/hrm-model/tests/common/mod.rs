@@ -1,7 +1,11 @@
 //! Helpers shared by the integration tests of this crate.
+#![allow(dead_code)] // each test file uses some of them
 
+use std::path::PathBuf;
+
+use candle_core::Tensor;
 use hrm_model::{Batch, ModelConfig};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 /// A random Sudoku-like batch: labels in 2..V, 40% of the inputs blank (token 1), random puzzle
 /// ids.
@@ -15,4 +19,42 @@ pub fn batch(cfg: &ModelConfig, rng: &mut impl Rng) -> Batch {
         Some(ids),
         rng,
     )
+}
+
+/// [`batch`] from a fresh generator seeded with `seed`.
+pub fn seeded_batch(cfg: &ModelConfig, seed: u64) -> Batch {
+    batch(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed))
+}
+
+/// A tensor's values on the host, f32.
+pub fn host(t: &Tensor) -> Vec<f32> {
+    hrm_model::to_host_f32(t).unwrap()
+}
+
+/// max |x| over a tensor.
+pub fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// The shared folder's `sub` folder (`HRM_SHARED_DIR`, default ../shared beside the checkout).
+/// Missing: a failure in CI (`CI=true`), else `None` with a note (a checkout without it).
+pub fn shared_dir(sub: &str) -> Option<PathBuf> {
+    let dir = match std::env::var_os("HRM_SHARED_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")),
+    }
+    .join(sub);
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{} not found (set HRM_SHARED_DIR)", dir.display());
+    }
+    eprintln!("skipped: {} not found", dir.display());
+    None
 }

@@ -138,7 +138,8 @@ unsafe fn softmax_rows_avx2(p: &mut [f32], width: usize, scale: f32) {
 /// Whether this CPU has AVX-512 (F + VL) and FMA.
 #[cfg(target_arch = "x86_64")]
 fn has_avx512() -> bool {
-    is_x86_feature_detected!("avx512f")
+    crate::cpu::simd_enabled()
+        && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("fma")
 }
@@ -146,7 +147,9 @@ fn has_avx512() -> bool {
 /// Whether this CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    crate::cpu::simd_enabled()
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
 }
 
 /// Softmax of every `width`-long row of `p` after scaling by `scale`.

@@ -17,7 +17,7 @@
 
 use candle_core::{CpuStorage, DType, Device, InplaceOp2, InplaceOp3, Layout, Tensor};
 
-use crate::optim::{AdamScalars, AdamState};
+use super::arith::{atan2_nonneg_x, AdamScalars, AdamState};
 use crate::{Error, Result};
 
 /// The first and second moments of one parameter, as f32 tensors on the parameter's device.
@@ -188,10 +188,7 @@ impl InplaceOp3 for ParamUpdate {
         let k = self.0;
         for i in 0..p.len() {
             let decayed = p[i] * k.wd_alpha;
-            p[i] = (-k.step_size).mul_add(
-                crate::optim::atan2_nonneg_x(m[i], v[i].sqrt() / k.c2),
-                decayed,
-            );
+            p[i] = (-k.step_size).mul_add(atan2_nonneg_x(m[i], v[i].sqrt() / k.c2), decayed);
         }
         Ok(())
     }

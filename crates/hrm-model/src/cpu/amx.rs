@@ -132,14 +132,14 @@ impl PackedBf16 {
 /// produces up to the order of the f32 sums (the fallback where AMX is absent, and the oracle).
 pub fn reference(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
     let ar = round_bf16(a);
-    crate::gemm::sgemm_into(
+    crate::cpu::gemm::sgemm_into(
         m,
         w.n,
         w.k,
         &ar,
-        crate::gemm::Op::N,
+        crate::cpu::gemm::Op::N,
         &w.unpack(),
-        crate::gemm::Op::T,
+        crate::cpu::gemm::Op::T,
         c,
     );
 }
@@ -184,7 +184,7 @@ pub fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod imp {
     use super::{bf16_bits, up, PackedBf16, BLOCK, KSTEP};
-    use crate::gemm::SendPtr;
+    use crate::cpu::gemm::SendPtr;
     use std::arch::asm;
     use std::cell::RefCell;
 
@@ -211,7 +211,7 @@ mod imp {
     }
 
     pub(super) fn init() -> bool {
-        if std::env::var_os("HRM_NO_AMX").is_some() {
+        if std::env::var_os("HRM_NO_AMX").is_some() || !crate::cpu::simd_enabled() {
             return false;
         }
         // CPUID leaf 7: EDX bit 22 = AMX-BF16, bit 24 = AMX-TILE; OSXSAVE must manage the state.
@@ -291,7 +291,7 @@ mod imp {
         convert(a, m, k, kp, &mut ab_all[..mp * kp]);
         let ab = &*ab_all;
         let cp = SendPtr(c.as_mut_ptr());
-        crate::gemm::split_blocks(np / BLOCK, m * n * k, |b0, b1| {
+        crate::cpu::gemm::split_blocks(np / BLOCK, m * n * k, |b0, b1| {
             // SAFETY: AMX is available (checked by the caller); the pointers cover the padded
             // operands and the result, and this task writes only columns [32*b0, 32*b1).
             unsafe { kernel(ab, w, cp, m, n, mp, kp, b0, b1) };

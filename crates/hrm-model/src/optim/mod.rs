@@ -1,7 +1,7 @@
 //! Optimizers: AdamATan2 for every `nn.Parameter`, SignSGD for the sparse puzzle-embedding table.
 //!
-//! - AdamATan2 follows the `adam-atan2` 0.0.3 CUDA kernel the reference installs (spec §4.2,
-//!   fixture README §5): decoupled decay first, lerp-form moments written as fused multiply-adds,
+//! - AdamATan2 follows the `adam-atan2` 0.0.3 CUDA kernel the reference installs
+//!   (docs/model.md, "Optimizers"): decoupled decay first, lerp-form moments written as fused multiply-adds,
 //!   no epsilon, the first-moment bias correction outside the atan2 and the second-moment one
 //!   inside. Per element, in f32:
 //!   `p *= 1 - lr*wd; m = fma(a1, g, fma(-a1, m, m)); v = fma(a2, g*g, fma(-a2, v, v));`
@@ -10,7 +10,7 @@
 //!   (`CastedSparseEmbeddingSignSGD_Distributed`): the gradients of duplicate ids are summed, then
 //!   only the touched rows move: `w = w (1 - lr wd) - lr sign(g)` (lazy decay).
 //!
-//! On a GPU the Adam moments live on the device ([`crate::optim_device`]) and SignSGD reads and
+//! On a GPU the Adam moments live on the device (`device`) and SignSGD reads and
 //! writes only the touched rows of the table.
 
 use std::borrow::Cow;
@@ -18,21 +18,16 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor, Var};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
-use crate::optim_device::DeviceMoments;
+mod arith;
+mod device;
+
+use arith::adam_chunk;
+pub(crate) use arith::AdamScalars;
+pub use arith::AdamState;
+use device::DeviceMoments;
+
 use crate::{Error, Result};
-
-/// Moments and step count of one parameter tensor.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AdamState {
-    /// First moment, same size as the parameter.
-    pub m: Vec<f32>,
-    /// Second moment.
-    pub v: Vec<f32>,
-    /// Steps taken (the reference keeps it as an f32 scalar per tensor).
-    pub t: u64,
-}
 
 /// AdamATan2 (adam-atan2 0.0.3) over a fixed list of parameter tensors.
 #[derive(Debug, Clone)]
@@ -49,16 +44,6 @@ pub struct AdamAtan2 {
     pub states: Vec<AdamState>,
     /// Device-resident moments per parameter (None: the host `states` hold them).
     device: Vec<Option<DeviceMoments>>,
-}
-
-/// The per-step scalars, computed in f64 and rounded to f32 as the kernel's launcher does.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct AdamScalars {
-    pub(crate) step_size: f32,
-    pub(crate) wd_alpha: f32,
-    pub(crate) c2: f32,
-    pub(crate) a1: f32,
-    pub(crate) a2: f32,
 }
 
 struct AdamUpdate<'a> {
@@ -106,87 +91,6 @@ impl InplaceOp2 for AdamUpdate<'_> {
             .for_each(|(((p, m), v), g)| adam_chunk(p, m, v, g, k));
         Ok(())
     }
-}
-
-/// atan2(y, x) for x >= 0 (the AdamATan2 denominator sqrt(v)/c2 is never negative), branch-free
-/// so that the update loop vectorises: Cephes' atanf range reduction and polynomial (relative
-/// error < 2e-7, i.e. within ~2 ulp of `f32::atan2`; tested below).
-#[inline(always)]
-pub(crate) fn atan2_nonneg_x(y: f32, x: f32) -> f32 {
-    use std::f32::consts::{FRAC_PI_2, FRAC_PI_4};
-    let ay = y.abs();
-    // t = |y| / x in [0, inf]; y = 0 (with x = 0 too) gives 0
-    let t = if ay == 0.0 { 0.0 } else { ay / x };
-    let big = t > 2.414_213_6; // tan(3pi/8)
-    let mid = t > 0.414_213_57; // tan(pi/8)
-    let (y0, z) = if big {
-        (FRAC_PI_2, -1.0 / t)
-    } else if mid {
-        (FRAC_PI_4, (t - 1.0) / (t + 1.0))
-    } else {
-        (0.0, t)
-    };
-    let zz = z * z;
-    let poly = ((8.053_744_5e-2 * zz - 1.387_768_6e-1) * zz + 1.997_771_1e-1) * zz - 3.333_295e-1;
-    let r = y0 + (poly * zz * z + z);
-    r.copysign(y)
-}
-
-/// The AdamATan2 0.0.3 update of one contiguous chunk (see the module docs for the formula).
-#[inline(always)]
-fn adam_chunk_body(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: AdamScalars) {
-    let n = p.len().min(m.len()).min(v.len()).min(g.len());
-    let (p, m, v, g) = (&mut p[..n], &mut m[..n], &mut v[..n], &g[..n]);
-    for i in 0..n {
-        let gi = g[i];
-        let mut pi = p[i] * k.wd_alpha;
-        let mi = k.a1.mul_add(gi, (-k.a1).mul_add(m[i], m[i]));
-        let vi = k.a2.mul_add(gi * gi, (-k.a2).mul_add(v[i], v[i]));
-        pi = (-k.step_size).mul_add(atan2_nonneg_x(mi, vi.sqrt() / k.c2), pi);
-        p[i] = pi;
-        m[i] = mi;
-        v[i] = vi;
-    }
-}
-
-/// [`adam_chunk_body`] compiled with hardware FMA and AVX-512 (so `mul_add` is one fused
-/// instruction and the loop vectorises; the fused result is the same as the software `fmaf`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn adam_chunk_avx512(
-    p: &mut [f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    g: &[f32],
-    k: AdamScalars,
-) {
-    adam_chunk_body(p, m, v, g, k)
-}
-
-/// The same with AVX2 + FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn adam_chunk_avx2(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: AdamScalars) {
-    adam_chunk_body(p, m, v, g, k)
-}
-
-/// One chunk of the update with the best instruction set this CPU has.
-fn adam_chunk(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: AdamScalars) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the features were detected at run time.
-            return unsafe { adam_chunk_avx512(p, m, v, g, k) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the features were detected at run time.
-            return unsafe { adam_chunk_avx2(p, m, v, g, k) };
-        }
-    }
-    adam_chunk_body(p, m, v, g, k)
 }
 
 impl AdamAtan2 {
@@ -508,12 +412,13 @@ impl Ema {
 
 #[cfg(test)]
 mod tests {
+    use super::arith::{adam_chunk_body, atan2_nonneg_x};
     use super::*;
     use candle_core::Device;
 
     #[test]
     fn adam_atan2_matches_the_spec_scalar_vector() {
-        // p0 = 1, lr 1e-2, betas (0.9, 0.95), wd 0.1, grads 0.5, -0.2, 0.1, 0 (spec §4.2, f64
+        // p0 = 1, lr 1e-2, betas (0.9, 0.95), wd 0.1, grads 0.5, -0.2, 0.1, 0 (docs/model.md, "Optimizers"; f64
         // reference values; f32 arithmetic agrees to ~1e-7)
         let p = Var::from_vec(vec![1f32], 1, &Device::Cpu).unwrap();
         let mut opt = AdamAtan2::new(&[1], (0.9, 0.95), 0.1);
@@ -621,7 +526,7 @@ mod tests {
 
     #[test]
     fn signsgd_sums_duplicates_and_decays_lazily() {
-        // spec §10.2: w = 0.3, lr 1e-2, wd 0.1, g = -0.7 -> 0.3097
+        // docs/model.md, "Optimizers": w = 0.3, lr 1e-2, wd 0.1, g = -0.7 -> 0.3097
         let table =
             Var::from_vec(vec![0.3f32, 1.0, 5.0, 5.0, -1.0, 2.0], (3, 2), &Device::Cpu).unwrap();
         let g = Tensor::from_vec(

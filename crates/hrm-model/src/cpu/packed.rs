@@ -8,7 +8,7 @@
 //! result in 24 registers over the whole reduction, broadcasting the activations straight from
 //! their rows. Threads split the panels. Callers use it where [`fast`] says so (AVX-512, at most
 //! [`MAX_ROWS`] rows: for large `m` the `gemm` crate's cache blocking wins); elsewhere it still
-//! computes the right numbers, panel by panel through [`crate::gemm`].
+//! computes the right numbers, panel by panel through [`crate::cpu::gemm`].
 //!
 //! Each result is the same sum as the plain definition in a fixed order (k ascending, one fused
 //! multiply-add per term), so results do not depend on the thread count.
@@ -70,7 +70,7 @@ thread_local! {
 pub fn fast(m: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        m <= MAX_ROWS && is_x86_feature_detected!("avx512f")
+        m <= MAX_ROWS && crate::cpu::simd_enabled() && is_x86_feature_detected!("avx512f")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -94,7 +94,7 @@ pub fn matmul(m: usize, a: &[f32], w: &PackedF32, c: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if fast(m) {
-            let cp = crate::gemm::SendPtr(c.as_mut_ptr());
+            let cp = crate::cpu::gemm::SendPtr(c.as_mut_ptr());
             // the activations re-laid per block of 12 rows as [k][12] (rows padded with zeros):
             // the kernel then broadcasts from one pointer at fixed offsets
             let mut ap = A_PACK.with(|b| std::mem::take(&mut *b.borrow_mut()));
@@ -109,7 +109,7 @@ pub fn matmul(m: usize, a: &[f32], w: &PackedF32, c: &mut [f32]) {
                 }
             }
             let apr = &ap[..];
-            crate::gemm::split_blocks(n.div_ceil(NR), m * n * k, |p0, p1| {
+            crate::cpu::gemm::split_blocks(n.div_ceil(NR), m * n * k, |p0, p1| {
                 let cp = &cp; // the whole wrapper (Sync), not its raw field
                 for p in p0..p1 {
                     let panel = &w.panels[p * k * NR..(p + 1) * k * NR];
@@ -150,14 +150,14 @@ pub fn matmul(m: usize, a: &[f32], w: &PackedF32, c: &mut [f32]) {
     }
     for p in 0..n.div_ceil(NR) {
         let cols = NR.min(n - p * NR);
-        let panel = crate::gemm::Mat {
+        let panel = crate::cpu::gemm::Mat {
             ptr: w.panels[p * k * NR..].as_ptr(),
             rs: NR as isize,
             cs: 1,
         };
         // SAFETY: a is m x k, the panel k x 32 (cols <= 32 read), c m x n with these columns.
         unsafe {
-            crate::gemm::gemm_generic(
+            crate::cpu::gemm::gemm_generic(
                 m,
                 cols,
                 k,
@@ -165,7 +165,7 @@ pub fn matmul(m: usize, a: &[f32], w: &PackedF32, c: &mut [f32]) {
                 n as isize,
                 1,
                 false,
-                crate::gemm::Mat::rows(a, k),
+                crate::cpu::gemm::Mat::rows(a, k),
                 panel,
                 1,
             )
@@ -283,7 +283,7 @@ unsafe fn block<const R: usize>(job: Job) {
 mod tests {
     use super::*;
 
-    use crate::amx::tests::data;
+    use crate::cpu::amx::tests::data;
 
     /// Against an f64 product, on shapes with every edge (rows not a multiple of 12, columns
     /// not of 32 or under 16) and the model's own; and through the large-`m` fallback.

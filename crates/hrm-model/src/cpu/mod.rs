@@ -1,0 +1,21 @@
+//! The CPU kernels: matrix-product glue ([`gemm`]), SIMD loops ([`kernels`]), the small-batch
+//! packed f32 kernel ([`packed`]) and bf16 on AMX ([`amx`]), with the one run-time switch that
+//! turns every hand-written SIMD path off.
+//!
+//! Every SIMD path has a portable twin that computes the same numbers (bit for bit for the
+//! multiversioned loops of [`kernels`]; the packed and AMX kernels fall back to the general
+//! product). `HRM_NO_SIMD` (any value) in the environment selects the portable twins everywhere,
+//! as on a CPU without AVX-512 / AVX2 / AMX or on another architecture: CI runs the test suite a
+//! second time with it set. `HRM_NO_AMX` switches off AMX alone. The `gemm` crate's own
+//! run-time dispatch is not affected.
+
+pub mod amx;
+pub mod gemm;
+pub mod kernels;
+pub mod packed;
+
+/// Whether the hand-written SIMD kernels may run (`HRM_NO_SIMD` unset); read once.
+pub fn simd_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("HRM_NO_SIMD").is_none())
+}

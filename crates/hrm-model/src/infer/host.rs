@@ -1,0 +1,308 @@
+//! The host path of the engine: a segment's no-gradient module calls on f32 host buffers with
+//! reused scratch space, the same kernels as the fused ops (so the same numbers), and the block
+//! matrix products on the general, packed f32 or AMX bf16 kernel.
+
+use candle_core::{Tensor, Var};
+
+use crate::cpu::{amx, gemm, packed};
+use crate::model::{Event, Hrm, Observer};
+use crate::ops;
+use crate::{to_host_f32, Error, Result};
+
+/// The block weights packed for one of the inference kernels, H blocks then L, per block
+/// (qkv, o, gate_up, down).
+#[derive(Debug)]
+pub(super) enum PackedBlocks {
+    /// bf16 on AMX.
+    Bf16(Vec<[amx::PackedBf16; 4]>),
+    /// f32, small batches.
+    F32(Vec<[packed::PackedF32; 4]>),
+}
+
+/// Scratch buffers of the host path, kept between calls (no per-op allocation).
+#[derive(Debug, Default)]
+pub(super) struct Workspace {
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    tmp: Vec<f32>,
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+    inj: Vec<f32>,
+}
+
+/// One block's packed weights, if any.
+#[derive(Clone, Copy)]
+enum BlockPacks<'a> {
+    None,
+    Bf16(&'a [amx::PackedBf16; 4]),
+    F32(&'a [packed::PackedF32; 4]),
+}
+
+/// Read access to the weights: one storage read lock per tensor, held for a segment.
+struct HostWeights<'a> {
+    guards: Vec<(candle_core::StorageRef<'a>, &'a candle_core::Layout)>,
+    blocks_h: usize,
+}
+
+impl<'a> HostWeights<'a> {
+    /// Every block weight (H then L, per block qkv, o, gate_up, down), then lm_head, q_head.
+    fn new(m: &'a Hrm) -> Self {
+        let w = &m.weights;
+        let mut vars: Vec<&Var> = w.h_level.iter().chain(&w.l_level).flatten().collect();
+        vars.extend([&w.lm_head, &w.q_head_w, &w.q_head_b]);
+        let guards = vars
+            .into_iter()
+            .map(|v| v.as_tensor().storage_and_layout())
+            .collect();
+        Self {
+            guards,
+            blocks_h: w.h_level.len(),
+        }
+    }
+
+    fn slice(&self, i: usize) -> Result<&[f32]> {
+        let (g, l) = &self.guards[i];
+        let (a, b) = l
+            .contiguous_offsets()
+            .ok_or_else(|| Error::msg("host inference: a weight is not contiguous"))?;
+        match &**g {
+            candle_core::Storage::Cpu(c) => Ok(&c.as_slice::<f32>()?[a..b]),
+            _ => Err(Error::msg("host inference: a weight is not on the CPU")),
+        }
+    }
+
+    /// Index of block `i` of the H (`h_level`) or L module among all blocks.
+    fn index(&self, h_level: bool, i: usize) -> usize {
+        if h_level {
+            i
+        } else {
+            self.blocks_h + i
+        }
+    }
+
+    /// (qkv, o, gate_up, down) of block `j` ([`HostWeights::index`]).
+    fn block(&self, j: usize) -> Result<[&[f32]; 4]> {
+        let base = 4 * j;
+        Ok([
+            self.slice(base)?,
+            self.slice(base + 1)?,
+            self.slice(base + 2)?,
+            self.slice(base + 3)?,
+        ])
+    }
+
+    fn heads(&self) -> Result<[&[f32]; 3]> {
+        let n = self.guards.len();
+        Ok([self.slice(n - 3)?, self.slice(n - 2)?, self.slice(n - 1)?])
+    }
+}
+
+/// Every block's (qkv, o, gate_up, down) weight through `pack(w, out, in)`: H blocks, then L.
+pub(super) fn pack_blocks<P>(
+    m: &Hrm,
+    pack: impl Fn(&[f32], usize, usize) -> P,
+) -> Result<Vec<[P; 4]>> {
+    let (d, i) = (m.cfg.hidden_size, m.cfg.mlp_inner());
+    let weights = HostWeights::new(m);
+    let n = m.weights.h_level.len() + m.weights.l_level.len();
+    (0..n)
+        .map(|j| {
+            let [qkv, o, gu, down] = weights.block(j)?;
+            Ok([
+                pack(qkv, 3 * d, d),
+                pack(o, d, d),
+                pack(gu, 2 * i, d),
+                pack(down, d, i),
+            ])
+        })
+        .collect()
+}
+
+/// A segment's no-gradient calls on host buffers: every call when `heads` (and then the heads
+/// too: logits `[B, L, V]`, Q `[B, 2]`), else all but the last L and the last H (the cycles
+/// before a gradient step). Returns the new (z_H, z_L) `[B, S, D]`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn segment(
+    m: &Hrm,
+    packs: Option<&PackedBlocks>,
+    ws: &mut Workspace,
+    z_h: &Tensor,
+    z_l: &Tensor,
+    x: &Tensor,
+    heads: bool,
+    obs: &mut dyn Observer,
+) -> Result<(Tensor, Tensor, Option<(Tensor, Tensor)>)> {
+    let (hc, lc) = (m.cfg.h_cycles, m.cfg.l_cycles);
+    let (b, s, d) = z_h.dims3()?;
+    let mut zh = to_host_f32(z_h)?;
+    let mut zl = to_host_f32(z_l)?;
+    let xv = to_host_f32(x)?;
+    let weights = HostWeights::new(m);
+    let call = Call {
+        m,
+        packs,
+        weights: &weights,
+        shape: (b, s),
+    };
+    ws.inj.resize(b * s * d, 0.0);
+    for n in 0..hc {
+        for t in 0..lc {
+            let last = n == hc - 1 && t == lc - 1;
+            if !last || heads {
+                let mut inj = std::mem::take(&mut ws.inj);
+                for ((o, &a), &c) in inj.iter_mut().zip(&zh).zip(&xv) {
+                    *o = a + c;
+                }
+                call.module(false, &mut zl, &inj, ws, obs)?;
+                ws.inj = inj;
+            }
+        }
+        if n < hc - 1 || heads {
+            call.module(true, &mut zh, &zl, ws, obs)?;
+        }
+    }
+    let out = if heads { Some(call.heads(&zh)?) } else { None };
+    drop(weights);
+    Ok((
+        Tensor::from_vec(zh, (b, s, d), m.device())?,
+        Tensor::from_vec(zl, (b, s, d), m.device())?,
+        out,
+    ))
+}
+
+/// What every call of one host segment shares.
+struct Call<'a> {
+    m: &'a Hrm,
+    packs: Option<&'a PackedBlocks>,
+    weights: &'a HostWeights<'a>,
+    /// (B, S).
+    shape: (usize, usize),
+}
+
+impl Call<'_> {
+    /// A host tensor of `[B, S, D]` values (for an observer).
+    fn tensor(&self, v: &[f32]) -> Result<Tensor> {
+        let (b, s) = self.shape;
+        Ok(Tensor::from_slice(
+            v,
+            (b, s, self.m.cfg.hidden_size),
+            self.m.device(),
+        )?)
+    }
+
+    fn show(&self, obs: &mut dyn Observer, e: Event, v: &[f32]) -> Result<()> {
+        if obs.wants(&e) {
+            obs.observe(e, &self.tensor(v)?);
+        }
+        Ok(())
+    }
+
+    /// A reasoning module: `z = blocks(z + inj)` in place.
+    fn module(
+        &self,
+        h_level: bool,
+        z: &mut [f32],
+        inj: &[f32],
+        ws: &mut Workspace,
+        obs: &mut dyn Observer,
+    ) -> Result<()> {
+        for (zi, &ii) in z.iter_mut().zip(inj) {
+            *zi += ii;
+        }
+        for layer in 0..self.m.blocks(h_level).len() {
+            let j = self.weights.index(h_level, layer);
+            let packs = match self.packs {
+                None => BlockPacks::None,
+                Some(PackedBlocks::Bf16(p)) => BlockPacks::Bf16(&p[j]),
+                Some(PackedBlocks::F32(p)) => BlockPacks::F32(&p[j]),
+            };
+            self.block((h_level, layer), self.weights.block(j)?, packs, z, ws, obs)?;
+        }
+        self.show(obs, Event::Module { h_level }, z)
+    }
+
+    /// One post-norm block, in place on `h` `[B*S, D]`.
+    fn block(
+        &self,
+        (h_level, layer): (bool, usize),
+        [qkv_w, o_w, gu_w, down_w]: [&[f32]; 4],
+        packs: BlockPacks,
+        h: &mut [f32],
+        ws: &mut Workspace,
+        obs: &mut dyn Observer,
+    ) -> Result<()> {
+        let cfg = &self.m.cfg;
+        let (d, i) = (cfg.hidden_size, cfg.mlp_inner());
+        let (b, s) = self.shape;
+        let n = b * s;
+        if n == 0 {
+            return Ok(());
+        }
+        let norm = ops::AddRmsNorm {
+            eps: cfg.rms_norm_eps,
+        };
+        ws.qkv.resize(n * 3 * d, 0.0);
+        ws.attn.resize(n * d, 0.0);
+        ws.tmp.resize(n * d, 0.0);
+        ws.gate_up.resize(n * 2 * i, 0.0);
+        ws.act.resize(n * i, 0.0);
+        // x · Wᵀ for weight `j` of the block (`[out, in]`): bf16 on AMX, the small-batch f32
+        // kernel, or the general one
+        let small = packed::fast(n);
+        let lin = |j: usize, x: &[f32], w: &[f32], out: &mut [f32]| match packs {
+            BlockPacks::Bf16(p) => amx::matmul(n, x, &p[j], out),
+            BlockPacks::F32(p) if small => packed::matmul(n, x, &p[j], out),
+            _ => {
+                let (o, k) = (out.len() / n, x.len() / n);
+                gemm::sgemm_into(n, o, k, x, gemm::Op::N, w, gemm::Op::T, out)
+            }
+        };
+        let part = |part| Event::Block {
+            h_level,
+            layer,
+            part,
+        };
+        lin(0, h, qkv_w, &mut ws.qkv);
+        self.m.attention().forward_into(&ws.qkv, b, s, &mut ws.attn);
+        lin(1, &ws.attn, o_w, &mut ws.tmp);
+        self.show(obs, part("attn"), &ws.tmp)?;
+        norm.forward_inplace(h, &ws.tmp, d, false);
+        lin(2, h, gu_w, &mut ws.gate_up);
+        ops::SwiGlu::forward_into(&ws.gate_up, i, &mut ws.act);
+        lin(3, &ws.act, down_w, &mut ws.tmp);
+        self.show(obs, part("mlp"), &ws.tmp)?;
+        norm.forward_inplace(h, &ws.tmp, d, false);
+        self.show(obs, part("out"), h)
+    }
+
+    /// The heads on z_H `[B*S*D]`: logits `[B, L, V]` of positions P.., Q `[B, 2]` from
+    /// position 0.
+    fn heads(&self, zh: &[f32]) -> Result<(Tensor, Tensor)> {
+        let cfg = &self.m.cfg;
+        let (b, s) = self.shape;
+        let d = cfg.hidden_size;
+        let (p, l, v) = (cfg.puzzle_emb_len(), cfg.seq_len, cfg.vocab_size);
+        let [lm, qw, qb] = self.weights.heads()?;
+        let mut logits = vec![0f32; b * l * v];
+        for bi in 0..b {
+            let rows = &zh[(bi * s + p) * d..(bi * s + p + l) * d];
+            let out = &mut logits[bi * l * v..(bi + 1) * l * v];
+            gemm::sgemm_into(l, v, d, rows, gemm::Op::N, lm, gemm::Op::T, out);
+        }
+        let mut q = vec![0f32; b * 2];
+        for bi in 0..b {
+            let first = &zh[bi * s * d..(bi * s + 1) * d];
+            for k in 0..2 {
+                // the same product as the linear op (one row), then the bias
+                let w = &qw[k * d..(k + 1) * d];
+                let dot = gemm::sgemm(1, 1, d, first, gemm::Op::N, w, gemm::Op::T)[0];
+                q[bi * 2 + k] = dot + qb[k];
+            }
+        }
+        let dev = self.m.device();
+        Ok((
+            Tensor::from_vec(logits, (b, l, v), dev)?,
+            Tensor::from_vec(q, (b, 2), dev)?,
+        ))
+    }
+}

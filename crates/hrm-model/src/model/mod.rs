@@ -1,0 +1,483 @@
+//! The Hierarchical Reasoning Model, ACT v1, on candle: weights, block, reasoning module, input
+//! embedding and one segment, in the order of the reference's `hrm_act_v1.py`.
+//!
+//! The ACT wrapper and its carry are in [`act`], the table of tensors in [`weights`], observers
+//! of the forward in [`observe`]. The no-gradient calls run through an inference engine
+//! ([`crate::infer::Engine`]), which may use faster host kernels; this file is the reference path
+//! they are checked against. The equations are written out in `docs/model.md`.
+//!
+//! Shape legend: B batch, L seq_len (tokens), P puzzle-prefix positions, S = P + L, D hidden,
+//! V vocab, I SwiGLU inner width, Dp puzzle_emb_ndim.
+//!
+//! Parameters are candle `Var`s in f32 named exactly like the reference's `state_dict` keys
+//! (`inner.H_level.layers.0.self_attn.qkv_proj.weight`, ...). The no-gradient calls use detached
+//! views of the weights, so they record no autograd graph: memory does not grow with
+//! `H_cycles x L_cycles` (see the test `no_grad_cycles_record_no_graph`).
+
+pub mod act;
+pub mod observe;
+pub mod weights;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::Rng;
+
+use crate::config::{ForwardDtype, ModelConfig, PosEncoding};
+use crate::init::trunc_normal;
+use crate::ops::{self, Attention, RopeTables};
+use crate::Result;
+pub use act::{Carry, Mode, StepOutput};
+pub use observe::{Event, Observer, Trace};
+use weights::{Init, Slot};
+pub use weights::{TensorKind, Weights};
+
+/// Learned-position mix factor: the reference's literal 0.707106781 (~1/sqrt(2)), kept as written
+/// so that the f32 rounding of the product is the reference's.
+#[allow(clippy::approx_constant)]
+const LEARNED_POS_SCALE: f64 = 0.707106781;
+
+/// What one segment produces.
+#[derive(Debug)]
+pub struct Segment {
+    /// The new z_H `[B, S, D]` (detached).
+    pub z_h: Tensor,
+    /// The new z_L `[B, S, D]` (detached).
+    pub z_l: Tensor,
+    /// LM logits `[B, L, V]` in the forward dtype (part of the graph when it had a gradient).
+    pub logits: Tensor,
+    /// Q logits `[B, 2]` (halt, continue), f32.
+    pub q: Tensor,
+}
+
+/// The HRM ACT v1 model.
+#[derive(Debug)]
+pub struct Hrm {
+    /// Architecture.
+    pub cfg: ModelConfig,
+    device: Device,
+    fdt: DType,
+    /// The tensors.
+    pub weights: Weights,
+    attn: Attention,
+}
+
+fn dtype_of(f: ForwardDtype) -> DType {
+    match f {
+        ForwardDtype::F32 => DType::F32,
+        ForwardDtype::BF16 => DType::BF16,
+    }
+}
+
+impl Hrm {
+    // --------------------------------------------------------------------------------------------
+    // Weights
+    // --------------------------------------------------------------------------------------------
+
+    /// Build a freshly initialised model (the reference's initialisation; our own seeded RNG).
+    pub fn new(cfg: &ModelConfig, device: &Device, rng: &mut impl Rng) -> Result<Self> {
+        cfg.validate()?;
+        let fdt = dtype_of(cfg.forward_dtype);
+        let weights = Weights::build(cfg, |e| {
+            let n = e.shape.iter().product();
+            let v = match e.init {
+                Init::TruncNormal(std) => {
+                    Var::from_vec(trunc_normal(n, std, rng), &*e.shape, device)?
+                }
+                Init::Zeros => Var::zeros(&*e.shape, DType::F32, device)?,
+                Init::Fill(x) => Var::from_vec(vec![x; n], &*e.shape, device)?,
+            };
+            // the reference draws H_init/L_init directly in the forward dtype
+            if matches!(e.slot, Slot::HInit | Slot::LInit) && fdt != DType::F32 {
+                v.set(&v.as_tensor().to_dtype(fdt)?.to_dtype(DType::F32)?)?;
+            }
+            Ok(v)
+        })?;
+        Ok(Self::assemble(cfg, device, weights))
+    }
+
+    /// Build a model from a state dict (keys as in [`Hrm::named_tensors`]). Strict: every
+    /// missing, unexpected or mis-shaped key is reported by name in one error.
+    pub fn from_state_dict(
+        cfg: &ModelConfig,
+        device: &Device,
+        tensors: &HashMap<String, Tensor>,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let weights = Weights::from_state_dict(cfg, device, tensors)?;
+        Ok(Self::assemble(cfg, device, weights))
+    }
+
+    fn assemble(cfg: &ModelConfig, device: &Device, weights: Weights) -> Self {
+        let rope = match cfg.pos_encodings {
+            PosEncoding::Rope => Some(Arc::new(RopeTables::new(
+                cfg.full_seq_len(),
+                cfg.head_dim(),
+                cfg.rope_theta,
+            ))),
+            PosEncoding::Learned => None,
+        };
+        Self {
+            cfg: cfg.clone(),
+            device: device.clone(),
+            fdt: dtype_of(cfg.forward_dtype),
+            weights,
+            attn: Attention {
+                num_heads: cfg.num_heads,
+                head_dim: cfg.head_dim(),
+                rope,
+            },
+        }
+    }
+
+    /// Every state-dict entry in the reference's order: `(key, var, kind)`, keys starting `inner.`.
+    pub fn named_tensors(&self) -> Vec<(String, &Var, TensorKind)> {
+        weights::table(&self.cfg)
+            .into_iter()
+            .map(|e| (e.key, self.weights.get(e.slot), e.kind))
+            .collect()
+    }
+
+    /// The trainable parameters in the reference's `named_parameters()` order.
+    pub fn parameters(&self) -> Vec<(String, &Var)> {
+        self.named_tensors()
+            .into_iter()
+            .filter(|(_, _, k)| *k == TensorKind::Parameter)
+            .map(|(n, v, _)| (n, v))
+            .collect()
+    }
+
+    /// Expected shape of every state-dict key.
+    pub fn expected_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+        weights::table(cfg)
+            .into_iter()
+            .map(|e| (e.key, e.shape))
+            .collect()
+    }
+
+    /// The state dict (f32 tensors sharing storage with the model; clone before mutating).
+    pub fn state_dict(&self) -> Vec<(String, Tensor)> {
+        self.named_tensors()
+            .into_iter()
+            .map(|(k, v, _)| (k, v.as_detached_tensor()))
+            .collect()
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Activation dtype (f32 or bf16).
+    pub fn forward_dtype(&self) -> DType {
+        self.fdt
+    }
+
+    /// The attention op of every block (heads, RoPE tables).
+    pub fn attention(&self) -> &Attention {
+        &self.attn
+    }
+
+    /// A weight in the forward dtype; detached (no graph) unless `grad`.
+    fn weight(&self, v: &Var, grad: bool) -> Result<Tensor> {
+        let t = if grad {
+            v.as_tensor().clone()
+        } else {
+            v.as_detached_tensor()
+        };
+        Ok(if t.dtype() != self.fdt {
+            t.to_dtype(self.fdt)?
+        } else {
+            t
+        })
+    }
+
+    // --------------------------------------------------------------------------------------------
+    // Block: post-norm, attention then SwiGLU
+    // --------------------------------------------------------------------------------------------
+
+    /// `h = norm(h + attn(h)); h = norm(h + mlp(h))` for block `layer` of the H or L module;
+    /// `h` `[B, S, D]`. `CastedLinear` is `x [.., in] @ w^T` with `w [out, in]`.
+    fn block(
+        &self,
+        (h_level, layer): (bool, usize),
+        h: &Tensor,
+        grad: bool,
+        obs: &mut dyn Observer,
+    ) -> Result<Tensor> {
+        let [qkv_w, o_w, gu_w, down_w] = &self.blocks(h_level)[layer];
+        let eps = self.cfg.rms_norm_eps;
+        let qkv = ops::linear(h, &self.weight(qkv_w, grad)?)?; // [B, S, 3D]
+                                                               // attention and SwiGLU each fused with the projection after them: their outputs are
+                                                               // recomputed in the backward instead of held by the graph (peak memory)
+        let a = ops::then_linear(&qkv, &self.attn, &self.weight(o_w, grad)?)?; // [B, S, D]
+        let h = ops::add_rms_norm(h, &a, eps)?;
+        let gu = ops::linear(&h, &self.weight(gu_w, grad)?)?; // [B, S, 2I]
+        let m = ops::then_linear(&gu, &ops::SwiGlu, &self.weight(down_w, grad)?)?; // [B, S, D]
+        let out = ops::add_rms_norm(&h, &m, eps)?;
+        for (part, t) in [("attn", &a), ("mlp", &m), ("out", &out)] {
+            let e = Event::Block {
+                h_level,
+                layer,
+                part,
+            };
+            if obs.wants(&e) {
+                obs.observe(e, t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The blocks of the H (`h_level`) or L module.
+    pub(crate) fn blocks(&self, h_level: bool) -> &[[Var; 4]] {
+        if h_level {
+            &self.weights.h_level
+        } else {
+            &self.weights.l_level
+        }
+    }
+
+    // --------------------------------------------------------------------------------------------
+    // Reasoning module f(z, u)
+    // --------------------------------------------------------------------------------------------
+
+    /// Add the injection once, then the block stack: `z [B, S, D]`, `inj [B, S, D]`.
+    fn module(
+        &self,
+        h_level: bool,
+        z: &Tensor,
+        inj: &Tensor,
+        grad: bool,
+        obs: &mut dyn Observer,
+    ) -> Result<Tensor> {
+        let mut z = (z + inj)?;
+        for layer in 0..self.blocks(h_level).len() {
+            z = self.block((h_level, layer), &z, grad, obs)?;
+        }
+        let e = Event::Module { h_level };
+        if obs.wants(&e) {
+            obs.observe(e, &z);
+        }
+        Ok(z)
+    }
+
+    // --------------------------------------------------------------------------------------------
+    // Input embedding
+    // --------------------------------------------------------------------------------------------
+
+    /// Input encoding x̃ `[B, S, D]`: token embeddings, the puzzle-embedding prefix (zero-padded to
+    /// P*D), learned positions if any, times sqrt(D). `inputs` `[B, L]`; `puzzle_rows` are
+    /// `[B, Dp]` in f32.
+    pub(crate) fn input_embeddings(
+        &self,
+        inputs: &Tensor,
+        puzzle_rows: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (b, l) = inputs.dims2()?;
+        let d = cfg.hidden_size;
+        // Rows are gathered from the f32 master table and then cast: the same values as casting
+        // the table first (the reference's `embedding(weight.to(dtype))`), but the backward
+        // scatter-adds B*L row gradients into V rows in f32; in bf16 that sum loses most of its
+        // bits (measured gradient cosine 0.95 at batch 64 against f32, 0.999 this way).
+        let mut x = self
+            .weights
+            .embed_tokens
+            .as_tensor()
+            .index_select(&inputs.flatten_all()?, 0)?
+            .to_dtype(self.fdt)?
+            .reshape((b, l, d))?;
+        if let Some(rows) = puzzle_rows {
+            let p = cfg.puzzle_emb_len();
+            let mut rows = rows.to_dtype(self.fdt)?;
+            let pad = p * d - cfg.puzzle_emb_ndim;
+            if pad > 0 {
+                let zeros = Tensor::zeros((b, pad), self.fdt, &self.device)?;
+                rows = Tensor::cat(&[&rows, &zeros], 1)?;
+            }
+            x = Tensor::cat(&[&rows.reshape((b, p, d))?, &x], 1)?;
+        }
+        if let Some(pos) = &self.weights.embed_pos {
+            // broadcast over the batch before the cast, so the backward sums over it in f32
+            let pos = pos
+                .as_tensor()
+                .unsqueeze(0)?
+                .broadcast_as(x.shape())?
+                .to_dtype(self.fdt)?;
+            x = ((x + pos)? * LEARNED_POS_SCALE)?;
+        }
+        Ok((x * (d as f64).sqrt())?)
+    }
+
+    // --------------------------------------------------------------------------------------------
+    // Segment: H_cycles x L_cycles module calls, then the heads
+    // --------------------------------------------------------------------------------------------
+
+    /// One segment (the reference's inner forward): every call but the last L and the last H
+    /// without gradient ([`Hrm::segment_cycles`]), then those two with a gradient when `grad`,
+    /// and the heads ([`Hrm::segment_last`]). With `grad == false` nothing records a graph.
+    pub fn segment(
+        &self,
+        z_h: &Tensor,
+        z_l: &Tensor,
+        x: &Tensor,
+        grad: bool,
+        obs: &mut dyn Observer,
+    ) -> Result<Segment> {
+        let (z_h, z_l) = self.segment_cycles(z_h, z_l, &x.detach(), obs)?;
+        self.segment_last(z_h, z_l, x, grad, obs)
+    }
+
+    /// The no-gradient part of a segment (the one-step gradient approximation of the paper):
+    /// `H_cycles x L_cycles` calls minus the last L and the last H, on detached tensors.
+    pub(crate) fn segment_cycles(
+        &self,
+        z_h: &Tensor,
+        z_l: &Tensor,
+        x: &Tensor,
+        obs: &mut dyn Observer,
+    ) -> Result<(Tensor, Tensor)> {
+        let (hc, lc) = (self.cfg.h_cycles, self.cfg.l_cycles);
+        let (mut z_h, mut z_l) = (z_h.detach(), z_l.detach());
+        let x = x.detach();
+        for n in 0..hc {
+            for t in 0..lc {
+                if !(n == hc - 1 && t == lc - 1) {
+                    z_l = self.module(false, &z_l, &(&z_h + &x)?, false, obs)?;
+                }
+            }
+            if n < hc - 1 {
+                z_h = self.module(true, &z_h, &z_l, false, obs)?;
+            }
+        }
+        Ok((z_h, z_l))
+    }
+
+    /// The last L and H calls (with the gradient when `grad`) and the heads: logits of positions
+    /// P.. of z_H, Q logits from position 0. The injection is (z_H + x̃) first, then added to z_L,
+    /// as in the reference (the order matters for bitwise bf16 parity).
+    pub(crate) fn segment_last(
+        &self,
+        z_h: Tensor,
+        z_l: Tensor,
+        x: &Tensor,
+        grad: bool,
+        obs: &mut dyn Observer,
+    ) -> Result<Segment> {
+        let inj = if grad {
+            (&z_h + x)?
+        } else {
+            (&z_h + &x.detach())?
+        };
+        let z_l = self.module(false, &z_l, &inj, grad, obs)?;
+        let z_h = self.module(true, &z_h, &z_l, grad, obs)?;
+        let p = self.cfg.puzzle_emb_len();
+        let w = &self.weights;
+        let logits = ops::linear(&z_h, &self.weight(&w.lm_head, grad)?)?; // [B, S, V]
+        let logits = logits.narrow(1, p, self.cfg.seq_len)?; // [B, L, V]
+        let first = z_h.narrow(1, 0, 1)?.squeeze(1)?; // [B, D]
+        let q = ops::linear(&first, &self.weight(&w.q_head_w, grad)?)?
+            .broadcast_add(&self.weight(&w.q_head_b, grad)?)?
+            .to_dtype(DType::F32)?; // [B, 2]
+        Ok(Segment {
+            z_h: z_h.detach(),
+            z_l: z_l.detach(),
+            logits,
+            q,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Batch;
+    use rand::SeedableRng;
+
+    fn tiny(batch: usize) -> ModelConfig {
+        ModelConfig {
+            halt_max_steps: 3,
+            ..ModelConfig::tiny(batch)
+        }
+    }
+
+    fn batch(cfg: &ModelConfig, seed: u64) -> Batch {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        Batch::random(
+            cfg.batch_size,
+            cfg.seq_len,
+            cfg.vocab_size,
+            0.5,
+            None,
+            &mut rng,
+        )
+    }
+
+    #[test]
+    fn state_dict_round_trip_and_strict_loading() {
+        let cfg = tiny(2);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let m = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
+        let sd: HashMap<String, Tensor> = m.state_dict().into_iter().collect();
+        assert_eq!(sd.len(), 7 + 16);
+        let m2 = Hrm::from_state_dict(&cfg, &Device::Cpu, &sd).unwrap();
+        assert_eq!(m2.parameters().len(), m.parameters().len());
+        let mut bad = sd.clone();
+        bad.remove("inner.lm_head.weight");
+        bad.insert(
+            "inner.extra".into(),
+            Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+        );
+        bad.insert(
+            "inner.q_head.bias".into(),
+            Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+        );
+        let e = Hrm::from_state_dict(&cfg, &Device::Cpu, &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing key `inner.lm_head.weight`"), "{e}");
+        assert!(e.contains("unexpected key `inner.extra`"), "{e}");
+        assert!(e.contains("`inner.q_head.bias` has shape [3]"), "{e}");
+    }
+
+    #[test]
+    fn eval_runs_exactly_halt_max_steps() {
+        let cfg = tiny(3);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let m = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
+        let b = batch(&cfg, 2);
+        let mut carry = m.initial_carry(&b).unwrap();
+        for k in 1..=cfg.halt_max_steps {
+            let (c, out) = m.act_step(&carry, &b, Mode::Eval, &mut rng).unwrap();
+            assert_eq!(out.logits.dims(), &[3, cfg.seq_len, cfg.vocab_size]);
+            assert!(c.steps.iter().all(|&s| s as usize == k));
+            assert_eq!(c.halted.iter().all(|&h| h), k == cfg.halt_max_steps);
+            assert!(out.target_q_continue.is_none());
+            carry = c;
+        }
+    }
+
+    #[test]
+    fn no_grad_cycles_record_no_graph() {
+        // The graph of a training segment must not depend on H_cycles x L_cycles: count the
+        // tensors reachable from the logits for 1x1 and 3x3 cycles.
+        let count = |h: usize, l: usize| {
+            let cfg = ModelConfig {
+                h_cycles: h,
+                l_cycles: l,
+                ..tiny(2)
+            };
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+            let m = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
+            let b = batch(&cfg, 4);
+            let carry = m.initial_carry(&b).unwrap();
+            let (_, out) = m.act_step(&carry, &b, Mode::Train, &mut rng).unwrap();
+            let loss = out.logits.sum_all().unwrap();
+            loss.sorted_nodes().len()
+        };
+        let small = count(1, 1);
+        let big = count(3, 3);
+        assert_eq!(small, big, "the no-gradient cycles recorded graph nodes");
+    }
+}

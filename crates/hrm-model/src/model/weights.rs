@@ -1,0 +1,349 @@
+//! The one table of the model's tensors: state-dict key, shape, kind and initialisation, in the
+//! reference's order. Named tensors, expected shapes, initialisation and loading all derive
+//! from [`table`].
+
+use std::collections::{HashMap, HashSet};
+
+use candle_core::{Device, Tensor, Var};
+
+use crate::config::{ModelConfig, PosEncoding};
+use crate::{Error, Result};
+
+/// Whether a state-dict entry is an `nn.Parameter` (trained by AdamATan2) or a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorKind {
+    /// Trainable by AdamATan2.
+    Parameter,
+    /// Persistent buffer (H_init, L_init, the puzzle table).
+    Buffer,
+}
+
+/// One of a block's four weight matrices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlockWeight {
+    /// `self_attn.qkv_proj.weight` `[3D, D]`.
+    Qkv,
+    /// `self_attn.o_proj.weight` `[D, D]`.
+    O,
+    /// `mlp.gate_up_proj.weight` `[2I, D]`.
+    GateUp,
+    /// `mlp.down_proj.weight` `[D, I]`.
+    Down,
+}
+
+impl BlockWeight {
+    /// The four, in the reference's order within a block.
+    pub const ALL: [BlockWeight; 4] = [Self::Qkv, Self::O, Self::GateUp, Self::Down];
+}
+
+/// Where a tensor lives in the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Slot {
+    /// `inner.H_init` `[D]`.
+    HInit,
+    /// `inner.L_init` `[D]`.
+    LInit,
+    /// `inner.embed_tokens.embedding_weight` `[V, D]`.
+    EmbedTokens,
+    /// `inner.lm_head.weight` `[V, D]`.
+    LmHead,
+    /// `inner.q_head.weight` `[2, D]`.
+    QHeadW,
+    /// `inner.q_head.bias` `[2]`.
+    QHeadB,
+    /// `inner.puzzle_emb.weights` `[num_puzzle_identifiers, Dp]`.
+    PuzzleEmb,
+    /// `inner.embed_pos.embedding_weight` `[S, D]`.
+    EmbedPos,
+    /// `inner.{H,L}_level.layers.<layer>.<weight>`.
+    Block {
+        /// H module (else L).
+        h_level: bool,
+        /// Block index within the module.
+        layer: usize,
+        /// Which matrix.
+        weight: BlockWeight,
+    },
+}
+
+/// How a fresh model initialises a tensor (`TruncNormal`: JAX-style truncated LeCun normal).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// Truncated normal with this standard deviation.
+    TruncNormal(f64),
+    /// All zeros.
+    Zeros,
+    /// Every element this value.
+    Fill(f32),
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Where it lives.
+    pub slot: Slot,
+    /// The reference's state-dict key.
+    pub key: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Parameter or buffer.
+    pub kind: TensorKind,
+    /// Initialisation of a fresh model.
+    pub init: Init,
+}
+
+/// Every tensor of a model of `cfg`, in the reference's `state_dict` order (which is also the
+/// order a fresh model draws its random values in).
+pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
+    use TensorKind::*;
+    let (d, i, v) = (cfg.hidden_size, cfg.mlp_inner(), cfg.vocab_size);
+    let std_d = 1.0 / (d as f64).sqrt();
+    let e = |slot, key: &str, shape: Vec<usize>, kind, init| Entry {
+        slot,
+        key: key.to_string(),
+        shape,
+        kind,
+        init,
+    };
+    let mut t = vec![
+        e(
+            Slot::HInit,
+            "inner.H_init",
+            vec![d],
+            Buffer,
+            Init::TruncNormal(1.0),
+        ),
+        e(
+            Slot::LInit,
+            "inner.L_init",
+            vec![d],
+            Buffer,
+            Init::TruncNormal(1.0),
+        ),
+        e(
+            Slot::EmbedTokens,
+            "inner.embed_tokens.embedding_weight",
+            vec![v, d],
+            Parameter,
+            Init::TruncNormal(std_d),
+        ),
+        e(
+            Slot::LmHead,
+            "inner.lm_head.weight",
+            vec![v, d],
+            Parameter,
+            Init::TruncNormal(std_d),
+        ),
+        // Q head: weight 0 and bias -5 so that q_halt == q_continue at start and nothing halts
+        // early until the Q-head has learned ("init Q to (almost) zero for faster learning
+        // during bootstrapping")
+        e(
+            Slot::QHeadW,
+            "inner.q_head.weight",
+            vec![2, d],
+            Parameter,
+            Init::Zeros,
+        ),
+        e(
+            Slot::QHeadB,
+            "inner.q_head.bias",
+            vec![2],
+            Parameter,
+            Init::Fill(-5.0),
+        ),
+    ];
+    if cfg.puzzle_emb_ndim > 0 {
+        t.push(e(
+            Slot::PuzzleEmb,
+            "inner.puzzle_emb.weights",
+            vec![cfg.num_puzzle_identifiers, cfg.puzzle_emb_ndim],
+            Buffer,
+            Init::Zeros,
+        ));
+    }
+    if cfg.pos_encodings == PosEncoding::Learned {
+        t.push(e(
+            Slot::EmbedPos,
+            "inner.embed_pos.embedding_weight",
+            vec![cfg.full_seq_len(), d],
+            Parameter,
+            Init::TruncNormal(std_d),
+        ));
+    }
+    for (h_level, n) in [(true, cfg.h_layers), (false, cfg.l_layers)] {
+        let level = if h_level { "H_level" } else { "L_level" };
+        for layer in 0..n {
+            for weight in BlockWeight::ALL {
+                let (name, shape, std) = match weight {
+                    BlockWeight::Qkv => ("self_attn.qkv_proj", vec![3 * d, d], std_d),
+                    BlockWeight::O => ("self_attn.o_proj", vec![d, d], std_d),
+                    BlockWeight::GateUp => ("mlp.gate_up_proj", vec![2 * i, d], std_d),
+                    BlockWeight::Down => ("mlp.down_proj", vec![d, i], 1.0 / (i as f64).sqrt()),
+                };
+                t.push(e(
+                    Slot::Block {
+                        h_level,
+                        layer,
+                        weight,
+                    },
+                    &format!("inner.{level}.layers.{layer}.{name}.weight"),
+                    shape,
+                    Parameter,
+                    Init::TruncNormal(std),
+                ));
+            }
+        }
+    }
+    t
+}
+
+/// Check a state dict against the table: every missing, unexpected or mis-shaped key, by name,
+/// in one error.
+pub fn check_state_dict(cfg: &ModelConfig, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    let expected = table(cfg);
+    let mut problems = Vec::new();
+    for e in &expected {
+        match tensors.get(&e.key) {
+            None => problems.push(format!(
+                "missing key `{}` (expected shape {:?})",
+                e.key, e.shape
+            )),
+            Some(t) if t.dims() != e.shape.as_slice() => problems.push(format!(
+                "key `{}` has shape {:?}, expected {:?}",
+                e.key,
+                t.dims(),
+                e.shape
+            )),
+            _ => {}
+        }
+    }
+    let known: HashSet<&str> = expected.iter().map(|e| e.key.as_str()).collect();
+    let mut unexpected: Vec<&String> = tensors
+        .keys()
+        .filter(|k| !known.contains(k.as_str()))
+        .collect();
+    unexpected.sort();
+    for k in unexpected {
+        problems.push(format!("unexpected key `{k}`"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::StateDict(problems))
+    }
+}
+
+/// The tensors of a model, by slot, as [`super::Hrm`] holds them.
+#[derive(Debug, Clone)]
+pub struct Weights {
+    /// `inner.H_init`: initial z_H (buffer, never trained).
+    pub h_init: Var,
+    /// `inner.L_init`: initial z_L (buffer, never trained).
+    pub l_init: Var,
+    /// `inner.embed_tokens.embedding_weight`.
+    pub embed_tokens: Var,
+    /// `inner.embed_pos.embedding_weight` with learned positions.
+    pub embed_pos: Option<Var>,
+    /// `inner.lm_head.weight`.
+    pub lm_head: Var,
+    /// `inner.q_head.weight` (row 0 halt, row 1 continue).
+    pub q_head_w: Var,
+    /// `inner.q_head.bias`.
+    pub q_head_b: Var,
+    /// `inner.puzzle_emb.weights` (buffer, trained by SignSGD).
+    pub puzzle_emb: Option<Var>,
+    /// `inner.H_level.layers.*`: per block (qkv, o, gate_up, down).
+    pub h_level: Vec<[Var; 4]>,
+    /// `inner.L_level.layers.*`.
+    pub l_level: Vec<[Var; 4]>,
+}
+
+impl Weights {
+    /// Build every tensor of the table, in its order, with `make`.
+    pub fn build(cfg: &ModelConfig, mut make: impl FnMut(&Entry) -> Result<Var>) -> Result<Self> {
+        let mut made: HashMap<Slot, Var> = HashMap::new();
+        for e in table(cfg) {
+            made.insert(e.slot, make(&e)?);
+        }
+        let mut take = |s: Slot| made.remove(&s);
+        let mut need =
+            |s: Slot| take(s).ok_or_else(|| Error::msg(format!("internal: no tensor for {s:?}")));
+        let blocks = |need: &mut dyn FnMut(Slot) -> Result<Var>, h_level: bool, n: usize| {
+            (0..n)
+                .map(|layer| -> Result<[Var; 4]> {
+                    let mut w = |weight| {
+                        need(Slot::Block {
+                            h_level,
+                            layer,
+                            weight,
+                        })
+                    };
+                    Ok([
+                        w(BlockWeight::Qkv)?,
+                        w(BlockWeight::O)?,
+                        w(BlockWeight::GateUp)?,
+                        w(BlockWeight::Down)?,
+                    ])
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        let h_level = blocks(&mut need, true, cfg.h_layers)?;
+        let l_level = blocks(&mut need, false, cfg.l_layers)?;
+        Ok(Self {
+            h_init: need(Slot::HInit)?,
+            l_init: need(Slot::LInit)?,
+            embed_tokens: need(Slot::EmbedTokens)?,
+            lm_head: need(Slot::LmHead)?,
+            q_head_w: need(Slot::QHeadW)?,
+            q_head_b: need(Slot::QHeadB)?,
+            h_level,
+            l_level,
+            embed_pos: made.remove(&Slot::EmbedPos),
+            puzzle_emb: made.remove(&Slot::PuzzleEmb),
+        })
+    }
+
+    /// Load the tensors of a state dict (checked with [`check_state_dict`] first), as f32 on
+    /// `device`.
+    pub fn from_state_dict(
+        cfg: &ModelConfig,
+        device: &Device,
+        tensors: &HashMap<String, Tensor>,
+    ) -> Result<Self> {
+        check_state_dict(cfg, tensors)?;
+        Self::build(cfg, |e| {
+            let t = tensors[&e.key]
+                .to_device(device)?
+                .to_dtype(candle_core::DType::F32)?;
+            Ok(Var::from_tensor(&t)?)
+        })
+    }
+
+    /// The tensor in `slot` (panics on a slot this configuration does not have: callers take
+    /// slots from [`table`] of the same configuration).
+    pub fn get(&self, slot: Slot) -> &Var {
+        let missing = "slot absent in this configuration";
+        match slot {
+            Slot::HInit => &self.h_init,
+            Slot::LInit => &self.l_init,
+            Slot::EmbedTokens => &self.embed_tokens,
+            Slot::LmHead => &self.lm_head,
+            Slot::QHeadW => &self.q_head_w,
+            Slot::QHeadB => &self.q_head_b,
+            Slot::PuzzleEmb => self.puzzle_emb.as_ref().expect(missing),
+            Slot::EmbedPos => self.embed_pos.as_ref().expect(missing),
+            Slot::Block {
+                h_level,
+                layer,
+                weight,
+            } => {
+                let blocks = if h_level {
+                    &self.h_level
+                } else {
+                    &self.l_level
+                };
+                &blocks[layer][weight as usize]
+            }
+        }
+    }
+}

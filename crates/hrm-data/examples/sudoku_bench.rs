@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use hrm_data::format::load_split;
+use hrm_data::sudoku::generator::{generate_sudoku_csv, SudokuGenerateOptions};
 use hrm_data::sudoku::{build_sudoku, SudokuBuildOptions};
-use hrm_data::sudoku_gen::{generate_sudoku_csv, SudokuGenerateOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();

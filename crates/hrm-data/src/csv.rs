@@ -1,5 +1,6 @@
-//! A small streaming CSV reader and writer with line numbers, for the Sudoku-Extreme and
-//! Maze-Hard CSV files (`source,question,answer,rating`).
+//! A small streaming CSV reader and writer with line numbers, for the Sudoku and Maze CSVs.
+//!
+//! Both use the Sudoku-Extreme / Maze-Hard layout `source,question,answer,rating`.
 //!
 //! Mirrors what sapientinc/HRM:dataset/build_{sudoku,maze}_dataset.py do with Python's
 //! `csv.reader` (skip the header, unpack four fields per row) and what Python's `csv.writer`

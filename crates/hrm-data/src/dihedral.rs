@@ -3,7 +3,7 @@
 //! Mirrors sapientinc/HRM:dataset/common.py (`dihedral_transform`, `inverse_dihedral_transform`,
 //! `DIHEDRAL_INVERSE`): the same id numbering, so puzzle names such as `<task>_t3_0123456789`
 //! written by either implementation mean the same transform. Used by the Maze builder (`--aug`)
-//! and by the ARC builder and ARC voting (spec §5.4, §6.3).
+//! and by the ARC builder and ARC voting (docs/data.md, "ARC").
 //!
 //! Grids are row-major slices with an explicit shape `(h, w)`. For an `h x w` input `A` the
 //! output `out` (shape given in the table) is, with `i` the output row and `j` the output column:

@@ -1,9 +1,11 @@
-//! The reference's on-disk dataset layout: `dataset.json`, `identifiers.json` and the five
-//! `.npy` arrays per set, with a validating reader and atomic writers.
+//! The reference's on-disk dataset layout, with a validating reader and atomic writers.
+//!
+//! A dataset is `identifiers.json` plus, per split, `dataset.json` and the five `.npy` arrays of
+//! each set.
 //!
 //! Mirrors sapientinc/HRM:dataset/common.py (`PuzzleDatasetMetadata`), the save code at the end
 //! of `dataset/build_*_dataset.py` (writers) and `puzzle_dataset.py` (`_load_metadata`,
-//! `_lazy_load_dataset`: the reader). Layout (spec §5.1):
+//! `_lazy_load_dataset`: the reader). Layout (docs/data.md, "On-disk dataset format"):
 //!
 //! ```text
 //! <dataset>/identifiers.json          ["<blank>", ...]: index = puzzle identifier

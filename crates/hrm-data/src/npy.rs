@@ -1,5 +1,6 @@
-//! The NumPy `.npy` file format: header parsing, typed reading, memory mapping, and writing that
-//! is byte-identical to `numpy.save`.
+//! The NumPy `.npy` file format: header parsing, typed reading, memory mapping and writing.
+//!
+//! What we write is byte-identical to `numpy.save`.
 //!
 //! Mirrors what sapientinc/HRM relies on: the builders (`dataset/build_*_dataset.py`) call
 //! `np.save`, and the loader (`puzzle_dataset.py`) calls `np.load(..., mmap_mode="r")` for

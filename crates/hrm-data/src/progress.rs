@@ -1,5 +1,4 @@
-//! Progress reporting for long data jobs: an indicatif bar on a terminal, plain log lines
-//! otherwise.
+//! Progress reporting for long data jobs: an indicatif bar on a terminal, log lines otherwise.
 //!
 //! Mirrors the `tqdm(...)` wrappers of sapientinc/HRM:dataset/build_*_dataset.py. tqdm draws a bar
 //! on a terminal and garbles log files; here, when stderr is not a terminal (CI, `nohup`, pipes)

@@ -1,7 +1,8 @@
 //! The reference loader's batch sampler (training split) and sequential test iterator.
 //!
 //! Mirrors sapientinc/HRM:puzzle_dataset.py (`_sample_batch`, `PuzzleDataset._iter_train`,
-//! `_iter_test`, `_collate_batch`), spec §5.5–5.6.
+//! `_iter_test`, `_collate_batch`); the reference's rules are in docs/data.md, "Training
+//! sampler".
 //!
 //! Training, one *iteration* (= `epochs_per_iter` epochs; the reference's `eval_interval`), for
 //! each set in `metadata.sets` order:

@@ -13,38 +13,14 @@ use hrm_data::arc::{
 use hrm_data::error::DataError;
 use hrm_data::format::{load_split, read_identifiers, SplitData};
 
-/// `$HRM_SHARED_DIR`, else `<workspace>/../shared`; `None` (with a note) when missing outside CI.
-fn shared_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("HRM_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "shared folder {} not found: CI must provide it (set HRM_SHARED_DIR)",
-            dir.display()
-        );
-    }
-    eprintln!("skipped: shared folder {} not found", dir.display());
-    None
-}
+mod common;
+use common::{entries, shared_data, shared_dir};
 
 fn options(dirs: Vec<PathBuf>, out: &Path, num_aug: usize) -> ArcBuildOptions {
     ArcBuildOptions {
         num_aug,
         ..ArcBuildOptions::new(dirs, out.to_path_buf())
     }
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 /// Every check that ties a built dataset back to its task files:
@@ -159,9 +135,10 @@ fn perfect_predictions(test: &SplitData, names: &[String]) -> Vec<ArcPrediction>
 
 #[test]
 fn mini_arc_with_a_held_out_fraction() {
-    let Some(shared) = shared_dir() else { return };
+    let Some(mini) = shared_data("data/arc/Mini-ARC") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
-    let mini = shared.join("data/arc/Mini-ARC");
     let out = tmp.path().join("mini");
     let opts = ArcBuildOptions {
         test_from_train_fraction: 0.2,
@@ -220,9 +197,10 @@ fn mini_arc_with_a_held_out_fraction() {
 
 #[test]
 fn arc_agi_2_evaluation_folder_is_held_out() {
-    let Some(shared) = shared_dir() else { return };
+    let Some(eval) = shared_data("data/arc/ARC-AGI-2/evaluation") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
-    let eval = shared.join("data/arc/ARC-AGI-2/evaluation");
     let out = tmp.path().join("arc2-eval");
     let report = build_arc(&options(vec![eval.clone()], &out, 2)).unwrap();
     let tasks = discover_tasks(&[eval], &[]).unwrap();
@@ -275,7 +253,8 @@ fn arc_1_counts_match_the_spec() {
         shared.join("data/arc/ConceptARC/corpus"),
     ];
     let out = tmp.path().join("arc1");
-    // num_aug 0: the originals only (spec §5.4 counts, derived from the pinned submodules).
+    // num_aug 0: the originals only (the counts of docs/data.md, "ARC", derived from the
+    // pinned dataset commits).
     let report = build_arc(&options(dirs, &out, 0)).unwrap();
     assert_eq!((report.tasks, report.held_out_tasks), (960, 400));
     assert_eq!(

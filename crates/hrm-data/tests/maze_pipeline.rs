@@ -1,6 +1,6 @@
-//! End-to-end Maze pipeline: `maze-generate` (data-sources.md §2.4 recipe, small mazes) ->
-//! Maze-Hard CSVs -> `build_maze` (sapientinc/HRM:dataset/build_maze_dataset.py) -> `load_split`,
-//! plus the malformed-input errors of the builder.
+//! End-to-end Maze pipeline: `maze-generate` (the recipe of docs/data.md, "Maze-Hard", on small
+//! mazes) -> Maze-Hard CSVs -> `build_maze` (sapientinc/HRM:dataset/build_maze_dataset.py) ->
+//! `load_split`, plus the malformed-input errors of the builder.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,9 @@ use hrm_data::maze::{
     build_maze, check_path, check_path_grids, generate_maze_csvs, read_maze_csv, GoalSampling,
     MazeBuildOptions, MazeGenerateOptions, MazeGrid,
 };
+
+mod common;
+use common::{entries, CSV_HEADER};
 
 fn generate_options(out: &Path, seed: u64) -> MazeGenerateOptions {
     MazeGenerateOptions {
@@ -38,16 +41,6 @@ fn build_options(input: &Path, out: &Path) -> MazeBuildOptions {
         seed: 0,
         force: false,
     }
-}
-
-/// Names of the entries of `dir` (sorted), to prove nothing was left behind.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 fn read(p: PathBuf) -> Vec<u8> {
@@ -224,12 +217,11 @@ fn builder_writes_the_reference_layout_with_dihedral_groups() {
 
 /// Writes a CSV folder with a valid test.csv and `train` as train.csv's body.
 fn csv_folder(root: &Path, train_body: &str) -> PathBuf {
-    let dir = root.join("bad-input");
-    std::fs::create_dir_all(&dir).unwrap();
-    let header = "source,question,answer,rating\n";
-    std::fs::write(dir.join("train.csv"), format!("{header}{train_body}")).unwrap();
-    std::fs::write(dir.join("test.csv"), format!("{header}x,S  G,So G,3\n")).unwrap();
-    dir
+    common::csv_folder(
+        &root.join("bad-input"),
+        &format!("{CSV_HEADER}{train_body}"),
+        &format!("{CSV_HEADER}x,S  G,So G,3\n"),
+    )
 }
 
 #[test]
@@ -306,7 +298,7 @@ fn missing_inputs_and_existing_outputs_are_clear_errors() {
     // An existing output is kept unless --force.
     std::fs::write(
         input.join("test.csv"),
-        "source,question,answer,rating\nx,S  G,So G,3\n",
+        format!("{CSV_HEADER}x,S  G,So G,3\n"),
     )
     .unwrap();
     let out = tmp.path().join("o");

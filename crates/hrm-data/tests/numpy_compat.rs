@@ -14,35 +14,22 @@ use std::process::Command;
 use hrm_data::format::{load_split, read_identifiers, SET_FIELDS};
 use hrm_data::sudoku::{build_sudoku, SudokuBuildOptions};
 
-const Q: &str = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79";
-const A: &str = "534678912672195348198342567859761423426853791713924856961537284287419635345286179";
+mod common;
+use common::{csv_folder, sudoku_options, A, CSV_HEADER, Q};
 
 /// Builds a small Sudoku dataset (3 train boards x (1 + 4 aug), 2 test boards).
 fn build_small(root: &Path) -> PathBuf {
-    let input = root.join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    let mut rows = "source,question,answer,rating\n".to_string();
+    let mut rows = CSV_HEADER.to_string();
     for r in 0..3 {
         rows.push_str(&format!("s,{Q},{A},{r}\n"));
     }
-    std::fs::write(input.join("train.csv"), &rows).unwrap();
-    std::fs::write(
-        input.join("test.csv"),
-        format!(
-            "source,question,answer,rating\ns,{Q},{A},1\ns,{},{A},0\n",
-            A
-        ),
-    )
-    .unwrap();
+    let test = format!("{CSV_HEADER}s,{Q},{A},1\ns,{},{A},0\n", A);
+    let input = csv_folder(&root.join("in"), &rows, &test);
     let out = root.join("ds");
     build_sudoku(&SudokuBuildOptions {
-        input_dir: input,
-        output_dir: out.clone(),
-        subsample_size: None,
-        min_difficulty: None,
         num_aug: 4,
         seed: 3,
-        force: false,
+        ..sudoku_options(input, out.clone())
     })
     .unwrap();
     out

@@ -4,102 +4,93 @@
 
 use std::path::{Path, PathBuf};
 
+use hrm_data::sudoku::generator::{generate_sudoku_csv, SudokuGenerateOptions};
 use hrm_data::sudoku::{build_sudoku, SudokuBuildOptions};
-use hrm_data::sudoku_gen::{generate_sudoku_csv, SudokuGenerateOptions};
 use hrm_data::DataError;
 
-const Q: &str = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79";
-const A: &str = "534678912672195348198342567859761423426853791713924856961537284287419635345286179";
-const HEADER: &str = "source,question,answer,rating\n";
+mod common;
+use common::{csv_folder, entries, sudoku_options, A, CSV_HEADER, Q};
 
 fn good_row() -> String {
     format!("src,{Q},{A},3\n")
 }
 
+/// A CSV file with one good row.
+fn good_csv() -> String {
+    format!("{CSV_HEADER}{}", good_row())
+}
+
 /// Writes an input folder whose train.csv has `bad_row` as its 4th line (line 1 = header).
 fn input_with_bad_train_row(root: &Path, bad_row: &str) -> PathBuf {
-    let input = root.join("in");
-    std::fs::create_dir_all(&input).unwrap();
     let train = format!(
-        "{HEADER}{}{}{bad_row}\n{}",
+        "{CSV_HEADER}{}{}{bad_row}\n{}",
         good_row(),
         good_row(),
         good_row()
     );
-    std::fs::write(input.join("train.csv"), train).unwrap();
-    std::fs::write(input.join("test.csv"), format!("{HEADER}{}", good_row())).unwrap();
-    input
+    csv_folder(&root.join("in"), &train, &good_csv())
 }
 
 fn opts(input: PathBuf, out: PathBuf) -> SudokuBuildOptions {
     SudokuBuildOptions {
-        input_dir: input,
-        output_dir: out,
-        subsample_size: None,
-        min_difficulty: None,
         num_aug: 2,
-        seed: 0,
-        force: false,
+        ..sudoku_options(input, out)
     }
 }
 
 /// Only the input folder may remain in `root`: no output, no `.tmp-*` staging folder.
 fn assert_no_output(root: &Path) {
-    let left: Vec<String> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "in")
-        .collect();
+    let left: Vec<String> = entries(root).into_iter().filter(|n| n != "in").collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
-fn bad_row_error(bad_row: &str) -> String {
+/// A build with `bad_row` in train.csv fails at line 4, leaves no output, and its message
+/// contains `expected`.
+fn assert_bad_row(bad_row: &str, expected: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let input = input_with_bad_train_row(tmp.path(), bad_row);
     let err = build_sudoku(&opts(input, tmp.path().join("out"))).unwrap_err();
     assert!(matches!(err, DataError::Line { line: 4, .. }), "{err:?}");
     assert_no_output(tmp.path());
-    err.to_string()
+    let e = err.to_string();
+    assert!(e.contains(expected), "{e}");
 }
 
 #[test]
 fn bad_csv_row_names_file_and_line() {
-    let e = bad_row_error(&format!("src,{Q},{A}"));
-    assert!(
-        e.contains("train.csv: line 4: expected 4 comma-separated fields, found 3"),
-        "{e}"
+    assert_bad_row(
+        &format!("src,{Q},{A}"),
+        "train.csv: line 4: expected 4 comma-separated fields, found 3",
     );
-    let e = bad_row_error(&format!("src,\"{Q},{A},3"));
-    assert!(
-        e.contains("train.csv: line 4: unterminated quoted field"),
-        "{e}"
+    assert_bad_row(
+        &format!("src,\"{Q},{A},3"),
+        "train.csv: line 4: unterminated quoted field",
     );
 }
 
 #[test]
 fn non_81_char_puzzle() {
-    let e = bad_row_error(&format!("src,{},{A},3", &Q[..80]));
-    assert!(
-        e.contains("train.csv: line 4: question has 80 characters, expected 81"),
-        "{e}"
+    assert_bad_row(
+        &format!("src,{},{A},3", &Q[..80]),
+        "train.csv: line 4: question has 80 characters, expected 81",
     );
-    let e = bad_row_error(&format!("src,{Q},{}9,3", A));
-    assert!(
-        e.contains("train.csv: line 4: answer has 82 characters, expected 81"),
-        "{e}"
+    assert_bad_row(
+        &format!("src,{Q},{}9,3", A),
+        "train.csv: line 4: answer has 82 characters, expected 81",
     );
 }
 
 #[test]
 fn invalid_digit() {
     let bad_q = Q.replacen('7', "A", 1);
-    let e = bad_row_error(&format!("src,{bad_q},{A},3"));
-    assert!(e.contains("line 4: question character 5 is 'A'"), "{e}");
+    assert_bad_row(
+        &format!("src,{bad_q},{A},3"),
+        "line 4: question character 5 is 'A'",
+    );
     let bad_a = A.replacen('4', ".", 1);
-    let e = bad_row_error(&format!("src,{Q},{bad_a},3"));
-    assert!(
-        e.contains("line 4: answer character 3 is '.', expected 1-9"),
-        "{e}"
+    assert_bad_row(
+        &format!("src,{Q},{bad_a},3"),
+        "line 4: answer character 3 is '.', expected 1-9",
     );
 }
 
@@ -109,10 +100,9 @@ fn invalid_answer_and_rating() {
     let mut a: Vec<char> = A.chars().collect();
     a.swap(0, 1);
     let swapped: String = a.iter().collect();
-    let e = bad_row_error(&format!("src,{Q},{swapped},3"));
-    assert!(
-        e.contains("line 4: answer is not a valid Sudoku solution"),
-        "{e}"
+    assert_bad_row(
+        &format!("src,{Q},{swapped},3"),
+        "line 4: answer is not a valid Sudoku solution",
     );
     // A valid grid that contradicts a given: relabel 5 <-> 3 everywhere.
     let relabelled: String = A
@@ -123,29 +113,21 @@ fn invalid_answer_and_rating() {
             c => c,
         })
         .collect();
-    let e = bad_row_error(&format!("src,{Q},{relabelled},3"));
-    assert!(
-        e.contains("line 4: answer disagrees with the question's given at character 1"),
-        "{e}"
+    assert_bad_row(
+        &format!("src,{Q},{relabelled},3"),
+        "line 4: answer disagrees with the question's given at character 1",
     );
-    let e = bad_row_error(&format!("src,{Q},{A},hard"));
-    assert!(
-        e.contains("line 4: rating is \"hard\", expected a non-negative integer"),
-        "{e}"
+    assert_bad_row(
+        &format!("src,{Q},{A},hard"),
+        "line 4: rating is \"hard\", expected a non-negative integer",
     );
 }
 
 #[test]
 fn wrong_header() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = tmp.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    std::fs::write(
-        input.join("train.csv"),
-        format!("puzzle,solution\n{}", good_row()),
-    )
-    .unwrap();
-    std::fs::write(input.join("test.csv"), format!("{HEADER}{}", good_row())).unwrap();
+    let train = format!("puzzle,solution\n{}", good_row());
+    let input = csv_folder(&tmp.path().join("in"), &train, &good_csv());
     let e = build_sudoku(&opts(input, tmp.path().join("out")))
         .unwrap_err()
         .to_string();
@@ -166,7 +148,7 @@ fn missing_folder_and_missing_csv() {
     assert_no_output(tmp.path());
 
     std::fs::create_dir_all(&missing).unwrap();
-    std::fs::write(missing.join("test.csv"), format!("{HEADER}{}", good_row())).unwrap();
+    std::fs::write(missing.join("test.csv"), good_csv()).unwrap();
     let err = build_sudoku(&opts(missing.clone(), tmp.path().join("out"))).unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -179,14 +161,8 @@ fn missing_folder_and_missing_csv() {
 #[test]
 fn error_in_test_split_removes_the_finished_train_split() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = tmp.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    std::fs::write(input.join("train.csv"), format!("{HEADER}{}", good_row())).unwrap();
-    std::fs::write(
-        input.join("test.csv"),
-        format!("{HEADER}{}src,{Q},{A}\n", good_row()),
-    )
-    .unwrap();
+    let test = format!("{}src,{Q},{A}\n", good_csv());
+    let input = csv_folder(&tmp.path().join("in"), &good_csv(), &test);
     let e = build_sudoku(&opts(input, tmp.path().join("out")))
         .unwrap_err()
         .to_string();

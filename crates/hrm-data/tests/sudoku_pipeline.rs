@@ -1,5 +1,5 @@
-//! End-to-end Sudoku pipeline on the shared tdoku lists: `sudoku_gen` (Option A of
-//! data-sources.md §1.5) -> CSVs -> `build_sudoku` (mirrors
+//! End-to-end Sudoku pipeline on the shared tdoku lists: `sudoku::generator` (Option A of
+//! docs/data.md, "Sudoku-Extreme") -> CSVs -> `build_sudoku` (mirrors
 //! sapientinc/HRM:dataset/build_sudoku_dataset.py) -> `load_split` -> sampler (puzzle_dataset.py).
 
 use std::path::PathBuf;
@@ -8,29 +8,14 @@ use std::sync::Arc;
 use hrm_data::csv::CsvReader;
 use hrm_data::format::load_split;
 use hrm_data::sampler::{TestIterator, TrainSampler};
+use hrm_data::sudoku::generator::{generate_sudoku_csv, SudokuGenerateOptions};
+use hrm_data::sudoku::solver::analyze;
 use hrm_data::sudoku::{
     build_sudoku, givens_agree, is_valid_solution, parse_grid, SudokuBuildOptions,
 };
-use hrm_data::sudoku_gen::{generate_sudoku_csv, SudokuGenerateOptions};
-use hrm_data::sudoku_solver::analyze;
 
-/// `$HRM_SHARED_DIR`, else `<workspace>/../shared`; `None` (with a note) when missing outside CI.
-fn shared_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("HRM_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "shared folder {} not found: CI must provide it (set HRM_SHARED_DIR)",
-            dir.display()
-        );
-    }
-    eprintln!("skipped: shared folder {} not found", dir.display());
-    None
-}
+mod common;
+use common::{csv_folder, shared_data, sudoku_options, A, CSV_HEADER, Q};
 
 const LISTS: [&str; 4] = [
     "puzzles2_17_clue",
@@ -49,8 +34,9 @@ fn decode(tokens: &[u8]) -> [u8; 81] {
 
 #[test]
 fn generate_build_load_sample() {
-    let Some(shared) = shared_dir() else { return };
-    let tdoku = shared.join("data/sudoku/tdoku");
+    let Some(tdoku) = shared_data("data/sudoku/tdoku") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let csv_dir = tmp.path().join("sudoku-gen");
     let mut opts = SudokuGenerateOptions::new(csv_dir.clone(), vec![tdoku.clone()], 1234);
@@ -132,13 +118,10 @@ fn generate_build_load_sample() {
     let ds = tmp.path().join("sudoku-ds");
     let build = |out: PathBuf| {
         build_sudoku(&SudokuBuildOptions {
-            input_dir: csv_dir.clone(),
-            output_dir: out,
             subsample_size: Some(100),
-            min_difficulty: None,
             num_aug: 3,
             seed: 5,
-            force: false,
+            ..sudoku_options(csv_dir.clone(), out)
         })
         .unwrap()
     };
@@ -221,24 +204,14 @@ fn generate_build_load_sample() {
 #[test]
 fn min_difficulty_filters_both_splits() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = tmp.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    let q = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79";
-    let a = "534678912672195348198342567859761423426853791713924856961537284287419635345286179";
-    let mut text = "source,question,answer,rating\n".to_string();
+    let mut text = CSV_HEADER.to_string();
     for r in 0..10 {
-        text.push_str(&format!("s,{q},{a},{r}\n"));
+        text.push_str(&format!("s,{Q},{A},{r}\n"));
     }
-    std::fs::write(input.join("train.csv"), &text).unwrap();
-    std::fs::write(input.join("test.csv"), &text).unwrap();
+    let input = csv_folder(&tmp.path().join("in"), &text, &text);
     let report = build_sudoku(&SudokuBuildOptions {
-        input_dir: input,
-        output_dir: tmp.path().join("out"),
-        subsample_size: None,
         min_difficulty: Some(7),
-        num_aug: 0,
-        seed: 0,
-        force: false,
+        ..sudoku_options(input, tmp.path().join("out"))
     })
     .unwrap();
     assert_eq!(report.splits[0].groups, 3);

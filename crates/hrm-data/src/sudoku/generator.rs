@@ -1,12 +1,13 @@
-//! Local regeneration of Sudoku-Extreme-format CSVs (`source,question,answer,rating`), since the
-//! HF dataset sapientinc/sudoku-extreme is not reachable (data-sources.md §1.3).
+//! Local generator of Sudoku-Extreme-format CSVs (`source,question,answer,rating`).
 //!
-//! Not in sapientinc/HRM (its CSVs were prepared elsewhere); follows "Option A" of
-//! data-sources.md §1.5, plus an optional from-scratch mode ("Option B"):
+//! The HF dataset sapientinc/sudoku-extreme is not reachable, and sapientinc/HRM does not
+//! include the code that prepared its CSVs, so this rebuilds an equivalent from real puzzle lists
+//! ("Option A" of docs/data.md, "Sudoku-Extreme"), plus an optional from-scratch mode
+//! ("Option B" there):
 //!
 //! 1. **Pool**: puzzle lists, one 81-character puzzle per line (`.` or `0` blanks, `#` lines are
 //!    comments, text after the first whitespace is ignored), e.g. the tdoku lists in
-//!    `shared/data/sudoku/tdoku`. A folder given as input expands to its files whose names start
+//!    `../shared/data/sudoku/tdoku`. A folder given as input expands to its files whose names start
 //!    with `puzzles`, in name order. `limit` keeps the first N puzzles of each list. Exact
 //!    duplicates (within or across lists) are dropped, first occurrence wins (equivalent
 //!    puzzles across lists are rare and not searched for).
@@ -14,9 +15,9 @@
 //!    first `round(n * test_fraction)` go to test. No transform of a test puzzle is in train.
 //! 3. **One random symmetry per puzzle** (the group `shuffle_sudoku` uses: digits, transpose,
 //!    bands/stacks, rows/columns within them).
-//! 4. **Solve and rate** with [`crate::sudoku_solver`]: the solution must be unique (puzzles with
+//! 4. **Solve and rate** with [`super::solver`]: the solution must be unique (puzzles with
 //!    0 or 2+ solutions are dropped and counted); `rating` follows
-//!    [`crate::sudoku_solver::RATING_RULE`] on the transformed puzzle.
+//!    [`super::solver::RATING_RULE`] on the transformed puzzle.
 //! 5. **From scratch** (`from_scratch = Some(n)`): `n` random minimal puzzles (random complete
 //!    grid, then clues removed in random order while the solution stays unique), optionally
 //!    improved by a hill climb of `hill_climb_steps` moves (remove, add or move one clue; keep
@@ -38,12 +39,12 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::solver::{analyze, random_solution, RATING_RULE};
+use super::{grid_to_string, parse_grid, Grid, SudokuTransform, CSV_HEADER};
 use crate::csv::CsvWriter;
 use crate::error::{DataError, Result};
 use crate::format::{to_python_json, StagingDir};
 use crate::progress::Progress;
-use crate::sudoku::{grid_to_string, parse_grid, Grid, SudokuTransform, CSV_HEADER};
-use crate::sudoku_solver::{analyze, random_solution, RATING_RULE};
 
 /// Source name of from-scratch puzzles.
 pub const SCRATCH_SOURCE: &str = "scratch";

@@ -1,9 +1,10 @@
-//! A bitmask Sudoku solver: solution counting (up to a limit), solving, random complete grids,
-//! and a guess-counting difficulty rating.
+//! A bitmask Sudoku solver: solution counting, solving, random full grids and the rating.
+//!
+//! Solutions are counted up to a limit; the rating counts guesses (below).
 //!
 //! Not in sapientinc/HRM (its Sudoku CSVs come rated by tdoku); this stands in for tdoku's
-//! `solver_dpll_triad_simd` rating as data-sources.md §1.5 step 4 describes, re-implemented from
-//! the description, not from tdoku's code.
+//! `solver_dpll_triad_simd` rating as described in docs/data.md, "Sudoku-Extreme", re-implemented
+//! from that description, not from tdoku's code.
 //!
 //! # Rating rule (fixed; the `rating` column of `hrm data sudoku-generate`)
 //!
@@ -24,7 +25,8 @@
 //! searching the *whole* tree for up to 2 solutions, i.e. the work needed to solve the puzzle
 //! and prove its solution unique. 0 means propagation alone solves it. This counts more than
 //! tdoku does (tdoku also propagates over band configurations), so absolute values are not
-//! comparable with the HF `rating` column, but ranks are meaningful (data-sources.md §1.4).
+//! comparable with the HF `rating` column, but ranks are meaningful (docs/data.md,
+//! "Sudoku-Extreme").
 
 use rand::Rng;
 

@@ -1,0 +1,6 @@
+//! Maze literals shared by the maze unit tests.
+
+/// Joins rows into a CSV maze string.
+pub(super) fn maze(rows: &[&str]) -> String {
+    rows.concat()
+}

@@ -574,8 +574,9 @@ mod tests {
     }
 
     /// Replays the sampler's draws against its own group order and checks every rule of
-    /// spec §5.5: one puzzle of the visited group per visit, `min(#examples, space)` distinct
-    /// examples of it, puzzles cut at the batch boundary, full batches only.
+    /// docs/data.md, "Training sampler": one puzzle of the visited group per visit,
+    /// `min(#examples, space)` distinct examples of it, puzzles cut at the batch boundary, full
+    /// batches only.
     #[test]
     fn batches_follow_group_puzzle_example_rules() {
         let split = arc_like();

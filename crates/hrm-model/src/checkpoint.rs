@@ -15,6 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::{Dtype as StDtype, TensorView};
 
 use crate::config::ModelConfig;
+use crate::model::weights::{BlockWeight, Slot};
 use crate::model::Hrm;
 use crate::{Error, Result};
 
@@ -267,32 +268,31 @@ pub fn infer_shapes(tensors: &HashMap<String, Tensor>) -> Result<InferredShapes>
             .get(k)
             .ok_or_else(|| Error::msg(format!("missing key `{k}` in the checkpoint")))
     };
-    let (vocab_size, hidden_size) = get("inner.embed_tokens.embedding_weight")?.dims2()?;
-    let count = |level: &str| {
+    let block = |h_level, layer, weight| Slot::Block {
+        h_level,
+        layer,
+        weight,
+    };
+    let (vocab_size, hidden_size) = get(&Slot::EmbedTokens.key())?.dims2()?;
+    let count = |h_level: bool| {
         (0..)
-            .take_while(|i| {
-                tensors.contains_key(&format!(
-                    "inner.{level}.layers.{i}.self_attn.qkv_proj.weight"
-                ))
-            })
+            .take_while(|&i| tensors.contains_key(&block(h_level, i, BlockWeight::Qkv).key()))
             .count()
     };
-    let mlp_inner = get("inner.H_level.layers.0.mlp.down_proj.weight")?
-        .dims2()?
-        .1;
-    let puzzle = match tensors.get("inner.puzzle_emb.weights") {
+    let mlp_inner = get(&block(true, 0, BlockWeight::Down).key())?.dims2()?.1;
+    let puzzle = match tensors.get(&Slot::PuzzleEmb.key()) {
         Some(t) => t.dims2()?,
         None => (0, 0),
     };
-    let learned_seq = match tensors.get("inner.embed_pos.embedding_weight") {
+    let learned_seq = match tensors.get(&Slot::EmbedPos.key()) {
         Some(t) => Some(t.dims2()?.0),
         None => None,
     };
     Ok(InferredShapes {
         hidden_size,
         vocab_size,
-        h_layers: count("H_level"),
-        l_layers: count("L_level"),
+        h_layers: count(true),
+        l_layers: count(false),
         mlp_inner,
         puzzle,
         learned_seq,

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::Carry;
 use crate::{Error, Result};
 
-/// Label id that is ignored by the loss and the metrics.
-pub const IGNORE_LABEL_ID: i32 = -100;
+/// Label id that is ignored by the loss and the metrics (the data loader maps the dataset's
+/// ignore id to it).
+pub use hrm_data::sampler::IGNORE_LABEL_ID;
 
 /// The LM loss (reference key `arch.loss.loss_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

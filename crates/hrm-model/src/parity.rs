@@ -33,6 +33,7 @@ use crate::checkpoint::read_safetensors;
 use crate::config::ModelConfig;
 use crate::infer::Engine;
 use crate::loss::{LossMetrics, LossType};
+use crate::model::weights::Slot;
 use crate::model::{Carry, Hrm, Trace};
 use crate::ops::RopeTables;
 use crate::train::{eval_step, forward_backward, Grads, Optimizers};
@@ -837,7 +838,7 @@ fn explain_ill_conditioned(
     if let (Some(table), Some((ids_o, g_o)), Some((ids_t, g_t))) =
         (&model.weights.puzzle_emb, &ours.puzzle, &theirs.puzzle)
     {
-        let refv = fx.f64s(&format!("step{s}.param.inner.puzzle_emb.weights"))?;
+        let refv = fx.f64s(&format!("step{s}.param.{}", Slot::PuzzleEmb.key()))?;
         let (_, dp) = table.as_tensor().dims2()?;
         let mut mine = table.as_tensor().flatten_all()?.to_vec1::<f32>()?;
         let (so, st) = (puzzle_sums(ids_o, g_o)?, puzzle_sums(ids_t, g_t)?);

@@ -34,6 +34,16 @@ pub enum BlockWeight {
 impl BlockWeight {
     /// The four, in the reference's order within a block.
     pub const ALL: [BlockWeight; 4] = [Self::Qkv, Self::O, Self::GateUp, Self::Down];
+
+    /// The weight's name within a block.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Qkv => "self_attn.qkv_proj.weight",
+            Self::O => "self_attn.o_proj.weight",
+            Self::GateUp => "mlp.gate_up_proj.weight",
+            Self::Down => "mlp.down_proj.weight",
+        }
+    }
 }
 
 /// Where a tensor lives in the model.
@@ -64,6 +74,31 @@ pub enum Slot {
         /// Which matrix.
         weight: BlockWeight,
     },
+}
+
+impl Slot {
+    /// The reference's state-dict key of the tensor in this slot (the one place keys are
+    /// spelled).
+    pub fn key(self) -> String {
+        match self {
+            Self::HInit => "inner.H_init".into(),
+            Self::LInit => "inner.L_init".into(),
+            Self::EmbedTokens => "inner.embed_tokens.embedding_weight".into(),
+            Self::LmHead => "inner.lm_head.weight".into(),
+            Self::QHeadW => "inner.q_head.weight".into(),
+            Self::QHeadB => "inner.q_head.bias".into(),
+            Self::PuzzleEmb => "inner.puzzle_emb.weights".into(),
+            Self::EmbedPos => "inner.embed_pos.embedding_weight".into(),
+            Self::Block {
+                h_level,
+                layer,
+                weight,
+            } => {
+                let level = if h_level { "H_level" } else { "L_level" };
+                format!("inner.{level}.layers.{layer}.{}", weight.name())
+            }
+        }
+    }
 }
 
 /// How a fresh model initialises a tensor (`TruncNormal`: JAX-style truncated LeCun normal).
@@ -98,38 +133,24 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
     use TensorKind::*;
     let (d, i, v) = (cfg.hidden_size, cfg.mlp_inner(), cfg.vocab_size);
     let std_d = 1.0 / (d as f64).sqrt();
-    let e = |slot, key: &str, shape: Vec<usize>, kind, init| Entry {
+    let e = |slot: Slot, shape: Vec<usize>, kind, init| Entry {
         slot,
-        key: key.to_string(),
+        key: slot.key(),
         shape,
         kind,
         init,
     };
     let mut t = vec![
-        e(
-            Slot::HInit,
-            "inner.H_init",
-            vec![d],
-            Buffer,
-            Init::TruncNormal(1.0),
-        ),
-        e(
-            Slot::LInit,
-            "inner.L_init",
-            vec![d],
-            Buffer,
-            Init::TruncNormal(1.0),
-        ),
+        e(Slot::HInit, vec![d], Buffer, Init::TruncNormal(1.0)),
+        e(Slot::LInit, vec![d], Buffer, Init::TruncNormal(1.0)),
         e(
             Slot::EmbedTokens,
-            "inner.embed_tokens.embedding_weight",
             vec![v, d],
             Parameter,
             Init::TruncNormal(std_d),
         ),
         e(
             Slot::LmHead,
-            "inner.lm_head.weight",
             vec![v, d],
             Parameter,
             Init::TruncNormal(std_d),
@@ -137,60 +158,37 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
         // Q head: weight 0 and bias -5 so that q_halt == q_continue at start and nothing halts
         // early until the Q-head has learned ("init Q to (almost) zero for faster learning
         // during bootstrapping")
-        e(
-            Slot::QHeadW,
-            "inner.q_head.weight",
-            vec![2, d],
-            Parameter,
-            Init::Zeros,
-        ),
-        e(
-            Slot::QHeadB,
-            "inner.q_head.bias",
-            vec![2],
-            Parameter,
-            Init::Fill(-5.0),
-        ),
+        e(Slot::QHeadW, vec![2, d], Parameter, Init::Zeros),
+        e(Slot::QHeadB, vec![2], Parameter, Init::Fill(-5.0)),
     ];
     if cfg.puzzle_emb_ndim > 0 {
-        t.push(e(
-            Slot::PuzzleEmb,
-            "inner.puzzle_emb.weights",
-            vec![cfg.num_puzzle_identifiers, cfg.puzzle_emb_ndim],
-            Buffer,
-            Init::Zeros,
-        ));
+        let shape = vec![cfg.num_puzzle_identifiers, cfg.puzzle_emb_ndim];
+        t.push(e(Slot::PuzzleEmb, shape, Buffer, Init::Zeros));
     }
     if cfg.pos_encodings == PosEncoding::Learned {
+        let shape = vec![cfg.full_seq_len(), d];
         t.push(e(
             Slot::EmbedPos,
-            "inner.embed_pos.embedding_weight",
-            vec![cfg.full_seq_len(), d],
+            shape,
             Parameter,
             Init::TruncNormal(std_d),
         ));
     }
     for (h_level, n) in [(true, cfg.h_layers), (false, cfg.l_layers)] {
-        let level = if h_level { "H_level" } else { "L_level" };
         for layer in 0..n {
             for weight in BlockWeight::ALL {
-                let (name, shape, std) = match weight {
-                    BlockWeight::Qkv => ("self_attn.qkv_proj", vec![3 * d, d], std_d),
-                    BlockWeight::O => ("self_attn.o_proj", vec![d, d], std_d),
-                    BlockWeight::GateUp => ("mlp.gate_up_proj", vec![2 * i, d], std_d),
-                    BlockWeight::Down => ("mlp.down_proj", vec![d, i], 1.0 / (i as f64).sqrt()),
+                let (shape, std) = match weight {
+                    BlockWeight::Qkv => (vec![3 * d, d], std_d),
+                    BlockWeight::O => (vec![d, d], std_d),
+                    BlockWeight::GateUp => (vec![2 * i, d], std_d),
+                    BlockWeight::Down => (vec![d, i], 1.0 / (i as f64).sqrt()),
                 };
-                t.push(e(
-                    Slot::Block {
-                        h_level,
-                        layer,
-                        weight,
-                    },
-                    &format!("inner.{level}.layers.{layer}.{name}.weight"),
-                    shape,
-                    Parameter,
-                    Init::TruncNormal(std),
-                ));
+                let slot = Slot::Block {
+                    h_level,
+                    layer,
+                    weight,
+                };
+                t.push(e(slot, shape, Parameter, Init::TruncNormal(std)));
             }
         }
     }

@@ -439,6 +439,24 @@ mod tests {
         assert!(e.contains("missing key `inner.lm_head.weight`"), "{e}");
         assert!(e.contains("unexpected key `inner.extra`"), "{e}");
         assert!(e.contains("`inner.q_head.bias` has shape [3]"), "{e}");
+        // integer weights and non-finite values are refused by key
+        let mut bad = sd.clone();
+        let lm = &sd["inner.lm_head.weight"];
+        bad.insert(
+            "inner.lm_head.weight".into(),
+            lm.to_dtype(DType::I64).unwrap(),
+        );
+        let h = Tensor::from_vec(
+            vec![f32::NAN; cfg.hidden_size],
+            cfg.hidden_size,
+            &Device::Cpu,
+        );
+        bad.insert("inner.H_init".into(), h.unwrap());
+        let e = Hrm::from_state_dict(&cfg, &Device::Cpu, &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`inner.lm_head.weight` has dtype I64"), "{e}");
+        assert!(e.contains("`inner.H_init` holds 64 NaN"), "{e}");
     }
 
     #[test]

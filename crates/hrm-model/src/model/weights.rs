@@ -302,19 +302,41 @@ impl Weights {
     }
 
     /// Load the tensors of a state dict (checked with [`check_state_dict`] first), as f32 on
-    /// `device`.
+    /// `device`. Refused, by key: a tensor that is not floating point (an integer tensor would
+    /// be cast and used as weights) and one holding NaN or infinite values (a diverged run's
+    /// weights would evaluate to nothing but give no error).
     pub fn from_state_dict(
         cfg: &ModelConfig,
         device: &Device,
         tensors: &HashMap<String, Tensor>,
     ) -> Result<Self> {
         check_state_dict(cfg, tensors)?;
-        Self::build(cfg, |e| {
-            let t = tensors[&e.key]
-                .to_device(device)?
-                .to_dtype(candle_core::DType::F32)?;
-            Ok(Var::from_tensor(&t)?)
-        })
+        let mut problems = Vec::new();
+        let weights = Self::build(cfg, |e| {
+            let t = &tensors[&e.key];
+            if !t.dtype().is_float() {
+                problems.push(format!(
+                    "key `{}` has dtype {:?}: weights must be floating point",
+                    e.key,
+                    t.dtype()
+                ));
+            }
+            let t = t.to_dtype(candle_core::DType::F32)?;
+            let values = crate::to_host_f32(&t)?;
+            let bad = values.iter().filter(|x| !x.is_finite()).count();
+            if bad > 0 {
+                problems.push(format!(
+                    "key `{}` holds {bad} NaN or infinite value(s): the checkpoint is corrupt or                      from a run that diverged (use an earlier checkpoint)",
+                    e.key
+                ));
+            }
+            Ok(Var::from_tensor(&t.to_device(device)?)?)
+        })?;
+        if problems.is_empty() {
+            Ok(weights)
+        } else {
+            Err(Error::StateDict(problems))
+        }
     }
 
     /// The tensor in `slot` (panics on a slot this configuration does not have: callers take

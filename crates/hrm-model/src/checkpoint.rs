@@ -304,6 +304,7 @@ pub fn read_torch(path: &Path) -> Result<HashMap<String, Tensor>> {
     if !path.exists() {
         return Err(Error::msg(format!("{}: no such file", path.display())));
     }
+    crate::pickle_scan::scan_checkpoint(path)?;
     let entries = candle_core::pickle::read_all(path).map_err(|e| {
         Error::msg(format!(
             "{}: cannot read as a PyTorch checkpoint ({e}); hint: expected the file written by \

@@ -17,7 +17,7 @@
 //! - [`train`]: one training step (forward, loss, backward) and the gradients it produces.
 //! - [`checkpoint`]: safetensors checkpoints with config metadata; reference `.pt` import.
 //! - [`parity`]: replays `hrm-parity-v1` golden fixtures of the PyTorch reference.
-//! - [`device`]: device names.
+//! - [`device`]: device names; [`pickle_scan`]: the safety scan of reference checkpoints.
 #![warn(missing_docs)]
 
 pub mod checkpoint;
@@ -33,6 +33,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod parity;
+pub mod pickle_scan;
 pub mod train;
 
 pub use config::ModelConfig;

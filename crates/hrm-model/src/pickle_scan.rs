@@ -337,7 +337,7 @@ mod tests {
         // a list of 10 copies of the previous list, 20 times: 10^20 objects
         let mut v = vec![b']', b'K', 1, b'a', b'q', 0];
         for _ in 0..20 {
-            v.extend_from_slice(&[b']', b'(']);
+            v.extend_from_slice(b"](");
             v.extend(std::iter::repeat_n([b'h', 0], 10).flatten());
             v.extend_from_slice(&[b'e', b'q', 0]);
         }

@@ -113,6 +113,30 @@ impl MazeGrid {
         Ok(MazeGrid { n, cells })
     }
 
+    /// Parses a maze drawn as text: N non-empty lines of N characters of `# SGo` each (blank
+    /// lines are skipped). A row of another length is an error naming it, never reflowed into
+    /// other rows.
+    pub fn parse_rows(text: &str) -> std::result::Result<MazeGrid, String> {
+        let rows: Vec<&str> = text
+            .lines()
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .filter(|l| !l.is_empty())
+            .collect();
+        let n = rows.len();
+        if let Some((i, r)) = rows
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.chars().count() != n)
+        {
+            return Err(format!(
+                "row {} has {} characters, but a maze of {n} rows needs {n} in every row",
+                i + 1,
+                r.chars().count()
+            ));
+        }
+        Self::parse(&rows.concat())
+    }
+
     /// Decodes token ids (1..=5, row-major); PAD or unknown ids are an error naming the cell.
     pub fn from_tokens(tokens: &[u8]) -> std::result::Result<MazeGrid, String> {
         let n = square_side(tokens.len())
@@ -253,6 +277,19 @@ mod tests {
         assert_eq!(Cell::from_token(6), None);
         assert_eq!(Cell::from_char('.'), None);
         assert_eq!(VOCAB_SIZE, 6);
+    }
+
+    #[test]
+    fn parse_rows_needs_n_characters_in_every_row() {
+        let g = MazeGrid::parse_rows("S #\r\n   \n\n  G\n").unwrap();
+        assert_eq!((g.side(), g.to_tokens().len()), (3, 9));
+        // 36 characters in all, but ragged rows: an error, not another maze
+        let ragged = "#####\n#S    #\n#    #\n#   G #\n#####\n#######\n";
+        let e = MazeGrid::parse_rows(ragged).unwrap_err();
+        assert!(
+            e.contains("row 1 has 5 characters") && e.contains("needs 6"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -21,10 +21,11 @@
 //! from all ranks), so a run can resume on any number of ranks; evaluation runs on rank 0 only
 //! while the other ranks wait (the reference splits the test set over ranks and reduces).
 //!
-//! The communication sits behind [`Collective`]: [`LocalGroup`] connects N threads of one
-//! process (used by the tests and available for CPU runs), and, with the `nccl` feature,
-//! `NcclCollective` connects N processes on N GPUs through NCCL (cudarc's bindings), which
-//! `hrm train --gpus N` launches.
+//! The communication sits behind [`Collective`]: [`SingleProcess`] is the world of one rank (a
+//! plain `hrm train`: every sum and gather is the identity, so the trainer has one code path),
+//! [`LocalGroup`] connects N threads of one process (used by the tests and available for CPU
+//! runs), and, with the `nccl` feature, `NcclCollective` connects N processes on N GPUs through
+//! NCCL (cudarc's bindings), which `hrm train --gpus N` launches.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -62,6 +63,44 @@ pub trait Collective {
     fn all_gather_i32(&self, v: &[i32]) -> Result<Vec<i32>>;
     /// Returns once every rank has called it.
     fn barrier(&self) -> Result<()>;
+}
+
+// =============================================================================================
+// One process: the world of one rank.
+
+/// The collective of a run without data parallelism: rank 0 of 1, whose sums and gathers return
+/// their input and whose barrier returns at once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SingleProcess;
+
+impl Collective for SingleProcess {
+    fn rank(&self) -> usize {
+        0
+    }
+
+    fn world_size(&self) -> usize {
+        1
+    }
+
+    fn all_reduce_sum(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.clone())
+    }
+
+    fn all_gather(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.clone())
+    }
+
+    fn all_reduce_sum_f64(&self, _: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+
+    fn all_gather_i32(&self, v: &[i32]) -> Result<Vec<i32>> {
+        Ok(v.to_vec())
+    }
+
+    fn barrier(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 // =============================================================================================
@@ -294,12 +333,15 @@ impl Collective for LocalCollective {
 // =============================================================================================
 // The data-parallel parts of a training step.
 
-/// A rank's view of a data-parallel run: its [`Collective`], its device and the run-wide stop
-/// flag.
+/// A rank's view of a run: its [`Collective`], its device and the run-wide stop flag. A run
+/// without data parallelism is the one rank of [`Dist::single`].
 pub struct Dist {
     coll: Box<dyn Collective>,
     device: Option<Device>,
     stop: std::cell::Cell<bool>,
+    /// [`Dist::single`]: the step draws from the run's own exploration generator and reads the
+    /// stop flag when asked, as a run without a group always has.
+    single: bool,
 }
 
 impl std::fmt::Debug for Dist {
@@ -318,6 +360,16 @@ impl Dist {
             coll,
             device: None,
             stop: std::cell::Cell::new(false),
+            single: false,
+        }
+    }
+
+    /// The one rank of a run without data parallelism ([`SingleProcess`]), on the device its
+    /// config names.
+    pub fn single() -> Self {
+        Self {
+            single: true,
+            ..Self::new(Box::new(SingleProcess))
         }
     }
 
@@ -352,8 +404,11 @@ impl Dist {
         self.coll.as_ref()
     }
 
-    /// This rank's rows of a global batch.
-    pub fn local_batch(&self, global: &Batch) -> Result<Batch> {
+    /// This rank's rows of a global batch (the batch itself in a world of one).
+    pub fn local_batch(&self, global: Batch) -> Result<Batch> {
+        if self.world_size() == 1 {
+            return Ok(global);
+        }
         Ok(global.local_slice(self.rank(), self.world_size())?)
     }
 
@@ -365,15 +420,39 @@ impl Dist {
         rng
     }
 
-    /// Whether any rank asked to stop at the last step (valid after [`Dist::forward_backward`]).
-    pub fn stop_requested(&self) -> bool {
-        self.stop.get()
+    /// The generator the ACT exploration of optimizer step `step` draws from: a single process
+    /// continues the run's own `run_rng` (which its checkpoints save), a rank of a group takes
+    /// [`Dist::step_rng`].
+    pub fn exploration_rng<'a>(
+        &self,
+        run_rng: &'a mut ChaCha8Rng,
+        seed: u64,
+        step: u64,
+    ) -> Box<dyn RngCore + 'a> {
+        if self.single {
+            Box::new(run_rng)
+        } else {
+            Box::new(self.step_rng(seed, step))
+        }
+    }
+
+    /// Whether the run stops after this step, given this rank's stop flag `local` now: a single
+    /// process follows its own flag; the ranks of a group stop if any of them had its flag up
+    /// when the last step's sums were exchanged ([`Dist::forward_backward`]), so that all of them
+    /// stop at the same step.
+    pub fn stop_requested(&self, local: bool) -> bool {
+        if self.single {
+            local
+        } else {
+            self.stop.get()
+        }
     }
 
     /// [`forward_backward`] of this rank's rows, then the exchange that turns it into the global
     /// batch's step: gradients summed over ranks, puzzle ids and rows gathered, the loss and
     /// metric sums (and `stop`, this rank's Ctrl-C flag) summed. The returned step's `grads`,
     /// `loss.total` and `loss.metrics` are the global ones; `carry` and `out` stay this rank's.
+    /// A single process has nothing to exchange: its step is the global one.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_backward(
         &self,
@@ -386,6 +465,9 @@ impl Dist {
         stop: bool,
     ) -> Result<TrainStep> {
         let mut ts = forward_backward(model, carry, local, loss_type, global_batch_size, rng)?;
+        if self.single {
+            return Ok(ts);
+        }
         ts.grads = reduce_grads(&ts.grads, self.collective())?;
         let m = &ts.loss.metrics;
         let mut v: [f64; N_REDUCED] = [
@@ -423,6 +505,9 @@ impl Dist {
 
     /// The carry of the whole global batch (rows of rank 0, then rank 1, ...), on every rank.
     pub fn gather_carry(&self, c: &Carry) -> Result<Carry> {
+        if self.world_size() == 1 {
+            return Ok(c.clone());
+        }
         let coll = self.collective();
         let gather_z = |z: &Tensor| -> Result<Tensor> {
             // bf16 -> f32 -> bf16 is exact
@@ -455,6 +540,9 @@ impl Dist {
     /// This rank's rows of a global-batch carry (e.g. one loaded from a checkpoint).
     pub fn local_carry(&self, c: &Carry) -> Result<Carry> {
         let n = self.world_size();
+        if n == 1 {
+            return Ok(c.clone());
+        }
         let b = c.data.batch_size;
         if !b.is_multiple_of(n) {
             bail!("the saved carry has {b} rows, which do not split over {n} ranks");
@@ -507,6 +595,14 @@ impl Dist {
     /// Wait for every rank.
     pub fn barrier(&self) -> Result<()> {
         self.coll.barrier()
+    }
+}
+
+/// `None` is a single process: the trainer's entry points took an `Option<Dist>` before
+/// [`Dist::single`] existed, and callers that still pass one keep working.
+impl From<Option<Dist>> for Dist {
+    fn from(d: Option<Dist>) -> Self {
+        d.unwrap_or_else(Dist::single)
     }
 }
 
@@ -1010,6 +1106,36 @@ mod tests {
             assert_eq!(same(&back.z_h, &mine.z_h), 0.0);
             assert_eq!(same(&back.z_l, &mine.z_l), 0.0);
         }
+    }
+
+    #[test]
+    fn a_single_process_exchanges_nothing() {
+        let d = Dist::single();
+        assert_eq!((d.rank(), d.world_size(), d.is_main()), (0, 1, true));
+        let t = Tensor::from_vec(vec![1f32, -2.0, 3.5], 3, &Device::Cpu).unwrap();
+        let c = d.collective();
+        assert_eq!(
+            c.all_reduce_sum(&t).unwrap().to_vec1::<f32>().unwrap(),
+            [1.0, -2.0, 3.5]
+        );
+        assert_eq!(
+            c.all_gather(&t).unwrap().to_vec1::<f32>().unwrap(),
+            [1.0, -2.0, 3.5]
+        );
+        let mut v = [0.5, 2.0];
+        c.all_reduce_sum_f64(&mut v).unwrap();
+        assert_eq!(v, [0.5, 2.0]);
+        assert_eq!(c.all_gather_i32(&[4, 5]).unwrap(), [4, 5]);
+        d.barrier().unwrap();
+        let p = PathBuf::from("runs/Sudoku é/run-1");
+        assert_eq!(d.share_path(Some(&p)).unwrap(), p);
+        // its own stop flag, read when asked; its own generator, continued
+        assert!(d.stop_requested(true) && !d.stop_requested(false));
+        let mut run_rng = ChaCha8Rng::seed_from_u64(3);
+        let mut expected = run_rng.clone();
+        let drawn = d.exploration_rng(&mut run_rng, 0, 7).next_u64();
+        assert_eq!(drawn, expected.next_u64());
+        assert_eq!(run_rng.next_u64(), expected.next_u64());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! learned halting) and reduce the loss head's metrics per set.
 //!
 //! Mirrors sapientinc/HRM:pretrain.py `evaluate` (fresh carry per batch, metrics of the final
-//! segment, sums per set divided by the summed `count`) and evaluate.py's saved outputs.
+//! segment, sums per set divided by the summed `count`) and its saved outputs
+//! ([`Predictions::tensors`]).
 //! Additions: `max_examples` (evaluate a prefix of the test split, for CPU runs), an inference-time
 //! `halt_max_steps`, and learned halting (a row stops at the first segment where
 //! q_halt > q_continue; its prediction is taken there and the mean segments used is reported).
@@ -10,13 +11,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{Device, Tensor};
 use hrm_data::format::SplitData;
 use hrm_data::sampler::{TestIterator, IGNORE_LABEL_ID};
 use hrm_model::hrm::{Carry, Hrm};
 use hrm_model::loss::{act_loss, HostOutputs, LossType};
 use hrm_model::train::eval_step;
 use rand::SeedableRng;
+
+use crate::config::SAVE_OUTPUT_KEYS;
 
 /// How to evaluate.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +60,44 @@ pub struct Predictions {
     pub logits: Vec<f32>,
     /// Tokens per example L.
     pub seq_len: usize,
+}
+
+impl Predictions {
+    /// The tensors named in `keys` (the `eval_save_outputs` names, [`SAVE_OUTPUT_KEYS`]), as
+    /// the reference's pretrain.py `evaluate` saves them, concatenated over the batches, one row
+    /// per evaluated example (no padding rows), in the order of [`SAVE_OUTPUT_KEYS`]: `inputs`
+    /// and `labels` i32 `[N, L]`, `puzzle_identifiers` i32 `[N]`, `logits` f32 `[N, L, V]`
+    /// (kept with [`EvalOptions::keep_logits`]), `q_halt_logits` and `q_continue_logits` f32
+    /// `[N]`. `vocab_size` is V.
+    pub fn tensors(&self, keys: &[String], vocab_size: usize) -> Result<Vec<(String, Tensor)>> {
+        let (n, l) = (self.puzzle_identifiers.len(), self.seq_len);
+        let cpu = &Device::Cpu;
+        let mut out = Vec::new();
+        for &key in SAVE_OUTPUT_KEYS
+            .iter()
+            .filter(|k| keys.iter().any(|x| x == *k))
+        {
+            let t = match key {
+                "inputs" => Tensor::from_slice(&self.inputs, (n, l), cpu)?,
+                "labels" => Tensor::from_slice(&self.labels, (n, l), cpu)?,
+                "puzzle_identifiers" => Tensor::from_slice(&self.puzzle_identifiers, n, cpu)?,
+                "logits" => {
+                    ensure!(
+                        self.logits.len() == n * l * vocab_size,
+                        "{} logits kept for {n} examples of {l} tokens and {vocab_size} classes \
+                         (evaluate with keep_logits)",
+                        self.logits.len()
+                    );
+                    Tensor::from_slice(&self.logits, (n, l, vocab_size), cpu)?
+                }
+                "q_halt_logits" => Tensor::from_slice(&self.q_halt, n, cpu)?,
+                "q_continue_logits" => Tensor::from_slice(&self.q_continue, n, cpu)?,
+                other => bail!("`{other}` is not an evaluation output"),
+            };
+            out.push((key.to_string(), t));
+        }
+        Ok(out)
+    }
 }
 
 /// The result of an evaluation.

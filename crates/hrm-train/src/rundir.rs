@@ -9,8 +9,11 @@
 //!
 //! Layout: `<run>/config.toml`, `<run>/run.json`, `<run>/metrics.jsonl`,
 //! `<run>/events.out.tfevents.*`, `<run>/step_<N>.safetensors` (plus companions
-//! `step_<N>.<anything>` the trainer may write, e.g. optimizer state). Every file is written with
-//! [`write_atomic`], so a crash never leaves a truncated file under its final name.
+//! `step_<N>.<anything>` the trainer may write, e.g. optimizer state) and, with
+//! `eval_save_outputs`, `<run>/step_<N>_eval_outputs.safetensors` (the reference's
+//! `step_<N>_all_preds.<rank>`). Every file is written with [`write_atomic`], so a crash never
+//! leaves a truncated file under its final name. docs/training.md, "The run folder and resume",
+//! says what each file holds.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -102,6 +105,14 @@ pub fn parse_checkpoint_file_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// File name of the outputs the evaluation at `step` saves (`eval_save_outputs`; the
+/// reference's `step_<N>_all_preds.<rank>`). It is neither a checkpoint
+/// ([`parse_checkpoint_file_name`] rejects it) nor a companion of the checkpoint at `step`
+/// ([`RunDir::prune_checkpoints`] keeps it).
+pub fn eval_outputs_file_name(step: u64) -> String {
+    format!("step_{step}_eval_outputs.safetensors")
 }
 
 // Word lists for run slugs (adjective-noun, as the reference's `coolname.generate_slug(2)`).
@@ -314,6 +325,11 @@ impl RunDir {
         self.path.join(checkpoint_file_name(step))
     }
 
+    /// `<run>/step_<step>_eval_outputs.safetensors`.
+    pub fn eval_outputs_path(&self, step: u64) -> PathBuf {
+        self.path.join(eval_outputs_file_name(step))
+    }
+
     /// Save the resolved config as `config.toml` (atomically).
     pub fn write_config(&self, cfg: &TrainConfig) -> Result<()> {
         let p = self.config_path();
@@ -497,6 +513,14 @@ mod tests {
             None
         );
         assert_eq!(parse_checkpoint_file_name("step_1_all_preds.0"), None);
+        assert_eq!(
+            eval_outputs_file_name(12),
+            "step_12_eval_outputs.safetensors"
+        );
+        assert_eq!(
+            parse_checkpoint_file_name(&eval_outputs_file_name(12)),
+            None
+        );
         assert_eq!(parse_checkpoint_file_name("step_x1.safetensors"), None);
     }
 
@@ -517,6 +541,7 @@ mod tests {
         }
         std::fs::write(run.path().join("step_99.safetensors.tmp-1"), b"partial").unwrap();
         std::fs::write(run.path().join("step_2604_all_preds.0"), b"eval").unwrap();
+        std::fs::write(run.eval_outputs_path(2604), b"eval").unwrap();
         let steps: Vec<u64> = run
             .list_checkpoints()
             .unwrap()
@@ -548,6 +573,7 @@ mod tests {
             .collect();
         assert_eq!(steps, [7812, 10416]);
         assert!(run.path().join("step_2604_all_preds.0").exists());
+        assert!(run.eval_outputs_path(2604).exists());
         assert!(run.prune_checkpoints(0).unwrap().len() == 2);
         assert_eq!(run.latest_checkpoint().unwrap().unwrap().step, 10416);
     }

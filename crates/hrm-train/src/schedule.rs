@@ -2,7 +2,8 @@
 //!
 //! Mirrors sapientinc/HRM:pretrain.py `cosine_schedule_with_warmup_lr_lambda` (with its default
 //! `num_cycles = 0.5`, i.e. half a cosine from the end of warm-up to the last step) and the
-//! `total_steps` estimate of `init_train_state` (spec §4.4). Both are pure functions so the
+//! `total_steps` estimate of `init_train_state` (docs/training.md, "The learning-rate schedule"
+//! and "The step budget"). Both are pure functions so the
 //! trainer, the tests and any plotting script agree on the exact numbers.
 
 /// Learning rate at `step` (1-based: the first optimizer step is `step = 1`).
@@ -65,7 +66,7 @@ mod tests {
 
     #[test]
     fn warmup_then_constant_spec_example() {
-        // Spec §4.4: eta0 = 1e-4, W = 2000, default min ratio 1.0.
+        // docs/training.md, "The learning-rate schedule": eta0 = 1e-4, W = 2000, min ratio 1.
         let lr = |s| cosine_schedule_with_warmup(s, 1e-4, 2000, 26041, 1.0);
         assert!(close(lr(1), 5e-8), "{}", lr(1));
         assert!(close(lr(1000), 5e-5), "{}", lr(1000));
@@ -77,7 +78,8 @@ mod tests {
 
     #[test]
     fn cosine_with_min_ratio_spec_example() {
-        // Spec §4.4: r = 0.1, eta0 = 3e-4, W = 2000, Tot = 1e5.
+        // docs/training.md, "The learning-rate schedule": r = 0.1, eta0 = 3e-4, W = 2000,
+        // Tot = 1e5.
         let lr = |s| cosine_schedule_with_warmup(s, 3e-4, 2000, 100_000, 0.1);
         assert!(close(lr(51_000), 1.65e-4), "{}", lr(51_000));
         assert!(close(lr(100_000), 3e-5), "{}", lr(100_000));
@@ -102,7 +104,8 @@ mod tests {
 
     #[test]
     fn total_steps_matches_reference_runs() {
-        // Spec §4.5: Sudoku-Extreme 1k (1000 groups, 1 example per puzzle on average).
+        // docs/training.md, "The step budget": Sudoku-Extreme 1k (1000 groups, 1 example per
+        // puzzle on average).
         assert_eq!(total_steps(20_000, 1000, 1.0, 768), 26_041);
         assert_eq!(total_steps(20_000, 1000, 1.0, 384), 52_083);
         // Truncation, not rounding: 10 * 3 * 1.9 / 4 = 14.25 -> 14; 10*1*0.99/1 = 9.9 -> 9.

@@ -1,7 +1,8 @@
 //! The training loop: sapientinc/HRM:pretrain.py (`launch`, `train_batch`, `evaluate`,
-//! `save_train_state`) for one process, plus exact resume.
+//! `save_train_state`), plus exact resume. docs/training.md, "One training step", states what
+//! follows in full.
 //!
-//! Per optimizer step (convention 9 of docs/style-and-ecosystem.md), in order:
+//! Per optimizer step, in order:
 //! 1. `step += 1`; past `total_steps` the batch is skipped (the reference's estimate of the run
 //!    length);
 //! 2. learning rates of both optimizers from the warm-up + cosine schedule;
@@ -11,16 +12,19 @@
 //! 5. metrics: losses / global batch, the rest / count; log; checkpoint every
 //!    `checkpoint_interval` steps if set.
 //!
-//! After each iteration (`eval_interval` epochs) evaluation and a checkpoint
-//! (`checkpoint_every_eval`, and always at the end). A checkpoint holds the model, both
-//! optimizers, the step, the RNG, the sampler position and the carry ([`crate::state`]), so
-//! `--resume` continues exactly: with the same seed on CPU, a run killed at any point and resumed
-//! from its newest checkpoint ends with the same weights and metrics, bit for bit.
+//! After each iteration (`eval_interval` epochs) evaluation (whose `eval_save_outputs` tensors
+//! are saved in the run folder) and a checkpoint (`checkpoint_every_eval`, and always at the
+//! end). A checkpoint holds the model, both optimizers, the step, the RNG, the sampler position
+//! and the carry ([`crate::state`]), so `--resume` continues exactly: with the same seed on CPU,
+//! a run killed at any point and resumed from its newest checkpoint ends with the same weights
+//! and metrics, bit for bit (docs/training.md, "The run folder and resume").
 //!
-//! Data parallelism ([`train_dist`], [`resume_dist`] with a [`Dist`]): every rank runs this loop
-//! on its slice of each global batch, the step's gradients and metric sums are combined across
-//! ranks ([`crate::dist`]), and rank 0 alone writes the run folder, logs and checkpoints (with the
-//! carry of the whole global batch) and evaluates while the other ranks wait.
+//! Every run is a rank of a data-parallel group ([`Dist`]; a plain run is the one rank of
+//! [`Dist::single`], whose exchanges are the identity): every rank runs this loop on its slice
+//! of each global batch, the step's gradients and metric sums are combined across ranks
+//! ([`crate::dist`]), and rank 0 alone writes the run folder, logs and checkpoints (with the
+//! carry of the whole global batch) and evaluates while the other ranks wait
+//! (docs/training.md, "Data parallelism").
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,16 +34,18 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use hrm_data::format::{load_split, SplitData};
+use hrm_data::fsio::write_atomic;
 use hrm_data::sampler::TrainSampler;
+use hrm_model::checkpoint::safetensors_bytes;
 use hrm_model::hrm::{Carry, Hrm};
 use hrm_model::optim::Ema;
-use hrm_model::train::{forward_backward, Optimizers};
+use hrm_model::train::Optimizers;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::{DatasetFacts, TrainConfig};
 use crate::dist::Dist;
-use crate::eval::{evaluate, EvalOptions, EvalOutput};
+use crate::eval::{evaluate, EvalOptions, EvalOutput, Predictions};
 use crate::progress::TrainProgress;
 use crate::rundir::{RunDir, RunInfo};
 use crate::schedule::{cosine_schedule_with_warmup, total_steps};
@@ -146,8 +152,8 @@ struct Run {
     /// None on data-parallel ranks other than 0 (they write nothing).
     sinks: Option<Sinks>,
     config_text: String,
-    /// The data-parallel group, if any.
-    dist: Option<Dist>,
+    /// This rank of the data-parallel group ([`Dist::single`] without one).
+    dist: Dist,
     /// The moving average of the weights (`ema = true`).
     ema: Option<Ema>,
 }
@@ -177,11 +183,12 @@ impl Run {
     fn checkpoint(&mut self, iteration: u64, iteration_done: bool) -> Result<PathBuf> {
         let path = self.dir.checkpoint_path(self.step);
         // data parallel: every rank contributes its rows of the carry, rank 0 writes
-        let gathered = match (&self.dist, &self.carry) {
-            (Some(d), Some(c)) => Some(d.gather_carry(c)?),
-            _ => None,
-        };
-        if self.dist.as_ref().is_some_and(|d| !d.is_main()) {
+        let carry = self
+            .carry
+            .as_ref()
+            .map(|c| self.dist.gather_carry(c))
+            .transpose()?;
+        if !self.dist.is_main() {
             return Ok(path);
         }
         let meta = StateMeta {
@@ -197,8 +204,15 @@ impl Run {
         // with EMA the model file holds the average (what evaluation uses) and the state file
         // the raw weights training continues from
         self.with_average(|run, raw| {
-            let carry = gathered.as_ref().or(run.carry.as_ref());
-            save_checkpoint(&path, &run.model, &run.opt, carry, &meta, &extra, raw)
+            save_checkpoint(
+                &path,
+                &run.model,
+                &run.opt,
+                carry.as_ref(),
+                &meta,
+                &extra,
+                raw,
+            )
         })?;
         if let Some(keep) = self.cfg.checkpoint_keep {
             self.dir.prune_checkpoints(keep)?;
@@ -206,9 +220,14 @@ impl Run {
         Ok(path)
     }
 
+    /// Evaluate (with the averaged weights under EMA); the per-example outputs are kept only
+    /// for `eval_save_outputs`.
     fn eval(&mut self) -> Result<EvalOutput> {
+        let save = &self.cfg.eval_save_outputs;
         let opts = EvalOptions {
             max_examples: self.cfg.eval_max_examples,
+            keep_predictions: !save.is_empty(),
+            keep_logits: save.iter().any(|k| k == "logits"),
             ..Default::default()
         };
         self.with_average(|run, _| {
@@ -221,40 +240,55 @@ impl Run {
             )
         })
     }
+
+    /// Write the `eval_save_outputs` tensors of this step's evaluation to
+    /// `<run>/step_<N>_eval_outputs.safetensors` (the reference saves `step_<N>_all_preds.<rank>`
+    /// with torch.save in its checkpoint folder).
+    fn save_eval_outputs(&self, p: &Predictions) -> Result<PathBuf> {
+        let tensors = p.tensors(&self.cfg.eval_save_outputs, self.model.cfg.vocab_size)?;
+        let meta = HashMap::from([("step".to_string(), self.step.to_string())]);
+        let path = self.dir.eval_outputs_path(self.step);
+        write_atomic(&path, &safetensors_bytes(&tensors, &meta)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
 }
 
 /// Start a new run.
 pub fn train(cfg: TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> {
-    train_dist(cfg, opts, None)
+    train_dist(cfg, opts, Dist::single())
 }
 
-/// Start a new run as one rank of a data-parallel group (`None`: a single process, [`train`]).
+/// The device a rank trains on: the one its group was connected on, else the config's.
+fn rank_device(dist: &Dist, cfg: &TrainConfig) -> Result<Device> {
+    match dist.device() {
+        Some(d) => Ok(d.clone()),
+        None => device_for(cfg),
+    }
+}
+
+/// Start a new run as one rank of a data-parallel group ([`Dist::single`], or `None` as the
+/// former signature had it: a single process, [`train`]).
 pub fn train_dist(
     mut cfg: TrainConfig,
     opts: &TrainOptions,
-    dist: Option<Dist>,
+    dist: impl Into<Dist>,
 ) -> Result<TrainSummary> {
+    let dist = dist.into();
     apply_threads(&cfg);
-    let device = match dist.as_ref().and_then(Dist::device) {
-        Some(d) => d.clone(),
-        None => device_for(&cfg)?,
-    };
+    let device = rank_device(&dist, &cfg)?;
     let (train_split, test) = load_data(&cfg)?;
-    let world = dist.as_ref().map_or(1, Dist::world_size);
-    let model_cfg = cfg.model_config_for_world(&facts(&train_split, &test), world)?;
-    let main = dist.as_ref().is_none_or(Dist::is_main);
+    let model_cfg = cfg.model_config_for_world(&facts(&train_split, &test), dist.world_size())?;
+    let main = dist.is_main();
     let dir = if main {
         let dir = RunDir::create(opts.run_dir.as_deref(), &mut cfg)?;
         dir.write_config(&cfg)?;
         dir.write_run_info(&RunInfo::collect(&cfg))?;
-        if let Some(d) = &dist {
-            d.share_path(Some(dir.path()))?;
-        }
+        dist.share_path(Some(dir.path()))?;
         dir
     } else {
         // the other ranks use rank 0's folder (and its resolved config) without writing to it
-        let d = dist.as_ref().context("rank without a group")?;
-        let dir = RunDir::open(&d.share_path(None)?)?;
+        let dir = RunDir::open(&dist.share_path(None)?)?;
         cfg = dir.load_config()?;
         dir
     };
@@ -291,13 +325,13 @@ pub fn train_dist(
     };
     if !opts.quiet && main {
         println!("{}", cfg.to_table_string());
+        let group = match dist.world_size() {
+            1 => String::new(),
+            n => format!(", data parallel over {n} ranks"),
+        };
         println!(
-            "run folder: {}  ({n_params} parameters{})",
+            "run folder: {}  ({n_params} parameters{group})",
             dir.path().display(),
-            match &dist {
-                Some(d) => format!(", data parallel over {} ranks", d.world_size()),
-                None => String::new(),
-            }
         );
     }
     let total = run_total_steps(&cfg, &train_split);
@@ -323,17 +357,18 @@ pub fn train_dist(
 /// Continue the run in `run_dir` from its newest checkpoint. `overrides` may change settings
 /// that do not affect the result (e.g. `log_interval`); architecture, data and seed must match.
 pub fn resume(run_dir: &Path, overrides: &[String], opts: &TrainOptions) -> Result<TrainSummary> {
-    resume_dist(run_dir, overrides, opts, None)
+    resume_dist(run_dir, overrides, opts, Dist::single())
 }
 
-/// [`resume`] as one rank of a data-parallel group: every rank loads the checkpoint and takes
-/// its rows of the saved (global) carry.
+/// [`resume`] as one rank of a data-parallel group (as for [`train_dist`], `None` is a single
+/// process): every rank loads the checkpoint and takes its rows of the saved (global) carry.
 pub fn resume_dist(
     run_dir: &Path,
     overrides: &[String],
     opts: &TrainOptions,
-    dist: Option<Dist>,
+    dist: impl Into<Dist>,
 ) -> Result<TrainSummary> {
+    let dist = dist.into();
     let dir = RunDir::open(run_dir)?;
     let saved = dir.load_config()?;
     let cfg = if overrides.is_empty() {
@@ -350,14 +385,10 @@ pub fn resume_dist(
             run_dir.display()
         )
     })?;
-    let device = match dist.as_ref().and_then(Dist::device) {
-        Some(d) => d.clone(),
-        None => device_for(&cfg)?,
-    };
+    let device = rank_device(&dist, &cfg)?;
     let (train_split, test) = load_data(&cfg)?;
-    let world = dist.as_ref().map_or(1, Dist::world_size);
-    let model_cfg = cfg.model_config_for_world(&facts(&train_split, &test), world)?;
-    let main = dist.as_ref().is_none_or(Dist::is_main);
+    let model_cfg = cfg.model_config_for_world(&facts(&train_split, &test), dist.world_size())?;
+    let main = dist.is_main();
     let (model, _) = hrm_model::checkpoint::load_model(&ckpt.path, &device, |c| {
         // run-time settings come from the (possibly overridden) run config
         c.batch_size = model_cfg.batch_size;
@@ -423,10 +454,7 @@ pub fn resume_dist(
     if !opts.quiet && main {
         println!("resuming {} from step {}", run_dir.display(), meta.step);
     }
-    let carry = match (&dist, restored.carry) {
-        (Some(d), Some(c)) => Some(d.local_carry(&c)?),
-        (_, c) => c,
-    };
+    let carry = restored.carry.map(|c| dist.local_carry(&c)).transpose()?;
     let total = run_total_steps(&cfg, &train_split);
     let run = Run {
         config_text: cfg.to_toml_string(),
@@ -489,33 +517,23 @@ fn run_loop(
                 run.total_steps,
                 cfg.lr_min_ratio,
             );
-            let batch = match &run.dist {
-                Some(d) => d.local_batch(&batch)?,
-                None => batch,
-            };
+            let batch = run.dist.local_batch(batch)?;
             let carry = match run.carry.take() {
                 Some(c) => c,
                 None => run.model.initial_carry(&batch)?,
             };
-            let ts = match &run.dist {
-                None => forward_backward(
+            // this rank's rows; gradients and metric sums come back for the global batch
+            let ts = {
+                let mut rng = run.dist.exploration_rng(&mut run.rng, cfg.seed, run.step);
+                run.dist.forward_backward(
                     &run.model,
                     &carry,
                     &batch,
                     cfg.arch.loss.loss_type,
                     gbs,
-                    &mut run.rng,
-                )?,
-                // this rank's rows; gradients and metric sums come back for the global batch
-                Some(d) => d.forward_backward(
-                    &run.model,
-                    &carry,
-                    &batch,
-                    cfg.arch.loss.loss_type,
-                    gbs,
-                    &mut d.step_rng(cfg.seed, run.step),
+                    &mut *rng,
                     opts.stop.load(Ordering::SeqCst),
-                )?,
+                )?
             };
             let m = &ts.loss.metrics;
             let count = m.count.max(1.0);
@@ -551,10 +569,7 @@ fn run_loop(
             }
             progress.update(run.step, metrics.iter().map(|(k, v)| (k.as_str(), *v)));
             // data parallel: all ranks stop at the same step if any of them was interrupted
-            let interrupted = match &run.dist {
-                Some(d) => d.stop_requested(),
-                None => opts.stop.load(Ordering::SeqCst),
-            };
+            let interrupted = run.dist.stop_requested(opts.stop.load(Ordering::SeqCst));
             let stop = interrupted || opts.stop_after.is_some_and(|n| run.step >= n);
             if stop
                 || cfg
@@ -577,17 +592,21 @@ fn run_loop(
             }
         }
         // data parallel: rank 0 evaluates the whole test split while the others wait
-        let main = run.dist.as_ref().is_none_or(Dist::is_main);
-        let ev = if main { Some(run.eval()?) } else { None };
-        if let Some(d) = &run.dist {
-            d.barrier()?;
-        }
-        let Some(ev) = ev else {
+        let ev = if run.dist.is_main() {
+            Some(run.eval()?)
+        } else {
+            None
+        };
+        run.dist.barrier()?;
+        let Some(mut ev) = ev else {
             if cfg.checkpoint_every_eval || it + 1 == total_iters {
                 run.checkpoint(it, true)?;
             }
             continue;
         };
+        if let Some(p) = ev.predictions.take() {
+            run.save_eval_outputs(&p)?;
+        }
         let flat = ev.flat();
         if let Some(sinks) = run.sinks.as_mut() {
             sinks.log(run.step, flat.iter().map(|(k, v)| (k.as_str(), *v)))?;

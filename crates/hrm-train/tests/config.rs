@@ -3,23 +3,14 @@
 //! commands work, and every bad config gives exactly one error line naming the key and its file
 //! or override.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use hrm_model::config::{ForwardDtype, PosEncoding};
-use hrm_train::config::{ConfigError, DatasetFacts, DeviceSpec, LossType, TrainConfig};
+use hrm_train::config::{DatasetFacts, DeviceSpec, LossType, TrainConfig};
 
-fn configs_dir() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("configs")
-}
-
-fn preset(name: &str) -> PathBuf {
-    configs_dir().join(name)
-}
-
-fn load(name: &str, overrides: &[&str]) -> Result<TrainConfig, ConfigError> {
-    let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-    TrainConfig::load(&preset(name), &o)
-}
+use common::{configs_dir, load, preset};
 
 const SUDOKU: DatasetFacts = DatasetFacts {
     vocab_size: 11,
@@ -54,6 +45,11 @@ fn assert_has(err: &str, needles: &[&str]) {
     for n in needles {
         assert!(err.contains(n), "error `{err}` lacks `{n}`");
     }
+}
+
+/// `configs/tiny.toml` with `overrides` is rejected with one line holding `needles`.
+fn assert_tiny_error(overrides: &[&str], needles: &[&str]) {
+    assert_has(&error_of(&preset("tiny.toml"), overrides), needles);
 }
 
 #[test]
@@ -140,22 +136,23 @@ fn defaults_equal_the_reference() {
     );
     assert_eq!(c.checkpoint_path, None);
     let a = &c.arch;
+    let m = &a.model; // the architecture keys shared with the model config
     assert_eq!(a.name, "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1");
     assert_eq!(a.loss.name, "losses@ACTLossHead");
     assert_eq!(a.loss.loss_type, LossType::Stablemax);
-    assert_eq!((a.halt_max_steps, a.halt_exploration_prob), (16, 0.1));
+    assert_eq!((m.halt_max_steps, m.halt_exploration_prob), (16, 0.1));
     assert_eq!(
-        (a.h_cycles, a.l_cycles, a.h_layers, a.l_layers),
+        (m.h_cycles, m.l_cycles, m.h_layers, m.l_layers),
         (2, 2, 4, 4)
     );
-    assert_eq!((a.hidden_size, a.num_heads, a.expansion), (512, 8, 4.0));
+    assert_eq!((m.hidden_size, m.num_heads, m.expansion), (512, 8, 4.0));
     // Absent in the file, resolved to hidden_size on load (the yaml's `${.hidden_size}`).
     assert_eq!(a.puzzle_emb_ndim, Some(512));
     assert_eq!(c.puzzle_emb_ndim(), 512);
     let narrow = load("pretrain.toml", &["arch.hidden_size=256"]).unwrap();
     assert_eq!(narrow.puzzle_emb_ndim(), 256);
-    assert_eq!(a.pos_encodings, PosEncoding::Rope);
-    assert_eq!((a.rms_norm_eps, a.rope_theta), (1e-5, 10000.0));
+    assert_eq!(m.pos_encodings, PosEncoding::Rope);
+    assert_eq!((m.rms_norm_eps, m.rope_theta), (1e-5, 10000.0));
     // The reference's Sudoku model, batch 768, f32 on the CPU.
     let mc = c.model_config(&SUDOKU).unwrap();
     assert_eq!(mc, hrm_model::config::ModelConfig::sudoku(768));
@@ -209,16 +206,20 @@ fn presets_carry_the_readme_settings() {
     // and inherits the rest.
     let h = load("sudoku-hard-full.toml", &[]).unwrap();
     assert_eq!(
-        (h.arch.l_cycles, h.arch.halt_max_steps, h.arch.h_cycles),
+        (
+            h.arch.model.l_cycles,
+            h.arch.model.halt_max_steps,
+            h.arch.model.h_cycles
+        ),
         (8, 8, 2)
     );
-    assert_eq!(h.arch.pos_encodings, PosEncoding::Learned);
+    assert_eq!(h.arch.model.pos_encodings, PosEncoding::Learned);
     assert_eq!(h.arch.loss.loss_type, LossType::Softmax);
     assert_eq!(h.arch.loss.name, "losses@ACTLossHead");
     assert_eq!((h.global_batch_size, h.lr_min_ratio), (2304, 0.1));
 
     let t = load("tiny.toml", &[]).unwrap();
-    assert!(t.arch.hidden_size <= 128 && t.global_batch_size <= 32);
+    assert!(t.arch.model.hidden_size <= 128 && t.global_batch_size <= 32);
     assert_eq!(t.forward_dtype(), ForwardDtype::F32);
 }
 
@@ -250,9 +251,9 @@ fn readme_style_overrides() {
         (20_000, Some(2000), 384)
     );
     assert_eq!((c.lr, c.puzzle_emb_lr, c.weight_decay), (7e-5, 7e-5, 1.0));
-    assert_eq!(c.arch.l_cycles, 8);
+    assert_eq!(c.arch.model.l_cycles, 8);
     assert_eq!(c.arch.loss.loss_type, LossType::Softmax);
-    assert_eq!(c.arch.pos_encodings, PosEncoding::Learned);
+    assert_eq!(c.arch.model.pos_encodings, PosEncoding::Learned);
     assert_eq!(c.puzzle_emb_ndim(), 0);
     assert_eq!(c.run_name.as_deref(), Some("2024"));
     assert_eq!(c.eval_save_outputs, ["logits", "q_halt_logits"]);
@@ -302,23 +303,20 @@ fn unknown_keys_suggest_the_known_one() {
     );
 
     // Overrides: the error names the override.
-    let err = error_of(&preset("tiny.toml"), &["lrr=1e-3"]);
-    assert_has(
-        &err,
+    assert_tiny_error(
+        &["lrr=1e-3"],
         &[
             "override `lrr=1e-3`",
             "unknown key `lrr`",
             "did you mean `lr`?",
         ],
     );
-    let err = error_of(&preset("tiny.toml"), &["arch.H_cycle=3"]);
-    assert_has(
-        &err,
+    assert_tiny_error(
+        &["arch.H_cycle=3"],
         &["override `arch.H_cycle=3`", "did you mean `arch.H_cycles`?"],
     );
-    let err = error_of(&preset("tiny.toml"), &["completely_unrelated_thing=1"]);
-    assert_has(
-        &err,
+    assert_tiny_error(
+        &["completely_unrelated_thing=1"],
         &[
             "unknown key `completely_unrelated_thing`",
             "configs/pretrain.toml",
@@ -328,30 +326,30 @@ fn unknown_keys_suggest_the_known_one() {
 
 #[test]
 fn wrong_types_name_the_key_and_the_expected_type() {
-    let err = error_of(&preset("tiny.toml"), &["epochs=abc"]);
-    assert_has(
-        &err,
+    assert_tiny_error(
+        &["epochs=abc"],
         &[
             "override `epochs=abc`",
             "`epochs` expects a non-negative integer, got \"abc\"",
         ],
     );
-    let err = error_of(&preset("tiny.toml"), &["epochs=-4"]);
-    assert_has(&err, &["`epochs` expects a non-negative integer, got -4"]);
-    let err = error_of(&preset("tiny.toml"), &["lr=fast"]);
-    assert_has(&err, &["`lr` expects a number, got \"fast\""]);
-    let err = error_of(&preset("tiny.toml"), &["checkpoint_every_eval=yes"]);
-    assert_has(&err, &["`checkpoint_every_eval` expects a boolean"]);
-    let err = error_of(&preset("tiny.toml"), &["arch.pos_encodings=rop"]);
-    assert_has(
-        &err,
+    assert_tiny_error(
+        &["epochs=-4"],
+        &["`epochs` expects a non-negative integer, got -4"],
+    );
+    assert_tiny_error(&["lr=fast"], &["`lr` expects a number, got \"fast\""]);
+    assert_tiny_error(
+        &["checkpoint_every_eval=yes"],
+        &["`checkpoint_every_eval` expects a boolean"],
+    );
+    assert_tiny_error(
+        &["arch.pos_encodings=rop"],
         &[
             "`arch.pos_encodings` expects one of \"rope\", \"learned\"",
             "did you mean \"rope\"?",
         ],
     );
-    let err = error_of(&preset("tiny.toml"), &["arch=5"]);
-    assert_has(&err, &["`arch` expects a table, got 5"]);
+    assert_tiny_error(&["arch=5"], &["`arch` expects a table, got 5"]);
 
     let dir = scratch();
     let f = write(
@@ -402,12 +400,12 @@ fn wrong_types_name_the_key_and_the_expected_type() {
 
 #[test]
 fn malformed_overrides_and_files() {
-    let err = error_of(&preset("tiny.toml"), &["lr"]);
-    assert_has(&err, &["override `lr` is not of the form key=value"]);
-    let err = error_of(&preset("tiny.toml"), &["=3"]);
-    assert_has(&err, &["override `=3` is not of the form key=value"]);
-    let err = error_of(&preset("tiny.toml"), &["base=x.toml"]);
-    assert_has(&err, &["`base` can only be set inside a config file"]);
+    assert_tiny_error(&["lr"], &["override `lr` is not of the form key=value"]);
+    assert_tiny_error(&["=3"], &["override `=3` is not of the form key=value"]);
+    assert_tiny_error(
+        &["base=x.toml"],
+        &["`base` can only be set inside a config file"],
+    );
 
     let dir = scratch();
     let f = write(
@@ -475,9 +473,8 @@ fn missing_data_path() {
 
 #[test]
 fn invariants_name_the_key() {
-    let err = error_of(&preset("tiny.toml"), &["epochs=5", "eval_interval=2"]);
-    assert_has(
-        &err,
+    assert_tiny_error(
+        &["epochs=5", "eval_interval=2"],
         &[
             "override `eval_interval=2`",
             "`eval_interval` = 2 does not divide epochs = 5",
@@ -513,30 +510,18 @@ fn invariants_name_the_key() {
         ],
     );
 
-    assert_has(
-        &error_of(&preset("tiny.toml"), &["arch.H_layers=0"]),
+    assert_tiny_error(
+        &["arch.H_layers=0"],
         &["`arch.H_layers` must be at least 1"],
     );
-    assert_has(
-        &error_of(&preset("tiny.toml"), &["global_batch_size=0"]),
-        &["`global_batch_size`"],
-    );
+    assert_tiny_error(&["global_batch_size=0"], &["`global_batch_size`"]);
     assert_has(
         &error_of(&preset("tiny.toml"), &["lr_min_ratio=1.5"]),
         &["`lr_min_ratio` = 1.5 must lie in [0, 1]"],
     );
-    assert_has(
-        &error_of(&preset("tiny.toml"), &["beta2=1"]),
-        &["`beta2` = 1 must lie in [0, 1)"],
-    );
-    assert_has(
-        &error_of(&preset("tiny.toml"), &["device=gpu"]),
-        &["`device` = \"gpu\" is not a device"],
-    );
-    assert_has(
-        &error_of(&preset("tiny.toml"), &["threads=0"]),
-        &["`threads` must be at least 1"],
-    );
+    assert_tiny_error(&["beta2=1"], &["`beta2` = 1 must lie in [0, 1)"]);
+    assert_tiny_error(&["device=gpu"], &["`device` = \"gpu\" is not a device"]);
+    assert_tiny_error(&["threads=0"], &["`threads` must be at least 1"]);
     assert_has(
         &error_of(&preset("tiny.toml"), &["eval_save_outputs=[logit]"]),
         &[
@@ -544,8 +529,8 @@ fn invariants_name_the_key() {
             "did you mean \"logits\"?",
         ],
     );
-    assert_has(
-        &error_of(&preset("tiny.toml"), &["arch.name=hrm.other@Model"]),
+    assert_tiny_error(
+        &["arch.name=hrm.other@Model"],
         &["`arch.name` = \"hrm.other@Model\" is not implemented"],
     );
     assert_has(

@@ -20,21 +20,23 @@
 //! update can flip sign (2 * lr * pi/2 at most). We therefore require (a) 99.9% of the elements
 //! within 1e-6, and (b) every element within the largest divergence AdamATan2 allows.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use hrm_data::sudoku::{build_sudoku, SudokuBuildOptions};
-use hrm_data::sudoku_gen::{generate_sudoku_csv, SudokuGenerateOptions};
 use hrm_model::config::ModelConfig;
 use hrm_model::hrm::{Batch, Carry, Hrm};
 use hrm_model::loss::LossType;
-use hrm_model::train::{forward_backward, Optimizers};
+use hrm_model::train::{forward_backward, Optimizers, TrainStep};
 use hrm_train::config::TrainConfig;
 use hrm_train::dist::{Dist, LocalGroup};
 use hrm_train::trainer::{resume_dist, train, train_dist, TrainOptions};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+
+use common::{dataset, files, quiet, tiny_run_config};
 
 const LR: f64 = 1e-3;
 const PUZZLE_LR: f64 = 1e-2;
@@ -90,11 +92,15 @@ fn state(model: &Hrm) -> Vec<(String, Vec<f32>)> {
         .collect()
 }
 
-/// K steps of one process on the whole batches.
-fn single(data: &[Batch]) -> Outcome {
-    let b = data[0].batch_size;
+/// K steps of the model of `rows` rows per step (the same seed everywhere) over `data`, each
+/// batch's gradients from `step`; the weights after them and the loss of every step.
+fn steps(
+    data: impl IntoIterator<Item = Batch>,
+    rows: usize,
+    mut step: impl FnMut(&Hrm, &Carry, &Batch, &mut ChaCha8Rng) -> TrainStep,
+) -> Outcome {
     let model = Hrm::new(
-        &model_cfg(b),
+        &model_cfg(rows),
         &Device::Cpu,
         &mut ChaCha8Rng::seed_from_u64(5),
     )
@@ -106,13 +112,21 @@ fn single(data: &[Batch]) -> Outcome {
     for batch in data {
         let c = carry
             .take()
-            .unwrap_or_else(|| model.initial_carry(batch).unwrap());
-        let ts = forward_backward(&model, &c, batch, LossType::Stablemax, b, &mut rng).unwrap();
+            .unwrap_or_else(|| model.initial_carry(&batch).unwrap());
+        let ts = step(&model, &c, &batch, &mut rng);
         opt.step(&model, &ts.grads, LR, PUZZLE_LR).unwrap();
         losses.push(ts.loss.total);
         carry = Some(ts.carry);
     }
     (state(&model), losses)
+}
+
+/// K steps of one process on the whole batches.
+fn single(data: &[Batch]) -> Outcome {
+    let b = data[0].batch_size;
+    steps(data.iter().cloned(), b, |model, c, batch, rng| {
+        forward_backward(model, c, batch, LossType::Stablemax, b, rng).unwrap()
+    })
 }
 
 /// K steps of `n` ranks (threads), each on its slice; returns every rank's outcome.
@@ -124,37 +138,11 @@ fn ranks(data: Arc<Vec<Batch>>, n: usize) -> Vec<Outcome> {
             std::thread::spawn(move || {
                 let d = Dist::new(Box::new(c));
                 let gb = data[0].batch_size;
-                let model = Hrm::new(
-                    &model_cfg(gb / n),
-                    &Device::Cpu,
-                    &mut ChaCha8Rng::seed_from_u64(5),
-                )
-                .unwrap();
-                let mut opt = Optimizers::new(&model, BETAS, 0.1, 0.1);
-                let mut rng = ChaCha8Rng::seed_from_u64(9);
-                let mut carry: Option<Carry> = None;
-                let mut losses = Vec::new();
-                for batch in data.iter() {
-                    let local = slice(batch, d.rank(), n);
-                    let c = carry
-                        .take()
-                        .unwrap_or_else(|| model.initial_carry(&local).unwrap());
-                    let ts = d
-                        .forward_backward(
-                            &model,
-                            &c,
-                            &local,
-                            LossType::Stablemax,
-                            gb,
-                            &mut rng,
-                            false,
-                        )
-                        .unwrap();
-                    opt.step(&model, &ts.grads, LR, PUZZLE_LR).unwrap();
-                    losses.push(ts.loss.total);
-                    carry = Some(ts.carry);
-                }
-                (state(&model), losses)
+                let local = data.iter().map(|b| slice(b, d.rank(), n));
+                steps(local, gb / n, |model, c, batch, rng| {
+                    d.forward_backward(model, c, batch, LossType::Stablemax, gb, rng, false)
+                        .unwrap()
+                })
             })
         })
         .collect();
@@ -227,54 +215,6 @@ fn two_ranks_with_half_batches_train_like_one_with_the_whole_batch() {
 // ---------------------------------------------------------------------------------------------
 // The trainer with ranks.
 
-/// A small Sudoku dataset made here (no shared data needed).
-fn dataset(dir: &Path) -> PathBuf {
-    let csv = dir.join("csv");
-    let mut g = SudokuGenerateOptions::new(csv.clone(), Vec::new(), 3);
-    g.from_scratch = Some(48);
-    generate_sudoku_csv(&g).unwrap();
-    let data = dir.join("data");
-    build_sudoku(&SudokuBuildOptions {
-        input_dir: csv,
-        output_dir: data.clone(),
-        subsample_size: None,
-        min_difficulty: None,
-        num_aug: 1,
-        seed: 0,
-        force: false,
-    })
-    .unwrap();
-    data
-}
-
-fn config(data: &Path) -> TrainConfig {
-    let tiny = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../configs/tiny.toml"
-    ));
-    TrainConfig::load(
-        &tiny,
-        &[
-            format!("data_path={}", data.display()),
-            "epochs=4".into(),
-            "eval_interval=2".into(),
-            "eval_max_examples=16".into(),
-            "checkpoint_interval=3".into(),
-            "arch.halt_exploration_prob=0".into(),
-        ],
-    )
-    .unwrap()
-}
-
-fn quiet(run_dir: &Path, stop_after: Option<u64>) -> TrainOptions {
-    TrainOptions {
-        run_dir: Some(run_dir.to_path_buf()),
-        stop_after,
-        quiet: true,
-        ..Default::default()
-    }
-}
-
 /// Run `n` ranks of the trainer (threads); `resume` continues the run folder instead.
 fn train_ranks(cfg: &TrainConfig, run_dir: &Path, n: usize, stop_after: Option<u64>, resume: bool) {
     let handles: Vec<_> = LocalGroup::ranks(n)
@@ -292,9 +232,9 @@ fn train_ranks(cfg: &TrainConfig, run_dir: &Path, n: usize, stop_after: Option<u
                     ..opts
                 };
                 if resume {
-                    resume_dist(&run_dir, &[], &opts, Some(d)).map(|s| s.step)
+                    resume_dist(&run_dir, &[], &opts, d).map(|s| s.step)
                 } else {
-                    train_dist(cfg, &opts, Some(d)).map(|s| s.step)
+                    train_dist(cfg, &opts, d).map(|s| s.step)
                 }
             })
         })
@@ -340,28 +280,11 @@ fn final_weights(run_dir: &Path) -> Vec<(String, Vec<f32>)> {
     v
 }
 
-fn files(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        // the event file's name carries a timestamp and the host name
-        .map(|n| {
-            if n.starts_with("events.out.tfevents.") {
-                "events.out.tfevents".into()
-            } else {
-                n
-            }
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn the_trainer_on_two_ranks_matches_one_process_and_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let data = dataset(tmp.path());
-    let cfg = config(&data);
+    let cfg = tiny_run_config(&data, &[]);
 
     let single_dir = tmp.path().join("single");
     let s = train(cfg.clone(), &quiet(&single_dir, None)).unwrap();

@@ -32,9 +32,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use hrm_model::hrm::{Batch, Carry, Hrm};
 use hrm_model::loss::{LossMetrics, LossType};
 use hrm_model::train::{forward_backward, Grads, TrainStep};
+use hrm_model::{Batch, Carry, Hrm};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -1058,7 +1058,7 @@ mod tests {
 
     #[test]
     fn carries_gather_to_the_global_batch_and_slice_back() {
-        use hrm_model::hrm::Batch;
+        use hrm_model::Batch;
         let out = run(2, |c| {
             let d = Dist::new(Box::new(c));
             let r = d.rank();

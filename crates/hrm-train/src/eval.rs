@@ -15,10 +15,8 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Tensor};
 use hrm_data::format::SplitData;
 use hrm_data::sampler::{TestIterator, IGNORE_LABEL_ID};
-use hrm_model::hrm::{Carry, Hrm};
 use hrm_model::loss::{act_loss, HostOutputs, LossType};
-use hrm_model::train::eval_step;
-use rand::SeedableRng;
+use hrm_model::Engine;
 
 use crate::config::SAVE_OUTPUT_KEYS;
 
@@ -125,18 +123,18 @@ impl EvalOutput {
     }
 }
 
-/// Evaluate `model` on every set of `split` in batches of `batch_size`.
+/// Evaluate `engine`'s model on every set of `split` in batches of `batch_size`.
 pub fn evaluate(
-    model: &Hrm,
+    engine: &Engine,
     split: Arc<SplitData>,
     batch_size: usize,
     loss_type: LossType,
     opts: &EvalOptions,
 ) -> Result<EvalOutput> {
+    let model = engine.model();
     let segments = opts.halt_max_steps.unwrap_or(model.cfg.halt_max_steps);
     anyhow::ensure!(segments >= 1, "halt_max_steps must be at least 1");
     let vocab = model.cfg.vocab_size;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0); // unused in eval mode
     let mut sums: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     let mut preds = (opts.keep_predictions || opts.keep_logits).then(Predictions::default);
     let (mut seg_total, mut seg_rows) = (0f64, 0usize);
@@ -156,14 +154,12 @@ pub fn evaluate(
             batch.labels[r * l..(r + 1) * l].fill(IGNORE_LABEL_ID);
         }
         seen += real;
-        // a model evaluated with a different number of segments: run `segments` steps; the
-        // carry halts at the model's own halt_max_steps, so drive the steps explicitly
-        let mut carry: Carry = model.initial_carry(&batch)?;
+        // the rollout runs `segments` segments for every row, whatever the model's own
+        // halt_max_steps (inference-time scaling)
         let bsz = batch.batch_size;
         let mut frozen: Vec<Option<(u32, Vec<f32>, f32, f32)>> = vec![None; bsz];
         let mut last = None;
-        for k in 1..=segments {
-            let (mut c, _, host) = eval_step(model, &carry, &batch, loss_type, &mut rng)?;
+        let mut carry = engine.rollout(&batch, segments, &mut (), |k, _, host| {
             if opts.learned_halting {
                 for r in 0..bsz {
                     if frozen[r].is_none() && host.q_halt[r] > host.q_continue[r] {
@@ -172,14 +168,9 @@ pub fn evaluate(
                     }
                 }
             }
-            // keep every row running to `segments` even if the model's halt_max_steps is smaller
-            c.halted = vec![false; bsz];
-            last = Some(host);
-            carry = c;
-            if opts.learned_halting && frozen.iter().take(real).all(Option::is_some) {
-                break;
-            }
-        }
+            last = Some(host.clone());
+            Ok(!(opts.learned_halting && frozen.iter().take(real).all(Option::is_some)))
+        })?;
         let host = last.context("no segment ran")?;
         // final per-row outputs: frozen (learned halting) or the last segment's
         let mut logits = host.logits.clone();

@@ -15,9 +15,9 @@ use candle_core::{DType, Device, Tensor};
 use hrm_data::fsio::write_atomic;
 use hrm_data::sampler::SamplerPosition;
 use hrm_model::checkpoint::{read_safetensors, safetensors_bytes, save_model};
-use hrm_model::hrm::{Batch, Carry, Hrm};
 use hrm_model::optim::AdamState;
 use hrm_model::train::Optimizers;
+use hrm_model::{Batch, Carry, Hrm};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 

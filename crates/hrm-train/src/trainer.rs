@@ -37,9 +37,9 @@ use hrm_data::format::{load_split, SplitData};
 use hrm_data::fsio::write_atomic;
 use hrm_data::sampler::TrainSampler;
 use hrm_model::checkpoint::safetensors_bytes;
-use hrm_model::hrm::{Carry, Hrm};
 use hrm_model::optim::Ema;
 use hrm_model::train::Optimizers;
+use hrm_model::{Carry, Engine, Hrm};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -232,7 +232,7 @@ impl Run {
         };
         self.with_average(|run, _| {
             evaluate(
-                &run.model,
+                &Engine::plain(&run.model),
                 run.test.clone(),
                 run.cfg.global_batch_size,
                 run.cfg.arch.loss.loss_type,

@@ -27,9 +27,9 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use hrm_model::config::ModelConfig;
-use hrm_model::hrm::{Batch, Carry, Hrm};
 use hrm_model::loss::LossType;
 use hrm_model::train::{forward_backward, Optimizers, TrainStep};
+use hrm_model::{Batch, Carry, Hrm};
 use hrm_train::config::TrainConfig;
 use hrm_train::dist::{Dist, LocalGroup};
 use hrm_train::trainer::{resume_dist, train, train_dist, TrainOptions};

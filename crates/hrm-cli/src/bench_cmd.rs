@@ -1,30 +1,15 @@
-//! `hrm bench train|eval|solve`: the same measurements, printed with the same JSON fields, as the
-//! PyTorch peer's `bench` / `bench-eval` (../shared/peers/torch_hrm.py), so that
-//! scripts/bench-vs-torch.sh can run both alternately and report ratios.
+//! `hrm bench train|eval|solve`: the flags and the printed JSON, with the same fields as the
+//! PyTorch peer's `bench` / `bench-eval` output, so that scripts/bench-vs-torch.sh can run both
+//! alternately and report ratios. What is timed, and how, is `hrm_train::bench`.
 //!
-//! - `train`: one optimizer step = one ACT segment for the whole batch (gradient segment + the
-//!   no-grad Q-target segment + backward + SignSGD + AdamATan2), the carry kept across steps;
-//! - `eval`: one eval ACT segment (a fresh rollout every `halt_max_steps` segments);
-//! - `solve`: one full rollout (`halt_max_steps` segments) of batch 1, i.e. `hrm solve` without
-//!   the process start and the checkpoint load.
-//!
-//! The model uses the reference initialisation (seed 0) and four synthetic batches of random
-//! Sudoku-like rows (labels 2..V-1, inputs = label or 1 = blank), as the peer does.
-//!
-//! `--device cuda:N` times on a GPU (each step ends with a device synchronisation, so the time
-//! is the step's, not its launch's); `--dtype bfloat16` runs the forward in bf16 (f32 master
+//! `--device cuda:N` times on a GPU; `--dtype bfloat16` runs the forward in bf16 (f32 master
 //! weights and optimizer), as the reference trains on GPUs.
 
-use std::time::Instant;
-
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use clap::{Args, ValueEnum};
-use hrm_model::config::{ForwardDtype, ModelConfig};
-use hrm_model::hrm::{Batch, Hrm, Mode};
-use hrm_model::loss::LossType;
-use hrm_model::train::{forward_backward, Optimizers};
-use rand::SeedableRng;
+use hrm_train::bench::{
+    bench_config, peak_rss_mib, Bench, BenchMode as Timed, Preset as ModelPreset,
+};
 use serde_json::json;
 
 /// What to time.
@@ -88,29 +73,25 @@ pub struct BenchArgs {
     pub bf16: bool,
 }
 
-/// Peak resident set size of this process in MiB (Linux `VmHWM`), if known.
-pub fn peak_rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+impl Preset {
+    fn preset(self) -> ModelPreset {
+        match self {
+            Preset::Sudoku => ModelPreset::Sudoku,
+            Preset::Maze => ModelPreset::Maze,
+            Preset::Tiny => ModelPreset::Tiny,
+        }
+    }
 }
 
-/// CPU seconds (user + system) this process has used so far (Linux `/proc/self/stat`).
-pub fn cpu_seconds() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // fields after the parenthesised command name; utime and stime are the 12th and 13th of them
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
-fn preset(p: Preset, batch: usize) -> ModelConfig {
-    match p {
-        Preset::Sudoku => ModelConfig::sudoku(batch),
-        Preset::Maze => ModelConfig::maze(batch),
-        Preset::Tiny => ModelConfig::tiny(batch),
+impl BenchMode {
+    /// What is timed (`None`: nothing, the model is written out).
+    fn timed(self) -> Option<Timed> {
+        match self {
+            BenchMode::Train => Some(Timed::Train),
+            BenchMode::Eval => Some(Timed::Eval),
+            BenchMode::Solve => Some(Timed::Solve),
+            BenchMode::ExportRandom => None,
+        }
     }
 }
 
@@ -121,104 +102,32 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
     } else {
         a.batch
     };
-    let mut cfg = preset(a.preset, batch);
-    if let Some(c) = &a.cycles {
-        let Some((h, l)) = c.split_once('x') else {
-            bail!("--cycles expects HxL, e.g. 2x2")
-        };
-        cfg.h_cycles = h.parse()?;
-        cfg.l_cycles = l.parse()?;
-    }
-    if a.dtype == "bfloat16" {
-        cfg.forward_dtype = ForwardDtype::BF16;
-    }
-    let device: Device = crate::device::open_device(&a.device)?;
+    let cfg = bench_config(
+        a.preset.preset(),
+        batch,
+        a.cycles.as_deref(),
+        a.dtype == "bfloat16",
+    )?;
+    let device = crate::device::open_device(&a.device)?;
     let threads = candle_core::utils::get_num_threads();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let mut model = Hrm::new(&cfg, &device, &mut rng)?;
-    if a.bf16 {
-        if a.mode == BenchMode::Train {
-            bail!("--bf16 (AMX matrix products) is for eval and solve; training stays f32 here");
-        }
-        model
-            .set_bf16_matmul(true)
-            .map_err(|e| anyhow::anyhow!("--bf16: {e}"))?;
-    } else if a.mode == BenchMode::Solve {
-        // as `hrm solve` does for its one puzzle (where the small-batch kernel runs)
-        model.set_packed_f32(true)?;
-    }
-    if a.mode == BenchMode::ExportRandom {
+    let mut bench = Bench::new(&cfg, &device, a.bf16, a.mode.timed())?;
+    let Some(mode) = a.mode.timed() else {
         let Some(out) = &a.output else {
             bail!("bench export-random needs --output FILE.safetensors")
         };
-        hrm_model::checkpoint::save_model(out, &model, &Default::default())
+        hrm_model::checkpoint::save_model(out, &bench.model, &Default::default())
             .with_context(|| format!("writing {}", out.display()))?;
         println!("{}", json!({ "wrote": out, "params": cfg.num_params() }));
         return Ok(());
-    }
-    let mut data_rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let batches: Vec<Batch> = (0..4)
-        .map(|_| Batch::random(batch, cfg.seq_len, cfg.vocab_size, 0.6, None, &mut data_rng))
-        .collect();
-    let mut opt = Optimizers::new(&model, (0.9, 0.95), 1.0, 1.0);
-    let mut carry = None;
-    let mut times = Vec::new();
-    let mut cpu_start = None;
-    for i in 0..a.warmup + a.steps {
-        if i == a.warmup {
-            cpu_start = cpu_seconds();
-        }
-        let b = &batches[i % batches.len()];
-        let t0 = Instant::now();
-        match a.mode {
-            BenchMode::ExportRandom => {} // handled (and returned) above
-            BenchMode::Train => {
-                let c = match carry.take() {
-                    Some(c) => c,
-                    None => model.initial_carry(b)?,
-                };
-                let step = forward_backward(&model, &c, b, LossType::Stablemax, batch, &mut rng)?;
-                opt.step(&model, &step.grads, 1e-4, 1e-4)?;
-                carry = Some(step.carry);
-            }
-            BenchMode::Eval => {
-                let c = match carry.take() {
-                    Some(c) if i % cfg.halt_max_steps != 0 => c,
-                    _ => model.initial_carry(b)?,
-                };
-                let (c, out) = model.act_step(&c, b, Mode::Eval, &mut rng)?;
-                out.logits.flatten_all()?.to_vec1::<f32>()?; // include the host copy
-                carry = Some(c);
-            }
-            BenchMode::Solve => {
-                let mut c = model.initial_carry(b)?;
-                for _ in 0..cfg.halt_max_steps {
-                    let (next, out) = model.act_step(&c, b, Mode::Eval, &mut rng)?;
-                    out.logits.flatten_all()?.to_vec1::<f32>()?;
-                    c = next;
-                }
-            }
-        }
-        device.synchronize()?; // a GPU step is done when its kernels are, not when they are queued
-        let dt = t0.elapsed().as_secs_f64();
+    };
+    let timing = bench.run(mode, a.warmup, a.steps, |i, dt| {
         let tag = if i < a.warmup { " (warm-up)" } else { "" };
         eprintln!("{:?} step {i}{tag}: {dt:.4}s", a.mode);
-        if i >= a.warmup {
-            times.push(dt);
-        }
-    }
-    times.sort_by(|x, y| x.total_cmp(y));
-    let med = if times.is_empty() {
-        bail!("--steps must be at least 1")
-    } else if times.len() % 2 == 1 {
-        times[times.len() / 2]
-    } else {
-        (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
-    };
-    let mode = format!("{:?}", a.mode).to_lowercase();
+    })?;
+    let med = timing.median_s;
     let mut res = json!({
         "impl": "hrm-rs",
-        "mode": mode,
+        "mode": format!("{:?}", a.mode).to_lowercase(),
         "preset": format!("{:?}", a.preset).to_lowercase(),
         "batch": batch,
         "threads": threads,
@@ -231,11 +140,9 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
         "samples_per_s": ((batch as f64 / med) * 100.0).round() / 100.0,
         "peak_rss_mb": peak_rss_mib().map(|x| x.round()),
         // CPU time per timed step (robust to other load on a shared machine; ~threads x wall)
-        "cpu_s_per_step": cpu_start
-            .zip(cpu_seconds())
-            .map(|(a0, a1)| ((a1 - a0) / a.steps as f64 * 1e3).round() / 1e3),
+        "cpu_s_per_step": timing.cpu_s_per_step.map(|s| (s * 1e3).round() / 1e3),
     });
-    if a.mode == BenchMode::Eval {
+    if mode == Timed::Eval {
         let r = med * cfg.halt_max_steps as f64;
         res["median_s_per_rollout"] = json!((r * 1e3).round() / 1e3);
         res["rollout_samples_per_s"] = json!((batch as f64 / r * 1e3).round() / 1e3);

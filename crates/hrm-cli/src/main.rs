@@ -1,10 +1,10 @@
 //! `hrm`: build datasets, train, evaluate and run the Hierarchical Reasoning Model.
 //!
-//! One binary, one subcommand per job (convention 8 of docs/style-and-ecosystem.md):
-//! `hrm data ...` (datasets), `hrm parity` (check against the PyTorch reference's golden tensors),
-//! `hrm convert` (reference checkpoint -> safetensors), `hrm train`, `hrm eval`, `hrm solve`,
-//! `hrm bench` (speed, side by side with the PyTorch peer), `hrm device-check` (a GPU against the
-//! CPU).
+//! One binary with one subcommand per job, each a module that parses its flags, calls the
+//! library crates (`hrm-data`, `hrm-model`, `hrm-train`) and prints: `hrm data ...` (datasets),
+//! `hrm parity` (check against the PyTorch reference's golden tensors), `hrm convert` (reference
+//! checkpoint -> safetensors), `hrm train`, `hrm eval`, `hrm solve`, `hrm bench` (speed, side by
+//! side with the PyTorch peer), `hrm device-check` (a GPU against the CPU).
 
 use clap::{Parser, Subcommand};
 
@@ -12,8 +12,10 @@ mod bench_cmd;
 mod check_cmd;
 mod data_cmd;
 mod device;
+mod eval;
 mod model_cmd;
-mod train_cmd;
+mod solve;
+mod train;
 
 /// The Hierarchical Reasoning Model in Rust.
 #[derive(Parser)]
@@ -38,11 +40,11 @@ enum Command {
     /// Convert a reference PyTorch checkpoint (pickled state dict) into an hrm safetensors file.
     Convert(model_cmd::ConvertArgs),
     /// Train with a config file plus `key=value` overrides (the reference's pretrain.py).
-    Train(train_cmd::TrainArgs),
+    Train(train::TrainArgs),
     /// Evaluate a checkpoint on a dataset's test split (metrics as JSON).
-    Eval(train_cmd::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Solve one puzzle with a trained model.
-    Solve(train_cmd::SolveArgs),
+    Solve(solve::SolveArgs),
     /// Time training steps, eval segments or solves (same JSON fields as the PyTorch peer).
     Bench(bench_cmd::BenchArgs),
     /// Check a GPU against the CPU: optimizer kernels, an f32 training step, bf16 vs f32.
@@ -92,9 +94,9 @@ fn main() {
         Command::Data { cmd } => data_cmd::run(cmd),
         Command::Parity(args) => model_cmd::parity(&args),
         Command::Convert(args) => model_cmd::convert(&args),
-        Command::Train(args) => train_cmd::train_cmd(&args),
-        Command::Eval(args) => train_cmd::eval_cmd(&args),
-        Command::Solve(args) => train_cmd::solve_cmd(&args),
+        Command::Train(args) => train::train_cmd(&args),
+        Command::Eval(args) => eval::eval_cmd(&args),
+        Command::Solve(args) => solve::solve_cmd(&args),
         Command::Bench(args) => bench_cmd::bench_cmd(&args),
         Command::DeviceCheck(args) => check_cmd::check_cmd(&args),
     };

@@ -2,42 +2,11 @@
 //! successful runs on the shared tdoku lists, and malformed inputs that must exit non-zero with
 //! one clear `error:` line naming the file and line, no panic, and no output folder left.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn hrm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hrm"))
-        .args(args)
-        .env("HRM_PROGRESS", "plain")
-        .output()
-        .expect("run hrm")
-}
+use std::path::Path;
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// `$HRM_SHARED_DIR`, else `<workspace>/../shared`; `None` (with a note) when missing outside CI.
-fn shared_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("HRM_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "shared folder {} not found: CI must provide it (set HRM_SHARED_DIR)",
-            dir.display()
-        );
-    }
-    eprintln!("skipped: shared folder {} not found", dir.display());
-    None
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use common::{build, entries, p, plain, shared_dir, stderr, stdout};
 
 #[test]
 fn generate_then_build() {
@@ -45,7 +14,7 @@ fn generate_then_build() {
     let tmp = tempfile::tempdir().unwrap();
     let csv = tmp.path().join("csv");
     let tdoku = shared.join("data/sudoku/tdoku");
-    let o = hrm(&[
+    let o = plain(&[
         "data",
         "sudoku-generate",
         "--inputs",
@@ -60,7 +29,7 @@ fn generate_then_build() {
         "1",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = stdout(&o);
     assert!(
         out.contains("puzzles6_forum_hardest_1106") && out.contains("scratch"),
         "{out}"
@@ -75,34 +44,15 @@ fn generate_then_build() {
     assert!(train.starts_with("source,question,answer,rating\n"));
 
     let ds = tmp.path().join("ds");
-    let o = hrm(&[
-        "data",
-        "sudoku",
-        "--input-dir",
-        p(&csv),
-        "--output-dir",
-        p(&ds),
-        "--subsample-size",
-        "10",
-        "--num-aug",
-        "2",
-        "--seed",
-        "4",
-    ]);
+    let extra = ["--subsample-size", "10", "--num-aug", "2", "--seed", "4"];
+    let o = build("sudoku", &csv, &ds, &extra);
     assert!(o.status.success(), "{}", stderr(&o));
     let meta = std::fs::read_to_string(ds.join("train/dataset.json")).unwrap();
     assert!(meta.contains("\"total_groups\": 10"), "{meta}");
     assert!(ds.join("test/all__inputs.npy").is_file());
 
     // A second run without --force refuses and leaves the dataset alone.
-    let o = hrm(&[
-        "data",
-        "sudoku",
-        "--input-dir",
-        p(&csv),
-        "--output-dir",
-        p(&ds),
-    ]);
+    let o = build("sudoku", &csv, &ds, &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("already exists (pass --force"),
@@ -119,15 +69,7 @@ fn failing_build(root: &Path, train_body: &str) -> String {
     let header = "source,question,answer,rating\n";
     std::fs::write(input.join("train.csv"), format!("{header}{train_body}")).unwrap();
     std::fs::write(input.join("test.csv"), header).unwrap();
-    let out = root.join("out");
-    let o = hrm(&[
-        "data",
-        "sudoku",
-        "--input-dir",
-        p(&input),
-        "--output-dir",
-        p(&out),
-    ]);
+    let o = build("sudoku", &input, &root.join("out"), &[]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     // Plain progress lines may come first; the error is the last line, printed once.
@@ -141,11 +83,7 @@ fn failing_build(root: &Path, train_body: &str) -> String {
     );
     assert_eq!(err.matches("error: ").count(), 1, "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    let left: Vec<String> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "in")
-        .collect();
+    let left: Vec<String> = entries(root).into_iter().filter(|n| n != "in").collect();
     assert!(left.is_empty(), "left behind: {left:?}");
     err
 }
@@ -190,14 +128,7 @@ fn missing_folder_and_file() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nope");
     let out = tmp.path().join("out");
-    let o = hrm(&[
-        "data",
-        "sudoku",
-        "--input-dir",
-        p(&missing),
-        "--output-dir",
-        p(&out),
-    ]);
+    let o = build("sudoku", &missing, &out, &[]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
     assert!(e.contains("nope: not found"), "{e}");
@@ -205,14 +136,7 @@ fn missing_folder_and_file() {
 
     std::fs::create_dir_all(&missing).unwrap();
     std::fs::write(missing.join("test.csv"), "source,question,answer,rating\n").unwrap();
-    let o = hrm(&[
-        "data",
-        "sudoku",
-        "--input-dir",
-        p(&missing),
-        "--output-dir",
-        p(&out),
-    ]);
+    let o = build("sudoku", &missing, &out, &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("train.csv: not found"),
@@ -221,7 +145,7 @@ fn missing_folder_and_file() {
     );
     assert!(!out.exists());
 
-    let o = hrm(&[
+    let o = plain(&[
         "data",
         "sudoku-generate",
         "--inputs",

@@ -2,55 +2,11 @@
 //! binary): successful runs, and malformed inputs that must exit non-zero with one clear
 //! `error:` line naming the file and line / task, no panic, and no output folder left.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn hrm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hrm"))
-        .args(args)
-        .env("HRM_PROGRESS", "plain")
-        .output()
-        .expect("run hrm")
-}
+use std::process::Output;
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// `$HRM_SHARED_DIR`, else `<workspace>/../shared`; `None` (with a note) when missing outside CI.
-fn shared_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("HRM_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "shared folder {} not found: CI must provide it (set HRM_SHARED_DIR)",
-            dir.display()
-        );
-    }
-    eprintln!("skipped: shared folder {} not found", dir.display());
-    None
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
+use common::{build, entries, p, plain, shared_dir, stderr, stdout};
 
 /// Exit code 1, one `error:` line naming `file` and `location`, and no panic.
 fn assert_clean_failure(o: &Output, file: &str, location: &str) {
@@ -68,7 +24,7 @@ fn assert_clean_failure(o: &Output, file: &str, location: &str) {
 fn maze_generate_then_build() {
     let tmp = tempfile::tempdir().unwrap();
     let csv = tmp.path().join("csv");
-    let o = hrm(&[
+    let o = plain(&[
         "data",
         "maze-generate",
         "--output-dir",
@@ -92,15 +48,7 @@ fn maze_generate_then_build() {
         stderr(&o)
     );
     let out = tmp.path().join("maze");
-    let o = hrm(&[
-        "data",
-        "maze",
-        "--input-dir",
-        p(&csv),
-        "--output-dir",
-        p(&out),
-        "--aug",
-    ]);
+    let o = build("maze", &csv, &out, &["--aug"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("labels valid+optimal 30/30"), "{text}");
@@ -127,25 +75,11 @@ fn maze_errors_exit_non_zero_and_leave_nothing() {
     .unwrap();
     std::fs::write(input.join("test.csv"), format!("{header}x,S  G,So G,2\n")).unwrap();
     let out = tmp.path().join("out");
-    let o = hrm(&[
-        "data",
-        "maze",
-        "--input-dir",
-        p(&input),
-        "--output-dir",
-        p(&out),
-    ]);
+    let o = build("maze", &input, &out, &[]);
     assert_clean_failure(&o, "train.csv", "line 3");
-    let o = hrm(&[
-        "data",
-        "maze",
-        "--input-dir",
-        p(&tmp.path().join("nope")),
-        "--output-dir",
-        p(&out),
-    ]);
+    let o = build("maze", &tmp.path().join("nope"), &out, &[]);
     assert_clean_failure(&o, "nope", "not found");
-    let o = hrm(&[
+    let o = plain(&[
         "data",
         "maze-generate",
         "--output-dir",
@@ -173,18 +107,8 @@ fn arc_build_and_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("mini");
     let mini = shared.join("data/arc/Mini-ARC");
-    let o = hrm(&[
-        "data",
-        "arc",
-        "--dataset-dirs",
-        p(&mini),
-        "--output-dir",
-        p(&out),
-        "--num-aug",
-        "1",
-        "--test-from-train-fraction",
-        "0.1",
-    ]);
+    let extra = ["--num-aug", "1", "--test-from-train-fraction", "0.1"];
+    let o = build("arc", &mini, &out, &extra);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stdout(&o).contains("149 tasks (15 with held-out test pairs)"),
@@ -198,35 +122,14 @@ fn arc_build_and_errors() {
     std::fs::create_dir_all(&bad).unwrap();
     std::fs::write(bad.join("t1.json"), task_json("[[1, 10]]")).unwrap();
     let out2 = tmp.path().join("out2");
-    let o = hrm(&[
-        "data",
-        "arc",
-        "--dataset-dirs",
-        p(&bad),
-        "--output-dir",
-        p(&out2),
-    ]);
+    let o = build("arc", &bad, &out2, &[]);
     assert_clean_failure(&o, "t1.json", "task t1, train pair 0, input, row 0, col 1");
     // Ragged grid.
     std::fs::write(bad.join("t1.json"), task_json("[[1, 2], [1]]")).unwrap();
-    let o = hrm(&[
-        "data",
-        "arc",
-        "--dataset-dirs",
-        p(&bad),
-        "--output-dir",
-        p(&out2),
-    ]);
+    let o = build("arc", &bad, &out2, &[]);
     assert_clean_failure(&o, "t1.json", "row 1");
     // Missing folder.
-    let o = hrm(&[
-        "data",
-        "arc",
-        "--dataset-dirs",
-        p(&tmp.path().join("nope")),
-        "--output-dir",
-        p(&out2),
-    ]);
+    let o = build("arc", &tmp.path().join("nope"), &out2, &[]);
     assert_clean_failure(&o, "nope", "not found");
     assert_eq!(entries(tmp.path()), vec!["bad", "mini"]);
 }

@@ -1,42 +1,18 @@
 //! `hrm parity` and `hrm convert` as a user runs them: exit codes, the summary line, and one-line
 //! errors (never a panic) for bad fixtures and checkpoints.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use candle_core::{Device, Tensor};
+use common::{one_line_error, run, shared};
 use hrm_model::checkpoint::{load_model, read_safetensors, safetensors_bytes};
 
-fn hrm(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hrm"))
-        .args(args)
-        .output()
-        .expect("run hrm");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
+/// A parity fixture of the shared folder (`fixtures/parity/NAME`), if the folder is there.
 fn shared_fixture(name: &str) -> Option<PathBuf> {
-    let dir = match std::env::var_os("HRM_SHARED_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")),
-    }
-    .join("fixtures/parity");
-    if dir.is_dir() {
-        return Some(dir.join(name));
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "parity fixtures not found at {} (set HRM_SHARED_DIR)",
-            dir.display()
-        );
-    }
-    eprintln!("skipped: parity fixtures not found at {}", dir.display());
-    None
+    Some(shared("fixtures/parity")?.join(name))
 }
 
 fn local_fixture(name: &str) -> PathBuf {
@@ -53,7 +29,7 @@ fn parity_command_passes_and_summarises() {
         return;
     };
     let noact = shared_fixture("hrm-tiny-noact.safetensors").unwrap();
-    let (code, out, err) = hrm(&["parity", rope.to_str().unwrap(), noact.to_str().unwrap()]);
+    let (code, out, err) = run(&["parity", rope.to_str().unwrap(), noact.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}\n{err}");
     let last = out.lines().last().unwrap_or("");
     assert!(
@@ -76,56 +52,57 @@ fn edited(
     std::fs::write(dst, safetensors_bytes(&list, &f.metadata).unwrap()).unwrap();
 }
 
+/// One `error: ...` line containing `needle` (see [`one_line_error`]).
 fn assert_one_line_error(args: &[&str], needle: &str) {
-    let (code, out, err) = hrm(args);
-    assert_ne!(code, 0, "expected failure:\n{out}\n{err}");
-    assert!(
-        !err.contains("panicked"),
-        "panic instead of an error:\n{err}"
-    );
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got:\n{err}");
-    assert!(
-        lines[0].starts_with("error: ") && lines[0].contains(needle),
-        "{err}"
-    );
+    let line = one_line_error(args, needle);
+    assert!(line.starts_with("error: "), "{line}");
+}
+
+/// `hrm parity FIXTURE` on a copy of `src` edited by `edit` (written to `dir/name`) fails in
+/// one line naming `needle`.
+fn assert_edited_fails(
+    src: &Path,
+    dir: &Path,
+    name: &str,
+    needle: &str,
+    edit: impl FnOnce(&mut HashMap<String, Tensor>, &mut HashMap<String, String>),
+) {
+    let dst = dir.join(name);
+    edited(src, &dst, edit);
+    assert_one_line_error(&["parity", dst.to_str().unwrap()], needle);
 }
 
 #[test]
 fn bad_fixtures_give_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let src = local_fixture("peer-softmax-nopuzzle-b5.safetensors");
-    let missing = dir.path().join("missing.safetensors");
-    edited(&src, &missing, |t, _| {
-        t.remove("param.inner.lm_head.weight");
-    });
-    assert_one_line_error(
-        &["parity", missing.to_str().unwrap()],
+    let d = dir.path();
+    assert_edited_fails(
+        &src,
+        d,
+        "missing.safetensors",
         "inner.lm_head.weight",
+        |t, _| {
+            t.remove("param.inner.lm_head.weight");
+        },
     );
-
-    let shape = dir.path().join("shape.safetensors");
-    edited(&src, &shape, |t, _| {
+    assert_edited_fails(&src, d, "shape.safetensors", "inner.q_head.bias", |t, _| {
         t.insert(
             "param.inner.q_head.bias".into(),
             Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap(),
         );
     });
-    assert_one_line_error(&["parity", shape.to_str().unwrap()], "inner.q_head.bias");
-
-    let tag = dir.path().join("tag.safetensors");
-    edited(&src, &tag, |_, m| {
+    assert_edited_fails(&src, d, "tag.safetensors", "hrm-parity-v0", |_, m| {
         m.insert("format".into(), "hrm-parity-v0".into());
     });
-    assert_one_line_error(&["parity", tag.to_str().unwrap()], "hrm-parity-v0");
-
-    let grad = dir.path().join("grad.safetensors");
-    edited(&src, &grad, |t, _| {
-        t.remove("grad2.inner.lm_head.weight");
-    });
-    assert_one_line_error(
-        &["parity", grad.to_str().unwrap()],
+    assert_edited_fails(
+        &src,
+        d,
+        "grad.safetensors",
         "grad2.inner.lm_head.weight",
+        |t, _| {
+            t.remove("grad2.inner.lm_head.weight");
+        },
     );
 
     let garbage = dir.path().join("garbage.safetensors");
@@ -147,7 +124,7 @@ fn a_perturbed_fixture_fails_parity() {
         let l = t["eval.seg2.logits"].clone();
         t.insert("eval.seg2.logits".into(), (l + 1e-3).unwrap());
     });
-    let (code, out, _) = hrm(&["parity", bad.to_str().unwrap()]);
+    let (code, out, _) = run(&["parity", bad.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(out.contains("eval.logits") && out.contains("FAIL"), "{out}");
     assert!(out.lines().last().unwrap().contains("1 failed"), "{out}");
@@ -167,7 +144,7 @@ fn convert_reads_a_reference_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.safetensors");
     let input = torch_ckpt().join("step_26040");
-    let (code, o, e) = hrm(&[
+    let (code, o, e) = run(&[
         "convert",
         input.to_str().unwrap(),
         out.to_str().unwrap(),
@@ -227,7 +204,7 @@ fn convert_errors_name_what_is_wrong() {
 fn bench_export_random_writes_a_checkpoint_solve_can_run() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tiny-random.safetensors");
-    let (code, stdout, err) = hrm(&[
+    let (code, stdout, err) = run(&[
         "bench",
         "export-random",
         "--preset",
@@ -241,7 +218,7 @@ fn bench_export_random_writes_a_checkpoint_solve_can_run() {
     assert_eq!(model.cfg.hidden_size, 64);
     let puzzle =
         "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......";
-    let (code, stdout, err) = hrm(&[
+    let (code, stdout, err) = run(&[
         "solve",
         "--checkpoint",
         out.to_str().unwrap(),
@@ -251,7 +228,7 @@ fn bench_export_random_writes_a_checkpoint_solve_can_run() {
     assert_eq!(code, 0, "{stdout}\n{err}");
     assert!(stdout.contains("segments:"), "{stdout}");
     // without --output: one clear line
-    let (code, _, err) = hrm(&["bench", "export-random", "--preset", "tiny"]);
+    let (code, _, err) = run(&["bench", "export-random", "--preset", "tiny"]);
     assert_eq!(code, 1);
     assert!(err.contains("--output"), "{err}");
 }

@@ -3,44 +3,11 @@
 //! (generated here with a seed the training data did not use) at the rate measured when it was
 //! trained. The same holds for the Sudoku model and `hrm solve sudoku`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn hrm_raw<S: AsRef<std::ffi::OsStr>>(cwd: &Path, args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hrm"))
-        .current_dir(cwd)
-        .env_remove("HRM_MODELS")
-        .args(args)
-        .output()
-        .expect("run hrm")
-}
-
-fn hrm<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(cwd: &Path, args: &[S]) -> String {
-    let out = hrm_raw(cwd, args);
-    let (so, se) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(out.status.success(), "hrm {args:?} failed:\n{so}\n{se}");
-    so
-}
-
-fn models() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models"))
-}
-
-/// `hrm data <kind>-generate --output-dir DIR/csv ARGS`, then `hrm data <kind>` into DIR/data:
-/// returns (csv folder, dataset folder).
-fn fresh(dir: &Path, kind: &str, generate_args: &[&str]) -> (PathBuf, PathBuf) {
-    let (csv, data) = (dir.join("csv"), dir.join("data"));
-    let generate = format!("{kind}-generate");
-    let mut args = vec!["data", &generate, "--output-dir", csv.to_str().unwrap()];
-    args.extend_from_slice(generate_args);
-    hrm(dir, &args);
-    let (c, d) = (csv.to_str().unwrap(), data.to_str().unwrap());
-    hrm(dir, &["data", kind, "--input-dir", c, "--output-dir", d]);
-    (csv, data)
-}
+use common::{generated_dataset, hrm_in, json, models, ok_in, output};
 
 /// Fresh 6x6 mazes of the maze-cpu preset's distribution (`configs/maze-cpu.toml`), seed 777
 /// (the shipped model was trained on seed 3): 300 held-out mazes.
@@ -55,7 +22,7 @@ fn fresh_mazes(dir: &Path) -> (PathBuf, PathBuf) {
         "--seed",
         "777",
     ];
-    fresh(dir, "maze", &args)
+    generated_dataset(dir, "maze", &args, &[])
 }
 
 /// The `question` column of the first `n` rows of `csv/test.csv`.
@@ -82,7 +49,31 @@ fn eval_args(name: &str, data: &Path, extra: &[&str]) -> Vec<String> {
 
 /// `hrm eval` of the shipped model `name` on `data` (plus `extra` flags), as JSON.
 fn eval_shipped(dir: &Path, name: &str, data: &Path, extra: &[&str]) -> serde_json::Value {
-    serde_json::from_str(&hrm(dir, &eval_args(name, data, extra))).unwrap()
+    json(&ok_in(dir, &eval_args(name, data, extra)))
+}
+
+/// `hrm solve` (no --checkpoint, run in `dir`) of the first `n` test questions of `csv`, each of
+/// `cells` characters, with the arguments `args(question)`; `check(question, output)` checks
+/// each answer. Returns how many were verified.
+fn solve_fresh(
+    dir: &Path,
+    csv: &Path,
+    n: usize,
+    cells: usize,
+    mut args: impl FnMut(&str) -> Vec<String>,
+    check: impl Fn(&str, &str),
+) -> usize {
+    let mut solved = 0;
+    for question in test_questions(csv, n) {
+        assert_eq!(question.len(), cells, "{question}");
+        let out = ok_in(dir, &args(&question));
+        assert!(out.contains("segments: 1"), "{out}");
+        check(&question, &out);
+        if out.contains("verified: yes") {
+            solved += 1;
+        }
+    }
+    solved
 }
 
 #[test]
@@ -108,30 +99,28 @@ const MIN_MAZE_EXACT: f64 = 0.77;
 fn maze_solves_with_no_flags_from_any_folder() {
     let dir = tempfile::tempdir().unwrap();
     let (csv, _) = fresh_mazes(dir.path());
-    let mut solved = 0;
-    for question in test_questions(&csv, 10) {
-        assert_eq!(question.len(), 36, "{question}");
-        let grid: Vec<String> = question
+    let rows = |question: &str| -> Vec<String> {
+        question
             .as_bytes()
             .chunks(6)
             .map(|r| String::from_utf8(r.to_vec()).unwrap())
-            .collect();
-        let file = dir.path().join("maze.txt");
-        std::fs::write(&file, grid.join("\n") + "\n").unwrap();
-        let out = hrm(dir.path(), &["solve", "maze", file.to_str().unwrap()]);
-        assert!(out.contains("segments: 1"), "{out}");
+            .collect()
+    };
+    let file = dir.path().join("maze.txt");
+    let solve = |question: &str| {
+        std::fs::write(&file, rows(question).join("\n") + "\n").unwrap();
+        vec!["solve".into(), "maze".into(), file.display().to_string()]
+    };
+    let solved = solve_fresh(dir.path(), &csv, 10, 36, solve, |question, out| {
         let answer: Vec<&str> = out.lines().take(6).collect();
-        for (a, q) in answer.iter().zip(&grid) {
+        for (a, q) in answer.iter().zip(&rows(question)) {
             assert_eq!(a.len(), 6, "{out}");
             for (ac, qc) in a.chars().zip(q.chars()) {
                 // walls, start and goal are copied; only open cells may become path
                 assert!(qc == ac || (qc == ' ' && ac == 'o'), "{out}");
             }
         }
-        if out.contains("verified: yes") {
-            solved += 1;
-        }
-    }
+    });
     assert!(solved >= 6, "only {solved} of 10 fresh mazes solved");
 }
 
@@ -140,7 +129,7 @@ fn maze_solves_with_no_flags_from_any_folder() {
 /// folder, dataset folder).
 fn fresh_sudokus(dir: &Path) -> (PathBuf, PathBuf) {
     let args = ["--from-scratch", "5000", "--blanks", "10", "--seed", "777"];
-    fresh(dir, "sudoku", &args)
+    generated_dataset(dir, "sudoku", &args, &[])
 }
 
 #[test]
@@ -167,10 +156,8 @@ fn sudoku_model_solves_fresh_puzzles() {
         // the products did change: the loss is not bit-identical
         assert_ne!(all["lm_loss"], v["metrics"]["all"]["lm_loss"]);
     } else {
-        let out = hrm_raw(
-            dir.path(),
-            &eval_args("sudoku-cpu.safetensors", &data, &["--bf16"]),
-        );
+        let args = eval_args("sudoku-cpu.safetensors", &data, &["--bf16"]);
+        let out = output(hrm_in(dir.path()).args(&args));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains("AMX"), "{err}");
     }
@@ -199,11 +186,8 @@ const MIN_SUDOKU_EXACT: f64 = 0.90;
 fn sudoku_solves_with_no_flags_from_any_folder() {
     let dir = tempfile::tempdir().unwrap();
     let (csv, _) = fresh_sudokus(dir.path());
-    let mut solved = 0;
-    for question in test_questions(&csv, 20) {
-        assert_eq!(question.len(), 81, "{question}");
-        let out = hrm(dir.path(), &["solve", "sudoku", &question]);
-        assert!(out.contains("segments: 1"), "{out}");
+    let solve = |question: &str| vec!["solve".into(), "sudoku".into(), question.to_string()];
+    let solved = solve_fresh(dir.path(), &csv, 20, 81, solve, |question, out| {
         // the answer grid: nine rows of nine digits (`?` where the model predicted no digit)
         let cells: Vec<char> = out
             .lines()
@@ -218,9 +202,8 @@ fn sudoku_solves_with_no_flags_from_any_folder() {
         // "verified" must mean a complete grid that keeps every given
         if out.contains("verified: yes") {
             assert!(keeps_givens && !cells.contains(&'?'), "{out}");
-            solved += 1;
         }
-    }
+    });
     // the model solves ~94% (the accuracy itself is checked on 500 puzzles above); 15 of 20
     // leaves room for an unlucky draw (measured: 17)
     assert!(solved >= 15, "only {solved} of 20 fresh puzzles solved");

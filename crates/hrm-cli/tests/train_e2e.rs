@@ -1,62 +1,21 @@
 //! End to end, as a user runs it: `hrm data` -> `hrm train` (tiny preset) -> `hrm eval` ->
 //! `hrm solve`; exact resume after SIGKILL and after Ctrl-C; one-line errors for bad configs.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
+use common::{configs, generated_dataset, hrm, json, ok, one_line_error};
 use hrm_model::checkpoint::read_safetensors;
-
-fn hrm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hrm"))
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = hrm().args(args).output().expect("run hrm");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let (code, out, err) = run(args);
-    assert_eq!(code, 0, "hrm {args:?} failed:\n{out}\n{err}");
-    out
-}
-
-fn configs() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs"))
-}
 
 /// A small Sudoku dataset from random minimal puzzles (no shared data needed).
 fn dataset(dir: &Path) -> PathBuf {
-    let csv = dir.join("csv");
-    let data = dir.join("data");
-    ok(&[
-        "data",
-        "sudoku-generate",
-        "--output-dir",
-        csv.to_str().unwrap(),
-        "--from-scratch",
-        "120",
-        "--seed",
-        "3",
-    ]);
-    ok(&[
-        "data",
-        "sudoku",
-        "--input-dir",
-        csv.to_str().unwrap(),
-        "--output-dir",
-        data.to_str().unwrap(),
-        "--num-aug",
-        "2",
-    ]);
-    data
+    let generate = ["--from-scratch", "120", "--seed", "3"];
+    generated_dataset(dir, "sudoku", &generate, &["--num-aug", "2"]).1
 }
 
 fn tiny_args<'a>(data: &'a str, run_dir: &'a str, extra: &[&'a str]) -> Vec<String> {
@@ -80,7 +39,7 @@ fn metrics(run_dir: &Path) -> Vec<(u64, Vec<(String, String)>)> {
     let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     text.lines()
         .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let v = json(l);
             let step = v["step"].as_u64().unwrap();
             let mut kv: Vec<(String, String)> = v
                 .as_object()
@@ -129,7 +88,6 @@ fn data_train_eval_solve() {
     let data = dataset(dir.path());
     let run_dir = dir.path().join("run");
     let args = tiny_args(data.to_str().unwrap(), run_dir.to_str().unwrap(), &[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = ok(&args);
     assert!(out.contains("finished at step"), "{out}");
     for f in ["config.toml", "metrics.jsonl", "run.json"] {
@@ -144,14 +102,14 @@ fn data_train_eval_solve() {
         .any(|(_, kv)| kv.iter().any(|(k, _)| k == "train/lm_loss")));
     let (ckpt, _) = final_tensors(&run_dir);
     let ckpt = run_dir.join(format!("{ckpt}.safetensors"));
-    let json = ok(&[
+    let report = ok(&[
         "eval",
         "--checkpoint",
         ckpt.to_str().unwrap(),
         "--data",
         data.to_str().unwrap(),
     ]);
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let v = json(&report);
     let acc = v["metrics"]["all"]["accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
     assert_eq!(v["metrics"]["all"]["count"].as_f64().unwrap(), 12.0);
@@ -168,7 +126,7 @@ fn data_train_eval_solve() {
         "--halt-max-steps",
         "6",
     ]);
-    let v: serde_json::Value = serde_json::from_str(&learned).unwrap();
+    let v = json(&learned);
     assert_eq!(v["checkpoint"].as_str().unwrap(), ckpt.to_str().unwrap());
     let segs = v["mean_segments"].as_f64().unwrap();
     assert!((1.0..=6.0).contains(&segs), "{segs}");
@@ -203,11 +161,11 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
     // the uninterrupted run
     let a = dir.path().join("a");
     let args = tiny_args(d, a.to_str().unwrap(), &[]);
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&args);
     // a run stopped at step 7 (mid-iteration, with a checkpoint) and resumed
     let b = dir.path().join("b");
     let args = tiny_args(d, b.to_str().unwrap(), &["--stop-after", "7"]);
-    let out = ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = ok(&args);
     assert!(out.contains("stopped at step 7"), "{out}");
     ok(&["train", "--resume", b.to_str().unwrap(), "--quiet"]);
     // a run killed with SIGKILL at an arbitrary moment after its first checkpoint, resumed
@@ -258,12 +216,12 @@ fn ema_run_saves_the_average_and_resumes_exactly() {
     let ema = ["ema=true", "ema_rate=0.9"];
     let a = dir.path().join("a");
     let args = tiny_args(d, a.to_str().unwrap(), &ema);
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&args);
     let b = dir.path().join("b");
     let mut extra = ema.to_vec();
     extra.extend(["--stop-after", "7"]);
     let args = tiny_args(d, b.to_str().unwrap(), &extra);
-    let out = ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = ok(&args);
     assert!(out.contains("stopped at step 7"), "{out}");
     ok(&["train", "--resume", b.to_str().unwrap(), "--quiet"]);
     let (step, averaged) = final_tensors(&a);
@@ -296,7 +254,7 @@ fn ema_run_saves_the_average_and_resumes_exactly() {
     });
     assert!(differ, "the saved model is not the moving average");
     // evaluating the saved model reproduces the run's last evaluation: both use the average
-    let json = ok(&[
+    let report = ok(&[
         "eval",
         "--checkpoint",
         a.to_str().unwrap(),
@@ -307,11 +265,11 @@ fn ema_run_saves_the_average_and_resumes_exactly() {
         "--batch-size",
         "16",
     ]);
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let v = json(&report);
     let text = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
     let last_eval: serde_json::Value = text
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(json)
         .rfind(|r| r.get("eval/all/accuracy").is_some())
         .expect("an evaluation line");
     for key in ["accuracy", "exact_accuracy", "count"] {
@@ -512,15 +470,6 @@ fn interrupt_writes_a_checkpoint(signal: &str) {
     assert!(r.join(format!("step_{step}.state.safetensors")).exists());
 }
 
-fn one_line_error(args: &[&str], needle: &str) {
-    let (code, out, err) = run(args);
-    assert_ne!(code, 0, "expected failure:\n{out}\n{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line:\n{err}");
-    assert!(lines[0].contains(needle), "{err}");
-}
-
 #[test]
 fn bad_configs_give_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -549,14 +498,9 @@ fn bad_configs_give_one_clear_line() {
         run_dir.to_str().unwrap(),
         &["--stop-after", "1"],
     );
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&args);
     let ckpt = run_dir.join("step_1.safetensors");
-    let other = dir.path().join("maze");
-    ok(&[
-        "data",
-        "maze-generate",
-        "--output-dir",
-        other.to_str().unwrap(),
+    let maze = [
         "--size",
         "6",
         "--min-path",
@@ -567,16 +511,8 @@ fn bad_configs_give_one_clear_line() {
         "4",
         "--seed",
         "1",
-    ]);
-    let maze_data = dir.path().join("maze-data");
-    ok(&[
-        "data",
-        "maze",
-        "--input-dir",
-        other.to_str().unwrap(),
-        "--output-dir",
-        maze_data.to_str().unwrap(),
-    ]);
+    ];
+    let (_, maze_data) = generated_dataset(&dir.path().join("maze"), "maze", &maze, &[]);
     one_line_error(
         &[
             "eval",

@@ -9,13 +9,20 @@
 //! [`eval`], the exact-resume checkpoints [`state`], and data parallelism over N ranks [`dist`].
 #![warn(missing_docs)]
 
+pub mod bench;
+pub mod checkpoints;
 pub mod config;
+pub mod convert;
+pub mod device_check;
 pub mod dist;
 pub mod eval;
+pub mod launch;
 pub mod progress;
 pub mod rundir;
 pub mod schedule;
+pub mod score;
 pub mod sinks;
+pub mod solve;
 pub mod state;
 pub mod tfevents;
 pub mod trainer;

@@ -1,0 +1,184 @@
+//! Shared helpers of the `hrm` command-line tests: running the built binary, the shared-data
+//! folder and the repository's folders, building small datasets, and one-line error checks.
+#![allow(dead_code)] // each test file uses some of them
+
+use std::ffi::OsStr;
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The built `hrm` binary, as a command to add arguments to.
+pub fn hrm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hrm"))
+}
+
+/// `hrm` run in `cwd`, without `HRM_MODELS` (so the shipped models are found as a user's
+/// command finds them).
+pub fn hrm_in(cwd: &Path) -> Command {
+    let mut c = hrm();
+    c.current_dir(cwd).env_remove("HRM_MODELS");
+    c
+}
+
+/// Run a command to its end.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.output().expect("run hrm")
+}
+
+/// `hrm ARGS` with plain progress lines on stderr (`HRM_PROGRESS=plain`).
+pub fn plain<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    output(hrm().args(args).env("HRM_PROGRESS", "plain"))
+}
+
+/// A run's stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A run's stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit code (-1 when killed by a signal), stdout and stderr of a finished run.
+pub fn outcome(o: &Output) -> (i32, String, String) {
+    (o.status.code().unwrap_or(-1), stdout(o), stderr(o))
+}
+
+/// `hrm ARGS`: exit code, stdout and stderr.
+pub fn run<S: AsRef<OsStr>>(args: &[S]) -> (i32, String, String) {
+    outcome(&output(hrm().args(args)))
+}
+
+/// Run `cmd`, which must succeed; its stdout.
+pub fn succeed(cmd: &mut Command, args: &[impl Debug]) -> String {
+    let (code, out, err) = outcome(&output(cmd));
+    assert_eq!(code, 0, "hrm {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+/// `hrm ARGS`, which must succeed; its stdout.
+pub fn ok<S: AsRef<OsStr> + Debug>(args: &[S]) -> String {
+    succeed(hrm().args(args), args)
+}
+
+/// `hrm ARGS` in `cwd` (see [`hrm_in`]), which must succeed; its stdout.
+pub fn ok_in<S: AsRef<OsStr> + Debug>(cwd: &Path, args: &[S]) -> String {
+    succeed(hrm_in(cwd).args(args), args)
+}
+
+/// Parse a command's JSON output.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+/// `hrm ARGS` must fail with exactly one non-empty stderr line, containing `needle`, and no
+/// panic; returns that line.
+pub fn one_line_error<S: AsRef<OsStr>>(args: &[S], needle: &str) -> String {
+    let (code, out, err) = run(args);
+    assert_ne!(code, 0, "expected failure:\n{out}\n{err}");
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error:\n{err}"
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got:\n{err}");
+    assert!(lines[0].contains(needle), "{err}");
+    lines[0].to_string()
+}
+
+/// A folder of the repository (`configs`, `models`, ...), from this crate's manifest.
+pub fn repo_dir(name: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join(name)
+}
+
+/// The preset configs (`configs/`).
+pub fn configs() -> PathBuf {
+    repo_dir("configs")
+}
+
+/// The shipped models (`models/`).
+pub fn models() -> PathBuf {
+    repo_dir("models")
+}
+
+/// `sub` of the shared-data folder (`$HRM_SHARED_DIR`, else `<workspace>/../shared`); `None`
+/// (with a note) when it is missing outside CI, a panic in CI.
+pub fn shared(sub: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("HRM_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
+    let dir = if sub.is_empty() { root } else { root.join(sub) };
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "shared folder {} not found: CI must provide it (set HRM_SHARED_DIR)",
+            dir.display()
+        );
+    }
+    eprintln!("skipped: shared folder {} not found", dir.display());
+    None
+}
+
+/// The shared-data folder itself (see [`shared`]).
+pub fn shared_dir() -> Option<PathBuf> {
+    shared("")
+}
+
+/// A path as a `&str` argument.
+pub fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// The names in a folder, sorted.
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `hrm data <kind> <input flag> INPUT --output-dir OUTPUT EXTRA` with plain progress lines (the
+/// input flag is `--dataset-dirs` for `arc`, `--input-dir` otherwise).
+pub fn build(kind: &str, input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let flag = if kind == "arc" {
+        "--dataset-dirs"
+    } else {
+        "--input-dir"
+    };
+    let mut args = vec!["data", kind, flag, p(input), "--output-dir", p(output)];
+    args.extend_from_slice(extra);
+    plain(&args)
+}
+
+/// In `dir` (created if needed): `hrm data <kind>-generate --output-dir DIR/csv GENERATE_ARGS`, then `hrm data
+/// <kind> --input-dir DIR/csv --output-dir DIR/data BUILD_ARGS`, both run in `dir` and required
+/// to succeed; returns (csv folder, dataset folder).
+pub fn generated_dataset(
+    dir: &Path,
+    kind: &str,
+    generate_args: &[&str],
+    build_args: &[&str],
+) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (csv, data) = (dir.join("csv"), dir.join("data"));
+    let generate = format!("{kind}-generate");
+    let mut args = vec!["data", &generate, "--output-dir", p(&csv)];
+    args.extend_from_slice(generate_args);
+    ok_in(dir, &args);
+    let mut args = vec![
+        "data",
+        kind,
+        "--input-dir",
+        p(&csv),
+        "--output-dir",
+        p(&data),
+    ];
+    args.extend_from_slice(build_args);
+    ok_in(dir, &args);
+    (csv, data)
+}

@@ -1,0 +1,206 @@
+//! Importing a reference PyTorch checkpoint (`hrm convert`): its model config from the tensor
+//! shapes, the run's `all_config.yaml` and `KEY=VALUE` overrides, and the conversion itself.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use hrm_model::checkpoint::{convert_torch, infer_shapes, read_torch};
+use hrm_model::config::{ForwardDtype, ModelConfig, PosEncoding};
+
+/// A tiny reader for the YAML that OmegaConf writes (`all_config.yaml`): nested maps of scalars.
+/// Returns dotted keys (`arch.H_cycles`) -> raw scalar text; list items are skipped.
+pub fn read_simple_yaml(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    for line in text.lines() {
+        let content = line.split(" #").next().unwrap_or("");
+        if content.trim().is_empty() || content.trim_start().starts_with('#') {
+            continue;
+        }
+        let indent = content.len() - content.trim_start().len();
+        let t = content.trim();
+        if t.starts_with("- ") || t == "-" {
+            continue;
+        }
+        let Some((k, v)) = t.split_once(':') else {
+            continue;
+        };
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        let key: Vec<&str> = stack
+            .iter()
+            .map(|(_, k)| k.as_str())
+            .chain(std::iter::once(k.trim()))
+            .collect();
+        let v = v.trim();
+        if v.is_empty() {
+            stack.push((indent, k.trim().to_string()));
+        } else {
+            let v = v.trim_matches(|c| c == '\'' || c == '"');
+            out.insert(key.join("."), v.to_string());
+        }
+    }
+    out
+}
+
+fn parse<T: std::str::FromStr>(key: &str, v: &str, src: &str) -> Result<T> {
+    v.parse()
+        .map_err(|_| anyhow::anyhow!("{src}: `{key}` = `{v}` is not a valid value"))
+}
+
+/// Build the model config of a reference checkpoint from its shapes, its `all_config.yaml` and
+/// overrides; every value that cannot be found is named in the error.
+pub fn reference_config(
+    input: &Path,
+    yaml: Option<&Path>,
+    seq_len: Option<usize>,
+    overrides: &[String],
+) -> Result<ModelConfig> {
+    let tensors = read_torch(input)?;
+    let shapes = infer_shapes(&tensors)?;
+    let mut vals: BTreeMap<String, (String, String)> = BTreeMap::new();
+    if let Some(y) = yaml {
+        let text =
+            std::fs::read_to_string(y).with_context(|| format!("reading {}", y.display()))?;
+        for (k, v) in read_simple_yaml(&text) {
+            let k = k.strip_prefix("arch.").map(str::to_string).unwrap_or(k);
+            vals.insert(k, (v, y.display().to_string()));
+        }
+    }
+    for o in overrides {
+        let (k, v) = o
+            .split_once('=')
+            .with_context(|| format!("override `{o}` is not KEY=VALUE"))?;
+        let k = k.strip_prefix("arch.").unwrap_or(k);
+        vals.insert(k.to_string(), (v.to_string(), "command line".into()));
+    }
+    let get = |k: &str| vals.get(k).map(|(v, s)| (v.as_str(), s.as_str()));
+    let num = |k: &str, default: usize| -> Result<usize> {
+        match get(k) {
+            Some((v, s)) => parse(k, v, s),
+            None => Ok(default),
+        }
+    };
+    let float = |k: &str, default: f64| -> Result<f64> {
+        match get(k) {
+            Some((v, s)) => parse(k, v, s),
+            None => Ok(default),
+        }
+    };
+    let d = shapes.hidden_size;
+    let (num_ids, ndim) = shapes.puzzle;
+    let pos_encodings = match (get("pos_encodings"), shapes.learned_seq) {
+        (_, Some(_)) => PosEncoding::Learned,
+        (Some(("learned", s)), None) => {
+            bail!("{s}: pos_encodings = learned but the checkpoint has no embed_pos table")
+        }
+        _ => PosEncoding::Rope,
+    };
+    let p = ndim.div_ceil(d);
+    let seq_len = match (shapes.learned_seq, seq_len, get("seq_len")) {
+        (Some(s), _, _) => s - p,
+        (None, Some(s), _) => s,
+        (None, None, Some((v, s))) => parse("seq_len", v, s)?,
+        _ => bail!(
+            "{}: the sequence length is not stored in reference checkpoints; pass --seq-len \
+             (81 for Sudoku, 900 for Maze and ARC)",
+            input.display()
+        ),
+    };
+    let forward_dtype = match get("forward_dtype") {
+        Some(("bfloat16", _)) => ForwardDtype::BF16,
+        _ => ForwardDtype::F32,
+    };
+    let mut cfg = ModelConfig {
+        batch_size: num("batch_size", num("global_batch_size", 1)?)?,
+        seq_len,
+        puzzle_emb_ndim: ndim,
+        num_puzzle_identifiers: num_ids.max(1),
+        vocab_size: shapes.vocab_size,
+        h_cycles: num("H_cycles", 2)?,
+        l_cycles: num("L_cycles", 2)?,
+        h_layers: shapes.h_layers,
+        l_layers: shapes.l_layers,
+        hidden_size: d,
+        expansion: float("expansion", 4.0)?,
+        num_heads: num("num_heads", (d / 64).max(1))?,
+        pos_encodings,
+        rms_norm_eps: float("rms_norm_eps", 1e-5)?,
+        rope_theta: float("rope_theta", 10000.0)?,
+        halt_max_steps: num("halt_max_steps", 16)?,
+        halt_exploration_prob: float("halt_exploration_prob", 0.1)?,
+        forward_dtype,
+    };
+    if cfg.puzzle_emb_ndim == 0 {
+        cfg.num_puzzle_identifiers = 0;
+    }
+    if cfg.mlp_inner() != shapes.mlp_inner {
+        bail!(
+            "expansion {} gives a SwiGLU width of {} but the checkpoint's is {}; set expansion=...",
+            cfg.expansion,
+            cfg.mlp_inner(),
+            shapes.mlp_inner
+        );
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// What [`convert`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Converted {
+    /// Tensors in the written checkpoint.
+    pub tensors: usize,
+    /// Parameters (elements of the trainable tensors).
+    pub parameters: usize,
+    /// The `all_config.yaml` the config came from (`None`: shapes and defaults only).
+    pub config: Option<PathBuf>,
+}
+
+/// Convert the reference checkpoint `input` into the safetensors checkpoint `output` (written
+/// atomically), its config from `config` (default: the `all_config.yaml` next to `input`, if
+/// any), the shapes, `seq_len` and `overrides` (see [`reference_config`]).
+pub fn convert(
+    input: &Path,
+    output: &Path,
+    config: Option<&Path>,
+    seq_len: Option<usize>,
+    overrides: &[String],
+) -> Result<Converted> {
+    let yaml = match config {
+        Some(p) => Some(p.to_path_buf()),
+        None => {
+            let p = input
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("all_config.yaml");
+            p.exists().then_some(p)
+        }
+    };
+    let cfg = reference_config(input, yaml.as_deref(), seq_len, overrides)?;
+    let model = convert_torch(input, output, &cfg)?;
+    Ok(Converted {
+        tensors: model.state_dict().len(),
+        parameters: model.parameters().iter().map(|(_, v)| v.elem_count()).sum(),
+        config: yaml,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simple_yaml_reads_nested_scalars() {
+        let y = "arch:\n  H_cycles: 3\n  loss:\n    loss_type: stablemax_cross_entropy\n  \
+                 name: 'hrm@X'\nlr: 7.0e-05\neval_save_outputs: []\nlist:\n- a\n- b\nseed: 0\n";
+        let m = read_simple_yaml(y);
+        assert_eq!(m["arch.H_cycles"], "3");
+        assert_eq!(m["arch.loss.loss_type"], "stablemax_cross_entropy");
+        assert_eq!(m["arch.name"], "hrm@X");
+        assert_eq!(m["lr"], "7.0e-05");
+        assert_eq!(m["seed"], "0");
+    }
+}

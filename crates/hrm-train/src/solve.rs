@@ -1,0 +1,459 @@
+//! Solving one puzzle with a trained model (`hrm solve`): encode it, run the ACT loop, decode
+//! and verify the answer; an ARC task runs all its variants in the dataset and votes.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use hrm_data::arc::{
+    encode_grid, load_test_inputs, parse_puzzle_name, vote, ArcPrediction, ArcTestCase,
+    Augmentation, Grid, VoteReport, PASS_AT_K,
+};
+use hrm_data::format::{read_identifiers, IDENTIFIERS_FILE};
+use hrm_data::Batch;
+use hrm_model::loss::argmax;
+use hrm_model::Engine;
+
+use crate::checkpoints::{load_for_inference, MAZE_MODEL, SUDOKU_MODEL};
+use crate::score::sudoku_answer_ok;
+
+/// One ACT segment's outputs for every row of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// Argmax tokens `[B * L]`.
+    pub predictions: Vec<i32>,
+    /// Q-halt logits `[B]`.
+    pub q_halt: Vec<f32>,
+    /// Q-continue logits `[B]`.
+    pub q_continue: Vec<f32>,
+}
+
+/// Run a batch through the ACT loop for `segments` segments (no halting) on `engine`; returns
+/// every segment's outputs.
+pub fn rollout(engine: &Engine, batch: &Batch, segments: usize) -> Result<Vec<Segment>> {
+    let v = engine.model().cfg.vocab_size;
+    let mut out = Vec::with_capacity(segments);
+    engine.rollout(batch, segments, &mut (), |_, _, s| {
+        out.push(Segment {
+            predictions: s.logits.chunks(v).map(|r| argmax(r) as i32).collect(),
+            q_halt: s.q_halt.clone(),
+            q_continue: s.q_continue.clone(),
+        });
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// A batch of questions (`rows` of `seq_len` tokens, one puzzle identifier each) without labels.
+fn question_batch(inputs: Vec<i32>, puzzle_identifiers: Vec<i32>, seq_len: usize) -> Batch {
+    let rows = puzzle_identifiers.len();
+    Batch {
+        labels: vec![-100; inputs.len()],
+        inputs,
+        puzzle_identifiers,
+        batch_size: rows,
+        seq_len,
+        effective_size: rows,
+        set_name: String::new(),
+    }
+}
+
+/// How to run a model on a puzzle.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SolveOptions {
+    /// Matrix products in bf16 on AMX (see [`load_for_inference`]).
+    pub bf16: bool,
+    /// Segments to run (default: the checkpoint's `halt_max_steps`).
+    pub halt_max_steps: Option<usize>,
+}
+
+/// The kind of a grid puzzle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GridKind {
+    /// A 9x9 Sudoku.
+    Sudoku,
+    /// An N x N maze.
+    Maze,
+}
+
+/// A Sudoku or a maze, as the model's input tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GridPuzzle {
+    /// What it is.
+    pub kind: GridKind,
+    /// Input tokens, row by row (`side * side`).
+    pub tokens: Vec<i32>,
+    /// Cells per row.
+    pub side: usize,
+}
+
+impl GridPuzzle {
+    /// A Sudoku of 81 characters, digits and `.` or `0` for blanks.
+    pub fn sudoku(text: &str) -> Result<GridPuzzle> {
+        let g = hrm_data::sudoku::parse_grid(text.trim(), true)
+            .map_err(|e| anyhow::anyhow!("sudoku puzzle: {e}"))?;
+        Ok(GridPuzzle {
+            kind: GridKind::Sudoku,
+            tokens: hrm_data::sudoku::encode(&g)
+                .iter()
+                .map(|&t| t as i32)
+                .collect(),
+            side: 9,
+        })
+    }
+
+    /// A maze file: N lines of N characters, `#` wall, ` ` open, `S` start, `G` goal (blank
+    /// lines skipped; a row of another length is an error naming it).
+    pub fn maze_file(file: &Path) -> Result<GridPuzzle> {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let grid = hrm_data::maze::MazeGrid::parse_rows(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        hrm_data::maze::validate_question(&grid)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        Ok(GridPuzzle {
+            kind: GridKind::Maze,
+            tokens: grid.to_tokens().iter().map(|&t| t as i32).collect(),
+            side: grid.side(),
+        })
+    }
+
+    /// The file name of the shipped model for this kind (see
+    /// [`default_model`](crate::checkpoints::default_model)).
+    pub fn default_model(&self) -> &'static str {
+        match self.kind {
+            GridKind::Sudoku => SUDOKU_MODEL,
+            GridKind::Maze => MAZE_MODEL,
+        }
+    }
+
+    /// The answer's cells as characters: Sudoku digits `1`..`9`, maze `# SGo`; `?` for a token
+    /// that is none of them.
+    fn decode(&self, pred: &[i32]) -> Vec<Vec<char>> {
+        let cell = |t: i32| match self.kind {
+            GridKind::Sudoku if (2..=10).contains(&t) => char::from(b'0' + (t - 1) as u8),
+            GridKind::Sudoku => '?',
+            GridKind::Maze => "?# SGo".chars().nth(t.clamp(0, 5) as usize).unwrap_or('?'),
+        };
+        pred.chunks(self.side)
+            .take(self.side)
+            .map(|r| r.iter().map(|&t| cell(t)).collect())
+            .collect()
+    }
+
+    /// Whether `pred` solves the puzzle, and why (not).
+    fn verify(&self, pred: &[i32]) -> Verdict {
+        match self.kind {
+            GridKind::Sudoku => {
+                let ok = sudoku_answer_ok(&self.tokens, pred);
+                Verdict {
+                    ok,
+                    detail: ok.then(|| "valid Sudoku, agrees with every given".to_string()),
+                }
+            }
+            GridKind::Maze => {
+                let q: Vec<u8> = self.tokens.iter().map(|&t| t as u8).collect();
+                let a: Vec<u8> = pred.iter().map(|&t| t.clamp(0, 255) as u8).collect();
+                let v = hrm_data::maze::check_path(&q, &a);
+                if v.optimal {
+                    Verdict {
+                        ok: true,
+                        detail: Some(format!(
+                            "valid path of {} moves, optimal",
+                            v.length.unwrap_or(0)
+                        )),
+                    }
+                } else {
+                    Verdict {
+                        ok: false,
+                        detail: v.reason.map(|r| r.to_string()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The check of an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Sudoku: a complete valid grid keeping every given; maze: a valid and optimal path.
+    pub ok: bool,
+    /// What was found, when there is something to say.
+    pub detail: Option<String>,
+}
+
+/// The model's answer to a grid puzzle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridSolution {
+    /// The answer's cells, row by row (see [`GridPuzzle`]'s kinds for the characters).
+    pub rows: Vec<Vec<char>>,
+    /// Whether it solves the puzzle.
+    pub verdict: Verdict,
+    /// Segments run.
+    pub segments: usize,
+    /// The first segment (1-based) with q_halt > q_continue, if any.
+    pub first_halt: Option<usize>,
+    /// The final segment's q_halt logit.
+    pub q_halt: f32,
+    /// Seconds of the rollout (not the loading).
+    pub seconds: f64,
+}
+
+impl GridSolution {
+    /// sigmoid(q_halt): the model's confidence that it is done.
+    pub fn confidence(&self) -> f32 {
+        1.0 / (1.0 + (-self.q_halt).exp())
+    }
+}
+
+/// Solve a grid puzzle with the checkpoint `ckpt` (a model file) on `device`.
+pub fn solve_grid(
+    puzzle: &GridPuzzle,
+    ckpt: &Path,
+    device: &Device,
+    opts: SolveOptions,
+) -> Result<GridSolution> {
+    let loaded = load_for_inference(ckpt, device, opts.bf16, |c| c.batch_size = 1)?;
+    let engine = loaded.engine()?;
+    let model = &loaded.model;
+    let tokens = &puzzle.tokens;
+    if tokens.len() != model.cfg.seq_len {
+        bail!(
+            "the puzzle has {} cells but the model {} was trained on {}",
+            tokens.len(),
+            ckpt.display(),
+            model.cfg.seq_len
+        );
+    }
+    let batch = question_batch(tokens.clone(), vec![0], tokens.len());
+    let segments = opts.halt_max_steps.unwrap_or(model.cfg.halt_max_steps);
+    let t0 = std::time::Instant::now();
+    let steps = rollout(&engine, &batch, segments)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let last = steps.last().context("no segment ran")?;
+    let first_halt = steps
+        .iter()
+        .position(|s| s.q_halt[0] > s.q_continue[0])
+        .map(|i| i + 1);
+    Ok(GridSolution {
+        rows: puzzle.decode(&last.predictions),
+        verdict: puzzle.verify(&last.predictions),
+        segments,
+        first_halt,
+        q_halt: last.q_halt[0],
+        seconds,
+    })
+}
+
+/// An ARC task file and its variants (original and augmentations) in a dataset, each with its
+/// own puzzle embedding.
+#[derive(Debug, Clone)]
+pub struct ArcTask {
+    /// The task file.
+    pub path: PathBuf,
+    /// The task id.
+    pub task_id: String,
+    /// Its test inputs, with their outputs when the file has them.
+    pub tests: Vec<(Grid, Option<Grid>)>,
+    /// The dataset's puzzle identifiers (`identifiers.json`; 0 is the blank).
+    pub identifiers: Vec<String>,
+    /// The dataset's `identifiers.json`.
+    pub identifiers_file: PathBuf,
+    /// The task's variants: (puzzle identifier, augmentation).
+    pub variants: Vec<(usize, Augmentation)>,
+}
+
+impl ArcTask {
+    /// Read the task file and find its variants in the dataset folder `data` (at most
+    /// `max_variants` of them).
+    pub fn load(task_path: &Path, data: &Path, max_variants: Option<usize>) -> Result<ArcTask> {
+        let (task_id, tests) = load_test_inputs(task_path)?;
+        let identifiers = read_identifiers(data)?;
+        let identifiers_file = data.join(IDENTIFIERS_FILE);
+        let variants: Vec<(usize, Augmentation)> = identifiers
+            .iter()
+            .enumerate()
+            .skip(1) // identifier 0 is the blank
+            .filter_map(|(i, name)| {
+                let (t, aug) = parse_puzzle_name(name);
+                (t == task_id).then(|| (i, aug.unwrap_or_else(Augmentation::identity)))
+            })
+            .take(max_variants.unwrap_or(usize::MAX))
+            .collect();
+        if variants.is_empty() {
+            bail!(
+                "{}: task `{}` is not in {}: HRM learns a puzzle embedding per task variant, so \
+                 it solves only tasks whose demonstrations were in its training set (hint: build \
+                 the dataset with this task's folder in --dataset-dirs or --eval-dirs)",
+                task_path.display(),
+                task_id,
+                identifiers_file.display()
+            );
+        }
+        Ok(ArcTask {
+            path: task_path.to_path_buf(),
+            task_id,
+            tests,
+            identifiers,
+            identifiers_file,
+            variants,
+        })
+    }
+}
+
+/// The voted answers to an ARC task.
+#[derive(Debug, Clone)]
+pub struct ArcSolution {
+    /// Ranked answers per test input and the pass@K of [`PASS_AT_K`].
+    pub report: VoteReport,
+    /// Rows run (test inputs x variants).
+    pub rows: usize,
+    /// Segments run per row.
+    pub segments: usize,
+    /// Seconds of the rollouts (not the loading).
+    pub seconds: f64,
+}
+
+/// Run every (test input, variant) of `task` through the checkpoint `ckpt` on `device` in batches
+/// of `batch_size` rows; the answers are cropped, de-augmented and voted on (arc_eval.ipynb's
+/// ranking: votes, then mean confidence).
+pub fn solve_arc(
+    task: &ArcTask,
+    ckpt: &Path,
+    device: &Device,
+    opts: SolveOptions,
+    batch_size: usize,
+) -> Result<ArcSolution> {
+    let loaded = load_for_inference(ckpt, device, opts.bf16, |c| c.batch_size = batch_size)?;
+    let engine = loaded.engine()?;
+    let model = &loaded.model;
+    let c = &model.cfg;
+    let (seq_len, vocab) = (hrm_data::arc::SEQ_LEN, hrm_data::arc::VOCAB_SIZE);
+    let ids = &task.identifiers;
+    if c.seq_len != seq_len || c.vocab_size != vocab || c.num_puzzle_identifiers != ids.len() {
+        bail!(
+            "{}: the checkpoint has seq_len {}, vocab_size {} and {} puzzle identifiers, but ARC \
+             needs {seq_len} and {vocab}, and {} lists {} (hint: pass the dataset the model was \
+             trained on)",
+            ckpt.display(),
+            c.seq_len,
+            c.vocab_size,
+            c.num_puzzle_identifiers,
+            task.identifiers_file.display(),
+            ids.len()
+        );
+    }
+    // one row per (test input, variant), in the test split's layout: the augmented input at the
+    // top-left corner of the canvas
+    let mut rows: Vec<(usize, Vec<u8>)> = Vec::new();
+    for (ti, (input, _)) in task.tests.iter().enumerate() {
+        for &(id, aug) in &task.variants {
+            let tokens = encode_grid(&aug.apply(input), 0, 0)
+                .map_err(|e| anyhow::anyhow!("{}: test input {ti}: {e}", task.path.display()))?;
+            rows.push((id, tokens));
+        }
+    }
+    let segments = opts.halt_max_steps.unwrap_or(model.cfg.halt_max_steps);
+    let t0 = std::time::Instant::now();
+    let mut preds = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(batch_size) {
+        let batch = question_batch(
+            chunk
+                .iter()
+                .flat_map(|(_, t)| t.iter().map(|&x| x as i32))
+                .collect(),
+            chunk.iter().map(|(id, _)| *id as i32).collect(),
+            seq_len,
+        );
+        let steps = rollout(&engine, &batch, segments)?;
+        let last = steps.last().context("no segment ran")?;
+        for (r, (id, input)) in chunk.iter().enumerate() {
+            preds.push(ArcPrediction {
+                puzzle_name: ids[*id].clone(),
+                input: input.clone(),
+                predicted: last.predictions[r * seq_len..(r + 1) * seq_len]
+                    .iter()
+                    .map(|&x| x.clamp(0, 255) as u8)
+                    .collect(),
+                q_halt_logit: last.q_halt[r],
+            });
+        }
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let cases: Vec<ArcTestCase> = task
+        .tests
+        .iter()
+        .enumerate()
+        .map(|(i, (input, answer))| ArcTestCase {
+            task_id: task.task_id.clone(),
+            index: i,
+            input: input.clone(),
+            answer: answer.clone(),
+        })
+        .collect();
+    let report = vote(&cases, &preds, &PASS_AT_K)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", task.path.display()))?;
+    Ok(ArcSolution {
+        report,
+        rows: preds.len(),
+        segments,
+        seconds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_answers_are_decoded_and_verified() {
+        let s = "534678912672195348198342567859761423426853791713924856961537284287419635345286179";
+        let mut q = s.to_string();
+        q.replace_range(0..1, ".");
+        let p = GridPuzzle::sudoku(&q).unwrap();
+        assert_eq!(
+            (p.kind, p.side, p.default_model()),
+            (GridKind::Sudoku, 9, SUDOKU_MODEL)
+        );
+        let answer = GridPuzzle::sudoku(s).unwrap().tokens;
+        assert_eq!(p.decode(&answer)[0].iter().collect::<String>(), "534678912");
+        let v = p.verify(&answer);
+        assert!(v.ok && v.detail.unwrap().contains("valid Sudoku"));
+        let mut blank = answer.clone();
+        blank[0] = 1;
+        assert_eq!(p.decode(&blank)[0][0], '?');
+        assert_eq!(
+            p.verify(&blank),
+            Verdict {
+                ok: false,
+                detail: None
+            }
+        );
+        let e = GridPuzzle::sudoku("12").unwrap_err().to_string();
+        assert!(e.starts_with("sudoku puzzle: "), "{e}");
+    }
+
+    #[test]
+    fn maze_files_are_read_row_by_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.txt");
+        std::fs::write(&file, "S  \n # \n\n  G\n").unwrap();
+        let p = GridPuzzle::maze_file(&file).unwrap();
+        assert_eq!((p.kind, p.side, p.tokens.len()), (GridKind::Maze, 3, 9));
+        assert_eq!(p.default_model(), MAZE_MODEL);
+        // decoding the question gives its drawing back; as an answer it marks no path
+        let rows: Vec<String> = p
+            .decode(&p.tokens)
+            .iter()
+            .map(|r| r.iter().collect())
+            .collect();
+        assert_eq!(rows, ["S  ", " # ", "  G"]);
+        let v = p.verify(&p.tokens);
+        assert!(!v.ok && v.detail.is_some(), "{v:?}");
+        // nine cells in a ragged file: an error naming the row, not a reflowed maze
+        std::fs::write(&file, "S  #\n \n  G\n").unwrap();
+        let e = GridPuzzle::maze_file(&file).unwrap_err().to_string();
+        assert!(e.contains("m.txt") && e.contains("row 1"), "{e}");
+    }
+}

@@ -13,7 +13,8 @@ pub fn open_device(name: &str) -> Result<Device> {
     let spec = DeviceSpec::parse(n).with_context(|| {
         format!("--device `{n}` is not a device (use `cpu`, `cuda` or `cuda:N`)")
     })?;
-    Ok(spec.open().with_context(|| format!("--device {n}"))?)
+    // the model crate's message starts with the device name
+    spec.open().map_err(|e| anyhow::anyhow!("--device {e}"))
 }
 
 #[cfg(test)]

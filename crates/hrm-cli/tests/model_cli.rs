@@ -162,14 +162,7 @@ fn convert_reads_a_reference_checkpoint() {
     let sd: HashMap<String, Tensor> = model.state_dict().into_iter().collect();
     assert_eq!(sd.len(), expected.tensors.len());
     for (k, t) in &expected.tensors {
-        let d = (&sd[k] - t)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = hrm_model::parity::max_abs_diff(&sd[k], t).unwrap();
         assert_eq!(d, 0.0, "{k} differs");
     }
 }

@@ -55,21 +55,12 @@ fn metrics(run_dir: &Path) -> Vec<(u64, Vec<(String, String)>)> {
 }
 
 fn final_tensors(run_dir: &Path) -> (String, HashMap<String, Vec<u8>>) {
-    let mut ckpts: Vec<(u64, PathBuf)> = std::fs::read_dir(run_dir)
+    let ckpt = hrm_train::rundir::RunDir::open(run_dir)
         .unwrap()
-        .filter_map(|e| {
-            let p = e.unwrap().path();
-            let name = p.file_name()?.to_str()?.to_string();
-            let step = name
-                .strip_prefix("step_")?
-                .strip_suffix(".safetensors")?
-                .parse()
-                .ok()?;
-            Some((step, p))
-        })
-        .collect();
-    ckpts.sort();
-    let (step, path) = ckpts.pop().expect("a checkpoint");
+        .latest_checkpoint()
+        .unwrap()
+        .expect("a checkpoint");
+    let (step, path) = (ckpt.step, ckpt.path);
     let f = read_safetensors(&path, &Device::Cpu).unwrap();
     let bytes = f
         .tensors

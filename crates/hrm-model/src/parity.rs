@@ -342,6 +342,27 @@ impl Fixture {
     }
 }
 
+/// max |a - b| over two tensors of one shape (any float dtype, compared in f32).
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    let d = (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?;
+    Ok(d.abs()?.max_all()?.to_scalar::<f32>()?)
+}
+
+/// Cosine similarity of two vectors, in f64; 1 when both are all zero.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        ab += x as f64 * y as f64;
+        aa += x as f64 * x as f64;
+        bb += y as f64 * y as f64;
+    }
+    if aa == 0.0 && bb == 0.0 {
+        1.0
+    } else {
+        ab / (aa.sqrt() * bb.sqrt()).max(f64::MIN_POSITIVE)
+    }
+}
+
 fn host(t: &Tensor) -> Result<Vec<f64>> {
     Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
 }

@@ -6,6 +6,7 @@
 use candle_core::{DType, Device};
 use hrm_model::config::ForwardDtype;
 use hrm_model::loss::LossType;
+use hrm_model::parity::cosine;
 use hrm_model::train::{forward_backward, Optimizers, TrainStep};
 use hrm_model::{Batch, Hrm, ModelConfig};
 use rand::SeedableRng;
@@ -71,16 +72,6 @@ fn a_bf16_training_step_runs_and_follows_the_f32_step() {
     for (name, v) in m16.parameters() {
         assert_eq!(v.as_tensor().dtype(), DType::F32, "{name}");
     }
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        ab += x as f64 * y as f64;
-        aa += x as f64 * x as f64;
-        bb += y as f64 * y as f64;
-    }
-    ab / (aa.sqrt() * bb.sqrt()).max(f64::MIN_POSITIVE)
 }
 
 /// The embedding tables' gradients sum B*L rows into a few table rows (token embeddings) or over

@@ -6,10 +6,8 @@ use std::path::PathBuf;
 
 use hrm_model::parity::{format_report, run_fixture};
 
-mod common;
-
 fn fixture_dir() -> Option<PathBuf> {
-    common::shared_dir("fixtures/parity")
+    hrm_testkit::shared("fixtures/parity")
 }
 
 fn check(name: &str) {

@@ -28,6 +28,7 @@ use hrm_data::Batch;
 use hrm_model::config::{ForwardDtype, ModelConfig};
 use hrm_model::loss::{argmax, LossType};
 use hrm_model::optim::{AdamAtan2, SignSgd};
+use hrm_model::parity::cosine;
 use hrm_model::to_host_f32 as host;
 use hrm_model::train::{forward_backward, TrainStep};
 use hrm_model::{Hrm, Mode};
@@ -143,20 +144,6 @@ fn rel_to_max(a: &[f32], b: &[f32]) -> f64 {
         0.0
     } else {
         d / m.max(f64::MIN_POSITIVE)
-    }
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        ab += x as f64 * y as f64;
-        aa += x as f64 * x as f64;
-        bb += y as f64 * y as f64;
-    }
-    if aa == 0.0 && bb == 0.0 {
-        1.0
-    } else {
-        ab / (aa.sqrt() * bb.sqrt()).max(f64::MIN_POSITIVE)
     }
 }
 

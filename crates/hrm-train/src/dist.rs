@@ -1093,16 +1093,7 @@ mod tests {
             assert_eq!(g.data.batch_size, 4);
             assert_eq!(back.data, mine.data);
             assert_eq!((back.steps, back.halted), (mine.steps, mine.halted));
-            let same = |a: &Tensor, b: &Tensor| {
-                (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            };
+            let same = |a: &Tensor, b: &Tensor| hrm_model::parity::max_abs_diff(a, b).unwrap();
             assert_eq!(same(&back.z_h, &mine.z_h), 0.0);
             assert_eq!(same(&back.z_l, &mine.z_l), 0.0);
         }

@@ -22,7 +22,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
@@ -245,21 +245,12 @@ fn train_ranks(cfg: &TrainConfig, run_dir: &Path, n: usize, stop_after: Option<u
 }
 
 fn final_weights(run_dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let mut ckpts: Vec<(u64, PathBuf)> = std::fs::read_dir(run_dir)
+    let ckpt = hrm_train::rundir::RunDir::open(run_dir)
         .unwrap()
-        .filter_map(|e| {
-            let p = e.unwrap().path();
-            let name = p.file_name()?.to_str()?.to_string();
-            let step = name
-                .strip_prefix("step_")?
-                .strip_suffix(".safetensors")?
-                .parse()
-                .ok()?;
-            Some((step, p))
-        })
-        .collect();
-    ckpts.sort();
-    let (_, path) = ckpts.last().expect("a checkpoint");
+        .latest_checkpoint()
+        .unwrap()
+        .expect("a checkpoint");
+    let path = &ckpt.path;
     let f = hrm_model::checkpoint::read_safetensors(path, &Device::Cpu).unwrap();
     let mut v: Vec<(String, Vec<f32>)> = f
         .tensors

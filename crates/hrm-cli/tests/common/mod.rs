@@ -102,25 +102,9 @@ pub fn models() -> PathBuf {
     repo_dir("models")
 }
 
-/// `sub` of the shared-data folder (`$HRM_SHARED_DIR`, else `<workspace>/../shared`); `None`
-/// (with a note) when it is missing outside CI, a panic in CI.
-pub fn shared(sub: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("HRM_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    let dir = if sub.is_empty() { root } else { root.join(sub) };
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "shared folder {} not found: CI must provide it (set HRM_SHARED_DIR)",
-            dir.display()
-        );
-    }
-    eprintln!("skipped: shared folder {} not found", dir.display());
-    None
-}
+/// `sub` of the shared-data folder (see [`hrm_testkit::shared`]).
+#[allow(unused_imports)] // not every test file reads the shared folder
+pub use hrm_testkit::shared;
 
 /// The shared-data folder itself (see [`shared`]).
 pub fn shared_dir() -> Option<PathBuf> {
@@ -132,15 +116,9 @@ pub fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// The names in a folder, sorted.
-pub fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
+/// The entries of a folder, sorted.
+#[allow(unused_imports)] // not every test file lists folders
+pub use hrm_testkit::entries;
 
 /// `hrm data <kind> <input flag> INPUT --output-dir OUTPUT EXTRA` with plain progress lines (the
 /// input flag is `--dataset-dirs` for `arc`, `--input-dir` otherwise).

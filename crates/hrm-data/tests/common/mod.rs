@@ -18,22 +18,9 @@ pub const A: &str =
 /// The header line of Sudoku-Extreme and Maze-Hard CSVs.
 pub const CSV_HEADER: &str = "source,question,answer,rating\n";
 
-/// `$HRM_SHARED_DIR`, else `<workspace>/../shared`; `None` (with a note) when missing outside CI.
+/// The shared folder (see [`hrm_testkit::shared`]).
 pub fn shared_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("HRM_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "shared folder {} not found: CI must provide it (set HRM_SHARED_DIR)",
-            dir.display()
-        );
-    }
-    eprintln!("skipped: shared folder {} not found", dir.display());
-    None
+    hrm_testkit::shared("")
 }
 
 /// `rel` inside the shared folder (see [`shared_dir`]).
@@ -41,15 +28,9 @@ pub fn shared_data(rel: &str) -> Option<PathBuf> {
     shared_dir().map(|d| d.join(rel))
 }
 
-/// Names of the entries of `dir` (sorted), to prove nothing was left behind.
-pub fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
+/// The entries of a folder, sorted.
+#[allow(unused_imports)] // not every test file lists folders
+pub use hrm_testkit::entries;
 
 /// Creates `dir` with `train.csv` and `test.csv` holding the given texts; returns `dir`.
 pub fn csv_folder(dir: &Path, train: &str, test: &str) -> PathBuf {

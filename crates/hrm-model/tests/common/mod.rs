@@ -1,8 +1,6 @@
 //! Helpers shared by the integration tests of this crate.
 #![allow(dead_code)] // each test file uses some of them
 
-use std::path::PathBuf;
-
 use candle_core::Tensor;
 use hrm_model::{Batch, ModelConfig};
 use rand::{Rng, SeedableRng};
@@ -39,22 +37,4 @@ pub fn max_abs(t: &Tensor) -> f32 {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
-}
-
-/// The shared folder's `sub` folder (`HRM_SHARED_DIR`, default ../shared beside the checkout).
-/// Missing: a failure in CI (`CI=true`), else `None` with a note (a checkout without it).
-pub fn shared_dir(sub: &str) -> Option<PathBuf> {
-    let dir = match std::env::var_os("HRM_SHARED_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")),
-    }
-    .join(sub);
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{} not found (set HRM_SHARED_DIR)", dir.display());
-    }
-    eprintln!("skipped: {} not found", dir.display());
-    None
 }

@@ -768,10 +768,7 @@ pub mod nccl {
             let id = if rank == 0 {
                 let id = Id::new().map_err(nccl_err("unique id"))?;
                 let bytes: Vec<u8> = id.internal().iter().map(|&c| c as u8).collect();
-                let tmp = rendezvous.join(format!("{ID_FILE}.tmp-{}", std::process::id()));
-                std::fs::write(&tmp, &bytes)
-                    .with_context(|| format!("writing {}", tmp.display()))?;
-                std::fs::rename(&tmp, &path)
+                hrm_data::fsio::write_atomic(&path, &bytes)
                     .with_context(|| format!("publishing {}", path.display()))?;
                 id
             } else {

@@ -6,7 +6,13 @@
 //! writes under `checkpoints/<project>/<run>` (in [`rundir`]). What the reference sends to
 //! Weights & Biases goes to `metrics.jsonl` and TensorBoard event files here ([`sinks`],
 //! [`tfevents`]); its tqdm bar becomes [`progress`]. The loop itself is [`trainer`], evaluation
-//! [`eval`], the exact-resume checkpoints [`state`], and data parallelism over N ranks [`dist`].
+//! [`eval`], the exact-resume checkpoints [`state`], and data parallelism over N ranks [`dist`]
+//! (started by [`launch`]).
+//!
+//! Around a trained model: task scoring and the whole `hrm eval` ([`score`]), solving one puzzle
+//! ([`solve`]), finding and loading a checkpoint for inference ([`checkpoints`]), importing a
+//! reference checkpoint ([`convert`]), speed measurements ([`bench`]) and the GPU-against-CPU
+//! checks ([`device_check`]).
 #![warn(missing_docs)]
 
 pub mod bench;

@@ -10,7 +10,7 @@ use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaStorage, Result};
 
-use crate::optim::AdamScalars;
+use crate::optim::arith::AdamScalars;
 
 /// Module name under which the PTX is cached per device.
 const MODULE: &str = "hrm_optim";

@@ -19,11 +19,11 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor, Var};
 use rayon::prelude::*;
 
-mod arith;
+pub(crate) mod arith;
 mod device;
 
 use arith::adam_chunk;
-pub(crate) use arith::AdamScalars;
+use arith::AdamScalars;
 pub use arith::AdamState;
 use device::DeviceMoments;
 

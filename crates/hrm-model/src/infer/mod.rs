@@ -14,11 +14,11 @@ mod host;
 use std::cell::RefCell;
 
 use candle_core::{DType, Tensor};
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 
 use crate::cpu::{amx, packed};
 use crate::model::act::{self, Carry, Mode, StepOutput};
-use crate::model::{Hrm, Observer, Segment};
+use crate::model::{Hrm, NoGradCalls, Observer, Segment};
 use crate::{to_host_f32, Batch, Error, Result};
 use host::{PackedBlocks, Workspace};
 
@@ -43,6 +43,72 @@ pub struct Engine<'m> {
     host: bool,
     packed: Option<PackedBlocks>,
     workspace: RefCell<Workspace>,
+}
+
+impl NoGradCalls for Engine<'_> {
+    fn model(&self) -> &Hrm {
+        self.model
+    }
+
+    fn cycles(
+        &self,
+        z_h: &Tensor,
+        z_l: &Tensor,
+        x: &Tensor,
+        obs: &mut dyn Observer,
+    ) -> Result<(Tensor, Tensor)> {
+        if self.host {
+            let (z_h, z_l, _) = self.host_segment(z_h, z_l, x, false, obs)?;
+            Ok((z_h, z_l))
+        } else {
+            self.model.segment_cycles(z_h, z_l, x, obs)
+        }
+    }
+
+    fn segment(
+        &self,
+        z_h: &Tensor,
+        z_l: &Tensor,
+        x: &Tensor,
+        obs: &mut dyn Observer,
+    ) -> Result<Segment> {
+        if self.host {
+            let (z_h, z_l, heads) = self.host_segment(z_h, z_l, x, true, obs)?;
+            let (logits, q) = heads.ok_or_else(|| Error::msg("internal: no heads"))?;
+            Ok(Segment {
+                z_h,
+                z_l,
+                logits,
+                q,
+            })
+        } else {
+            self.model.segment(z_h, z_l, x, false, obs)
+        }
+    }
+
+    /// The scratch buffers go back to the allocator; the next host call allocates them again.
+    fn release_workspace(&self) {
+        if let Ok(mut ws) = self.workspace.try_borrow_mut() {
+            *ws = Workspace::default();
+        }
+    }
+}
+
+impl Hrm {
+    /// One ACT step (one segment for every row): halted rows restart on their row of `batch`,
+    /// the others continue their own example and ignore `batch`'s row at their index. Training
+    /// steps get the gradient; the no-gradient calls of either mode run on a plain engine built
+    /// here ([`Engine::plain`]; inference with other kernels: [`Engine::act_step`]), so a
+    /// gradient step never sees inference-only kernels.
+    pub fn act_step(
+        &self,
+        carry: &Carry,
+        batch: &Batch,
+        mode: Mode,
+        rng: &mut dyn RngCore,
+    ) -> Result<(Carry, StepOutput)> {
+        act::step(&Engine::plain(self), carry, batch, mode, rng, &mut ())
+    }
 }
 
 /// One segment's outputs on the host, as a rollout shows them.
@@ -132,23 +198,7 @@ impl<'m> Engine<'m> {
         self.model
     }
 
-    /// The no-gradient cycles of a segment (all calls but the last L and the last H).
-    pub(crate) fn cycles(
-        &self,
-        z_h: &Tensor,
-        z_l: &Tensor,
-        x: &Tensor,
-        obs: &mut dyn Observer,
-    ) -> Result<(Tensor, Tensor)> {
-        if self.host {
-            let (z_h, z_l, _) = self.host_segment(z_h, z_l, x, false, obs)?;
-            Ok((z_h, z_l))
-        } else {
-            self.model.segment_cycles(z_h, z_l, x, obs)
-        }
-    }
-
-    /// A whole segment without gradient, heads included.
+    /// A whole segment without gradient, heads included, with this engine's kernels.
     pub fn segment(
         &self,
         z_h: &Tensor,
@@ -156,18 +206,7 @@ impl<'m> Engine<'m> {
         x: &Tensor,
         obs: &mut dyn Observer,
     ) -> Result<Segment> {
-        if self.host {
-            let (z_h, z_l, heads) = self.host_segment(z_h, z_l, x, true, obs)?;
-            let (logits, q) = heads.ok_or_else(|| Error::msg("internal: no heads"))?;
-            Ok(Segment {
-                z_h,
-                z_l,
-                logits,
-                q,
-            })
-        } else {
-            self.model.segment(z_h, z_l, x, false, obs)
-        }
+        NoGradCalls::segment(self, z_h, z_l, x, obs)
     }
 
     fn host_segment(
@@ -192,14 +231,6 @@ impl<'m> Engine<'m> {
             heads,
             obs,
         )
-    }
-
-    /// Hand the scratch buffers back to the allocator (before a backward pass, say); they are
-    /// allocated again by the next host call.
-    pub fn release_workspace(&self) {
-        if let Ok(mut ws) = self.workspace.try_borrow_mut() {
-            *ws = Workspace::default();
-        }
     }
 
     /// One evaluation ACT step ([`Mode::Eval`]) with this engine's kernels; `obs` sees the

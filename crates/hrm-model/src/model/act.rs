@@ -7,7 +7,6 @@ use rand::{Rng, RngCore};
 use super::observe::{Event, Observer};
 use super::{Hrm, Segment};
 use crate::config::ModelConfig;
-use crate::infer::Engine;
 use crate::{Batch, Error, Result};
 
 /// Train or eval behaviour of the ACT wrapper (halting, exploration, Q target, sparse embedding).
@@ -69,20 +68,6 @@ impl Hrm {
         })
     }
 
-    /// One ACT step (one segment for every row): halted rows restart on their row of `batch`,
-    /// the others continue their own example and ignore `batch`'s row at their index. Training
-    /// steps get the gradient; the no-gradient calls of either mode run on the plain inference
-    /// engine ([`Engine::plain`]; inference with other kernels: [`Engine::act_step`]).
-    pub fn act_step(
-        &self,
-        carry: &Carry,
-        batch: &Batch,
-        mode: Mode,
-        rng: &mut dyn RngCore,
-    ) -> Result<(Carry, StepOutput)> {
-        step(&Engine::plain(self), carry, batch, mode, rng, &mut ())
-    }
-
     /// Rows of `init` `[D]` where `halted`, else the carry's rows.
     fn reset_rows(&self, init: &Var, z: &Tensor, halted: &[bool]) -> Result<Tensor> {
         let init = init.as_detached_tensor().to_dtype(self.fdt)?;
@@ -107,11 +92,38 @@ impl Hrm {
     }
 }
 
-/// The ACT step of [`Hrm::act_step`] and [`Engine::act_step`]: `engine` runs the no-gradient
-/// calls. A training step is reached only through [`Hrm::act_step`], whose engine is plain: no
-/// inference-only kernel can take part in a gradient step.
+/// What runs the no-gradient calls of a segment: the inference engine
+/// ([`crate::infer::Engine`]), which may use host kernels instead of this crate's candle path.
+pub trait NoGradCalls {
+    /// The model.
+    fn model(&self) -> &Hrm;
+    /// A segment's calls but the last L and the last H, without gradient.
+    fn cycles(
+        &self,
+        z_h: &Tensor,
+        z_l: &Tensor,
+        x: &Tensor,
+        obs: &mut dyn Observer,
+    ) -> Result<(Tensor, Tensor)>;
+    /// A whole segment without gradient, heads included.
+    fn segment(
+        &self,
+        z_h: &Tensor,
+        z_l: &Tensor,
+        x: &Tensor,
+        obs: &mut dyn Observer,
+    ) -> Result<Segment>;
+    /// Hand scratch memory back before a backward pass.
+    fn release_workspace(&self);
+}
+
+/// One ACT step (one segment for every row): halted rows restart on their row of `batch`, the
+/// others continue their own example and ignore `batch`'s row at their index; `engine` runs the
+/// no-gradient calls. The entry points are `Hrm::act_step` (training or evaluation, on a plain
+/// engine it builds itself, so no inference-only kernel can take part in a gradient step) and
+/// `Engine::act_step` (evaluation with the engine's kernels).
 pub(crate) fn step(
-    engine: &Engine,
+    engine: &dyn NoGradCalls,
     carry: &Carry,
     batch: &Batch,
     mode: Mode,

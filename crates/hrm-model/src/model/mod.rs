@@ -3,8 +3,8 @@
 //!
 //! The ACT wrapper and its carry are in [`act`], the table of tensors in [`weights`], observers
 //! of the forward in [`observe`]. The no-gradient calls run through an inference engine
-//! ([`crate::infer::Engine`]), which may use faster host kernels; this file is the reference path
-//! they are checked against. The equations are written out in `docs/model.md`.
+//! ([`crate::infer::Engine`], behind [`act::NoGradCalls`]), which may use faster host kernels;
+//! this file is the reference path they are checked against. The equations are written out in `docs/model.md`.
 //!
 //! Shape legend: B batch, L seq_len (tokens), P puzzle-prefix positions, S = P + L, D hidden,
 //! V vocab, I SwiGLU inner width, Dp puzzle_emb_ndim.
@@ -28,7 +28,7 @@ use crate::config::{ForwardDtype, ModelConfig, PosEncoding};
 use crate::init::trunc_normal;
 use crate::ops::{self, Attention, RopeTables};
 use crate::Result;
-pub use act::{Carry, Mode, StepOutput};
+pub use act::{Carry, Mode, NoGradCalls, StepOutput};
 pub use observe::{Event, Observer, Trace};
 use weights::{Init, Slot};
 pub use weights::{TensorKind, Weights};

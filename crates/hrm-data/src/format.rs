@@ -595,6 +595,22 @@ pub fn load_split(dataset_dir: &Path, split: &str) -> Result<SplitData> {
     )?;
     let metadata = read_metadata(&split_dir)?;
     let meta_path = split_dir.join(METADATA_FILE);
+    // the builders write one identifier name per embedding row: a larger count would size the
+    // puzzle table for rows no example uses (gigabytes for an edited dataset.json)
+    if dataset_dir.join(IDENTIFIERS_FILE).is_file() {
+        let names = read_identifiers(dataset_dir)?.len();
+        if names != metadata.num_puzzle_identifiers {
+            return Err(DataError::field(
+                &meta_path,
+                "num_puzzle_identifiers",
+                format!(
+                    "is {} but {IDENTIFIERS_FILE} names {names} identifiers (the two are written \
+                     together: rebuild the dataset, or correct the count)",
+                    metadata.num_puzzle_identifiers
+                ),
+            ));
+        }
+    }
     let mut sets = Vec::with_capacity(metadata.sets.len());
     let mut groups = 0usize;
     for name in &metadata.sets {
@@ -1162,6 +1178,22 @@ mod tests {
         assert_eq!(
             read_identifiers(dir.path()).unwrap(),
             vec!["<blank>".to_string()]
+        );
+    }
+
+    #[test]
+    fn an_identifier_count_that_disagrees_with_identifiers_json_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meta = sudoku_meta(2);
+        meta.num_puzzle_identifiers = 10_000_000;
+        write_split(dir.path(), "train", &meta, &[("all", &small_set())]).unwrap();
+        write_identifiers(dir.path(), &["<blank>".to_string()]).unwrap();
+        let e = load_split(dir.path(), "train").unwrap_err().to_string();
+        assert!(
+            e.contains("dataset.json")
+                && e.contains("num_puzzle_identifiers")
+                && e.contains("is 10000000 but identifiers.json names 1"),
+            "{e}"
         );
     }
 

@@ -203,7 +203,84 @@ impl ModelConfig {
         if !(0.0..=1.0).contains(&self.halt_exploration_prob) {
             return err("halt_exploration_prob", "must lie in [0, 1]".into());
         }
+        if let Some(available) = available_memory() {
+            let (need, key) = self.memory_lower_bound();
+            if need > available {
+                return err(
+                    key,
+                    format!(
+                        "= {} makes the model need at least {} of memory (weights, puzzle \
+                         table, RoPE tables, one batch of activations), but this machine has {} \
+                         available",
+                        self.value_of(key),
+                        gib(need),
+                        gib(available)
+                    ),
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// A lower bound of the host memory a model of this configuration needs, in bytes, and the
+    /// key whose value dominates it: the f32 weights (`hidden_size`), the puzzle table
+    /// (`num_puzzle_identifiers` or `puzzle_emb_ndim`, whichever is larger), the RoPE tables
+    /// (`seq_len`, or `puzzle_emb_ndim` when the puzzle prefix is the longer part of the
+    /// sequence), and one batch's activations of one block (`batch_size`, or the sequence's key
+    /// when the sequence is longer than the batch). Training needs
+    /// several times more (gradients, Adam moments, the graph of the gradient calls). In f64, so
+    /// that absurd values cannot overflow.
+    pub fn memory_lower_bound(&self) -> (f64, &'static str) {
+        let f = |x: usize| x as f64;
+        let (d, i) = (f(self.hidden_size), f(self.mlp_inner()));
+        let s = f(self.seq_len) + (f(self.puzzle_emb_ndim) / d).ceil();
+        let block = 4.0 * d * d + 3.0 * i * d;
+        let params = f(self.h_layers + self.l_layers) * block + 2.0 * f(self.vocab_size) * d;
+        let puzzle_key = if self.puzzle_emb_ndim > self.num_puzzle_identifiers {
+            "puzzle_emb_ndim"
+        } else {
+            "num_puzzle_identifiers"
+        };
+        // the sequence is the tokens plus the puzzle prefix: whichever is longer drives it
+        let seq_key = if f(self.seq_len) >= s / 2.0 {
+            "seq_len"
+        } else {
+            "puzzle_emb_ndim"
+        };
+        let batch_key = if f(self.batch_size) >= s {
+            "batch_size"
+        } else {
+            seq_key
+        };
+        let terms = [
+            (4.0 * params, "hidden_size"),
+            (
+                4.0 * f(self.num_puzzle_identifiers) * f(self.puzzle_emb_ndim),
+                puzzle_key,
+            ),
+            (8.0 * s * d / f(self.num_heads), seq_key),
+            (
+                4.0 * f(self.batch_size) * s * (4.0 * d + 3.0 * i),
+                batch_key,
+            ),
+        ];
+        let total = terms.iter().map(|t| t.0).sum();
+        let key = terms
+            .iter()
+            .fold(terms[0], |m, t| if t.0 > m.0 { *t } else { m })
+            .1;
+        (total, key)
+    }
+
+    /// The value of a usize key named by [`ModelConfig::memory_lower_bound`].
+    fn value_of(&self, key: &str) -> usize {
+        match key {
+            "hidden_size" => self.hidden_size,
+            "num_puzzle_identifiers" => self.num_puzzle_identifiers,
+            "puzzle_emb_ndim" => self.puzzle_emb_ndim,
+            "seq_len" => self.seq_len,
+            _ => self.batch_size,
+        }
     }
 
     /// Per-head width Dh = hidden_size / num_heads.
@@ -247,9 +324,79 @@ impl ModelConfig {
     }
 }
 
+/// Memory this machine has available now, in bytes (Linux: `MemAvailable` of /proc/meminfo;
+/// elsewhere unknown, and nothing is checked).
+fn available_memory() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
+}
+
+/// Bytes as GiB for messages.
+fn gib(bytes: f64) -> String {
+    format!("{:.1} GiB", bytes / f64::from(1u32 << 30))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configurations_that_cannot_fit_in_memory_are_refused_by_key() {
+        if available_memory().is_none() {
+            eprintln!("no /proc/meminfo: the memory check does not run on this system");
+            return;
+        }
+        let base = ModelConfig::sudoku(32);
+        assert!(base.validate().is_ok());
+        let cases = [
+            (
+                ModelConfig {
+                    hidden_size: 100_000,
+                    num_heads: 8,
+                    ..base.clone()
+                },
+                "hidden_size",
+            ),
+            (
+                ModelConfig {
+                    num_puzzle_identifiers: 10_000_000_000,
+                    ..base.clone()
+                },
+                "num_puzzle_identifiers",
+            ),
+            (
+                ModelConfig {
+                    puzzle_emb_ndim: 100_000_000,
+                    ..base.clone()
+                },
+                "puzzle_emb_ndim",
+            ),
+            (
+                ModelConfig {
+                    seq_len: 1_000_000_000,
+                    ..base.clone()
+                },
+                "seq_len",
+            ),
+            (
+                ModelConfig {
+                    batch_size: 1_000_000_000_000,
+                    ..base.clone()
+                },
+                "batch_size",
+            ),
+        ];
+        for (cfg, key) in cases {
+            let e = cfg.validate().unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(
+                e.problem.contains("GiB") && e.problem.contains("available"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn sudoku_param_count_matches_reference() {

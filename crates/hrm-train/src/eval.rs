@@ -132,6 +132,16 @@ pub fn evaluate(
     opts: &EvalOptions,
 ) -> Result<EvalOutput> {
     let model = engine.model();
+    // a batch larger than the data only adds padding rows, each a full row of activations
+    // (`--batch-size 100000000` would allocate tens of GB for nothing): cap it at the data
+    let largest = split
+        .sets
+        .iter()
+        .map(|s| s.num_examples())
+        .max()
+        .unwrap_or(1);
+    let wanted = opts.max_examples.unwrap_or(usize::MAX).min(largest).max(1);
+    let batch_size = batch_size.min(wanted);
     let segments = opts.halt_max_steps.unwrap_or(model.cfg.halt_max_steps);
     anyhow::ensure!(segments >= 1, "halt_max_steps must be at least 1");
     let vocab = model.cfg.vocab_size;

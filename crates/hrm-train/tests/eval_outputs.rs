@@ -80,3 +80,31 @@ fn evaluations_save_the_chosen_outputs_of_the_evaluated_examples() {
         files(&plain_dir)
     );
 }
+
+/// A batch far larger than the test split is capped at the split (no rows of padding are
+/// allocated): the same metrics as a batch of the split's size.
+#[test]
+fn a_huge_eval_batch_is_capped_at_the_data() {
+    use hrm_model::{Engine, Hrm};
+    use hrm_train::eval::{evaluate, EvalOptions};
+    use rand::SeedableRng;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let test = Arc::new(load_split(&data, "test").unwrap());
+    let n = test.sets.iter().map(|s| s.num_examples()).max().unwrap();
+    let cfg = tiny_run_config(&data, &[]);
+    let facts = hrm_train::config::DatasetFacts {
+        vocab_size: test.metadata.vocab_size,
+        seq_len: test.metadata.seq_len,
+        num_puzzle_identifiers: test.metadata.num_puzzle_identifiers,
+    };
+    let mc = cfg.model_config(&facts).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let model = Hrm::new(&mc, &Device::Cpu, &mut rng).unwrap();
+    let engine = Engine::plain(&model);
+    let loss = cfg.arch.loss.loss_type;
+    let opts = EvalOptions::default();
+    let huge = evaluate(&engine, test.clone(), 100_000_000, loss, &opts).unwrap();
+    let exact = evaluate(&engine, test, n, loss, &opts).unwrap();
+    assert_eq!(huge.metrics, exact.metrics);
+}

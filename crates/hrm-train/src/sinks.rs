@@ -12,8 +12,12 @@
 //! no NaN); [`check_finite`] is what stops a run on them. Each line is written with one `write`
 //! call and flushed, so a crash leaves at most one partial last line, which
 //! [`MetricsLog::open_append`] drops.
+//!
+//! A run resumed from the checkpoint of step N keeps the records up to step N and writes none
+//! of step N's metrics again: a kill between the evaluation of step N and its checkpoint makes
+//! the resumed run evaluate step N a second time, and its metrics are already in the log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -71,7 +75,8 @@ pub enum SinkError {
 pub type Result<T> = std::result::Result<T, SinkError>;
 
 /// Fail with [`SinkError::NonFinite`] naming the first (in iteration order) metric that is NaN
-/// or infinite. The trainer calls it on the train metrics of every step.
+/// or infinite. The trainer calls it on the train metrics of every step and on the metrics
+/// of every evaluation.
 pub fn check_finite<'a, I>(step: u64, metrics: I) -> Result<()>
 where
     I: IntoIterator<Item = (&'a str, f64)>,
@@ -179,6 +184,8 @@ fn complete_lines(text: &str) -> impl Iterator<Item = &str> {
 pub struct MetricsLog {
     path: PathBuf,
     file: File,
+    /// After a resume: the step resumed from and the metric keys the log already holds for it.
+    resumed: Option<(u64, BTreeSet<String>)>,
 }
 
 impl MetricsLog {
@@ -191,6 +198,7 @@ impl MetricsLog {
         Ok(MetricsLog {
             path: path.to_path_buf(),
             file,
+            resumed: None,
         })
     }
 
@@ -198,9 +206,11 @@ impl MetricsLog {
     /// after the checkpoint the run resumes from) and a partial last line are removed first, so
     /// the final log equals that of an uninterrupted run. Returns the log and the `time` of the
     /// last kept record (0 if none), from which the resumed run's clock continues. A missing file
-    /// is created.
+    /// is created. The keys already logged at `resume_step` are remembered
+    /// ([`MetricsLog::already_logged`]).
     pub fn open_append(path: &Path, resume_step: u64) -> Result<(MetricsLog, f64)> {
         let mut last_time = 0.0;
+        let mut at_resume_step = BTreeSet::new();
         if path.exists() {
             let text = std::fs::read_to_string(path).map_err(|source| SinkError::Io {
                 path: path.to_path_buf(),
@@ -213,6 +223,9 @@ impl MetricsLog {
                     line: i + 1,
                     problem,
                 })?;
+                if rec.step == resume_step {
+                    at_resume_step.extend(rec.values.into_keys());
+                }
                 if rec.step <= resume_step {
                     kept.push_str(line);
                     kept.push('\n');
@@ -238,9 +251,17 @@ impl MetricsLog {
             MetricsLog {
                 path: path.to_path_buf(),
                 file,
+                resumed: Some((resume_step, at_resume_step)),
             },
             last_time,
         ))
+    }
+
+    /// Whether the log held `key` at `step` when it was reopened for a resume from `step`.
+    pub fn already_logged(&self, step: u64, key: &str) -> bool {
+        self.resumed
+            .as_ref()
+            .is_some_and(|(s, keys)| *s == step && keys.contains(key))
     }
 
     /// Path of the log file.
@@ -310,12 +331,22 @@ impl Sinks {
         self.time_offset + self.start.elapsed().as_secs_f64()
     }
 
-    /// Log `metrics` at `step` to both sinks and flush them.
+    /// Log `metrics` at `step` to both sinks and flush them. After a resume, metrics of the
+    /// resumed step that the log already holds are left out (nothing is written if none is
+    /// left).
     pub fn log<'a, I>(&mut self, step: u64, metrics: I) -> Result<()>
     where
         I: IntoIterator<Item = (&'a str, f64)>,
     {
-        let metrics: Vec<(&str, f64)> = metrics.into_iter().collect();
+        let given: Vec<(&str, f64)> = metrics.into_iter().collect();
+        let metrics: Vec<(&str, f64)> = given
+            .iter()
+            .copied()
+            .filter(|(k, _)| !self.jsonl.already_logged(step, k))
+            .collect();
+        if metrics.is_empty() && !given.is_empty() {
+            return Ok(());
+        }
         let time = self.elapsed();
         self.jsonl.log(step, time, metrics.iter().copied())?;
         // TensorBoard cannot show a NaN usefully either; skip it there (the jsonl keeps `null`).
@@ -413,6 +444,42 @@ mod tests {
         assert_eq!(second[1].session_status, Some(1));
         assert_eq!(second[1].step, 5);
         assert_eq!(second[2].scalars[0].tag, "train/lm_loss");
+    }
+
+    #[test]
+    fn metrics_of_the_resumed_step_are_not_written_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sinks = Sinks::create(dir.path()).unwrap();
+        for step in 1..=4u64 {
+            sinks.log(step, [("train/lm_loss", 1.0)]).unwrap();
+        }
+        // the evaluation of step 4 was logged, then the run was killed before its checkpoint
+        sinks.log(4, [("eval/all/accuracy", 0.5)]).unwrap();
+        drop(sinks);
+        let mut sinks = Sinks::open_append(dir.path(), 4).unwrap();
+        // the resumed run evaluates step 4 again: that record is not written a second time
+        sinks.log(4, [("eval/all/accuracy", 0.5)]).unwrap();
+        // a metric of step 4 the log lacked is written, and every later step
+        sinks
+            .log(4, [("eval/all/accuracy", 0.5), ("eval/all/count", 16.0)])
+            .unwrap();
+        sinks.log(5, [("train/lm_loss", 1.0)]).unwrap();
+        let path = sinks.metrics_path().to_path_buf();
+        drop(sinks);
+        let recs = read_metrics(&path).unwrap();
+        let keys: Vec<(u64, Vec<&str>)> = recs
+            .iter()
+            .map(|r| (r.step, r.values.keys().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(
+            keys[3..],
+            [
+                (4, vec!["train/lm_loss"]),
+                (4, vec!["eval/all/accuracy"]),
+                (4, vec!["eval/all/count"]),
+                (5, vec!["train/lm_loss"]),
+            ]
+        );
     }
 
     #[test]

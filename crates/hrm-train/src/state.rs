@@ -6,6 +6,11 @@
 //! Write order: the state file first, then the model file (both atomic, temp file + rename). A
 //! checkpoint exists once its model file exists, so a crash between the two leaves an orphan
 //! state file that is ignored (and overwritten by the next save of that step).
+//!
+//! Integrity: the state file records the run it belongs to ([`RunIdentity`]: the config hash,
+//! the seed and a hash of its model file's weights), and resume refuses a state of another run
+//! or of other weights; states written before that was recorded still load. Nothing non-finite
+//! is ever saved: the trainer checks [`first_non_finite`] before writing a checkpoint.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +25,9 @@ use hrm_model::train::Optimizers;
 use hrm_model::{Batch, Carry, Hrm};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+
+use crate::config::TrainConfig;
+use crate::rundir::fnv1a64;
 
 /// Format tag of the companion state file.
 pub const STATE_FORMAT: &str = "hrm-train-state-v1";
@@ -81,6 +89,131 @@ pub struct StateMeta {
     pub adam_t: Vec<u64>,
     /// Whether a carry is stored.
     pub has_carry: bool,
+    /// The run this state belongs to (absent in states written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<RunIdentity>,
+}
+
+/// Which run, and which model file, a state file belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunIdentity {
+    /// [`TrainConfig::identity_hash`] of the run's config.
+    pub config_hash: String,
+    /// The run's seed.
+    pub seed: u64,
+    /// [`weights_hash`] of the model file written with this state.
+    pub model_hash: String,
+}
+
+impl RunIdentity {
+    /// The identity of a checkpoint of `model` (the weights its model file holds) in the run
+    /// of `cfg`.
+    pub fn of(cfg: &TrainConfig, model: &Hrm) -> Result<Self> {
+        Ok(Self {
+            config_hash: cfg.identity_hash(),
+            seed: cfg.seed,
+            model_hash: weights_hash(model)?,
+        })
+    }
+}
+
+/// A hash (FNV-1a 64, hex) of a model's tensors: names, shapes and f32 values, in state-dict
+/// order. The tensors rather than the file's bytes, because two saves of the same weights (a
+/// step checkpointed mid-iteration and again after its evaluation) may order the metadata
+/// differently.
+pub fn weights_hash(model: &Hrm) -> Result<String> {
+    let mut summary = Vec::new();
+    for (name, t) in model.state_dict() {
+        let bytes: Vec<u8> = host_f32(&t)?
+            .into_iter()
+            .flat_map(f32::to_le_bytes)
+            .collect();
+        summary.extend_from_slice(format!("{name}{:?}", t.dims()).as_bytes());
+        summary.extend_from_slice(&fnv1a64(&bytes).to_le_bytes());
+    }
+    Ok(format!("{:016x}", fnv1a64(&summary)))
+}
+
+fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// The name (as the checkpoint files spell it) of the first tensor a checkpoint of this
+/// state would hold that has a NaN or infinite value: the model's weights (under EMA the
+/// average, with the puzzle table), the Adam moments (`adam.m.*`, `adam.v.*`), and with EMA
+/// the raw weights (`ema.raw.*`). None if all are finite.
+pub fn first_non_finite(
+    model: &Hrm,
+    opt: &Optimizers,
+    raw_weights: Option<&[Tensor]>,
+) -> Result<Option<String>> {
+    for (name, t) in model.state_dict() {
+        if host_f32(&t)?.iter().any(|x| !x.is_finite()) {
+            return Ok(Some(name));
+        }
+    }
+    let states = opt.adam.host_states()?;
+    for ((name, _), st) in model.parameters().iter().zip(states.iter()) {
+        for (kind, xs) in [("m", &st.m), ("v", &st.v)] {
+            if xs.iter().any(|x| !x.is_finite()) {
+                return Ok(Some(format!("adam.{kind}.{name}")));
+            }
+        }
+    }
+    for ((name, _), w) in model
+        .parameters()
+        .iter()
+        .zip(raw_weights.unwrap_or_default())
+    {
+        if host_f32(w)?.iter().any(|x| !x.is_finite()) {
+            return Ok(Some(format!("{RAW_PREFIX}{name}")));
+        }
+    }
+    Ok(None)
+}
+
+impl Restored {
+    /// Refuse a state file of another run than `cfg` (this folder's config), or of other
+    /// weights than `model` (loaded from `model_path`, before any raw EMA weights replace them).
+    /// A state without a recorded identity (written by an older version) passes.
+    pub fn check_identity(&self, cfg: &TrainConfig, model: &Hrm, model_path: &Path) -> Result<()> {
+        let Some(id) = &self.meta.identity else {
+            return Ok(());
+        };
+        let sp = state_path(model_path);
+        let name = |p: &Path| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        };
+        let here = cfg.identity_hash();
+        if id.config_hash != here || id.seed != cfg.seed {
+            bail!(
+                "{}: {} belongs to another run (config hash {}, seed {}) than this folder's \
+                 config (hash {here}, seed {}) (hint: put back this run's own state file, or move \
+                 this step's files away to resume from the previous checkpoint)",
+                sp.display(),
+                name(&sp),
+                id.config_hash,
+                id.seed,
+                cfg.seed
+            );
+        }
+        let weights = weights_hash(model)?;
+        if id.model_hash != weights {
+            bail!(
+                "{}: {} was written with other weights (hash {}) than {} holds (hash {weights}): \
+                 the two files are not one checkpoint (hint: move this step's files away to \
+                 resume from the previous checkpoint)",
+                sp.display(),
+                name(&sp),
+                id.model_hash,
+                name(model_path)
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Everything restored from a checkpoint besides the model weights.
@@ -245,7 +378,7 @@ pub fn load_state(model_path: &Path, model: &Hrm, template: &Optimizers) -> Resu
         .map(|((name, v), &t)| {
             let get = |k: String| -> Result<Vec<f32>> {
                 let x = for_param(k, v.as_tensor())?;
-                Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+                host_f32(x)
             };
             Ok(AdamState {
                 m: get(format!("adam.m.{name}"))?,
@@ -364,6 +497,7 @@ mod tests {
             rng: RngState::capture(&rng),
             adam_t: expected.iter().map(|s| s.t).collect(),
             has_carry: false,
+            identity: None,
         };
         save_checkpoint(&path, &model, &opt, None, &meta, &HashMap::new(), None).unwrap();
         let restored = load_state(&path, &model, &template).unwrap();

@@ -17,7 +17,9 @@
 //! end). A checkpoint holds the model, both optimizers, the step, the RNG, the sampler position
 //! and the carry ([`crate::state`]), so `--resume` continues exactly: with the same seed on CPU,
 //! a run killed at any point and resumed from its newest checkpoint ends with the same weights
-//! and metrics, bit for bit (docs/training.md, "The run folder and resume").
+//! and metrics, bit for bit (docs/training.md, "The run folder and resume"). Nothing
+//! non-finite is checkpointed or logged: a NaN or infinite train or evaluation metric, weight
+//! or optimizer moment stops the run, naming it and the last good (newest) checkpoint.
 //!
 //! Every run is a rank of a data-parallel group ([`Dist`]; a plain run is the one rank of
 //! [`Dist::single`], whose exchanges are the identity): every rank runs this loop on its slice
@@ -49,8 +51,10 @@ use crate::eval::{evaluate, EvalOptions, EvalOutput, Predictions};
 use crate::progress::TrainProgress;
 use crate::rundir::{RunDir, RunInfo};
 use crate::schedule::{cosine_schedule_with_warmup, total_steps};
-use crate::sinks::{check_finite, Sinks};
-use crate::state::{load_state, save_checkpoint, RngState, StateMeta};
+use crate::sinks::{check_finite, SinkError, Sinks};
+use crate::state::{
+    first_non_finite, load_state, save_checkpoint, RngState, RunIdentity, StateMeta,
+};
 
 /// RNG streams derived from the run's seed (one per purpose).
 const STREAM_INIT: u64 = 0;
@@ -180,6 +184,28 @@ impl Run {
         out
     }
 
+    /// What to resume from after the run stops on a non-finite value: the newest checkpoint
+    /// (nothing non-finite is ever checkpointed, so it is the last good one).
+    fn last_good_checkpoint(&self) -> String {
+        match self.dir.latest_checkpoint() {
+            Ok(Some(c)) => format!(
+                "the last good checkpoint is {} (resume from it with `hrm train --resume {}`, \
+                 e.g. with a lower `lr`)",
+                c.path.display(),
+                self.dir.path().display()
+            ),
+            Ok(None) => "no checkpoint was written yet: start the run again, e.g. with a \
+                         lower `lr`"
+                .into(),
+            Err(e) => format!("the run folder's checkpoints cannot be listed ({e})"),
+        }
+    }
+
+    /// Stop the run on a non-finite metric, naming the checkpoint to resume from.
+    fn non_finite_metric(&self, e: SinkError) -> anyhow::Error {
+        anyhow::anyhow!("{e}; {}", self.last_good_checkpoint())
+    }
+
     fn checkpoint(&mut self, iteration: u64, iteration_done: bool) -> Result<PathBuf> {
         let path = self.dir.checkpoint_path(self.step);
         // data parallel: every rank contributes its rows of the carry, rank 0 writes
@@ -188,6 +214,17 @@ impl Run {
             .as_ref()
             .map(|c| self.dist.gather_carry(c))
             .transpose()?;
+        // never checkpoint a NaN: the newest checkpoint stays the last good one (every rank
+        // holds the same weights and moments, so all of them stop here together)
+        let bad = self.with_average(|run, raw| first_non_finite(&run.model, &run.opt, raw))?;
+        if let Some(bad) = bad {
+            bail!(
+                "step {}: `{bad}` holds a NaN or infinite value — stopping the run without \
+                 writing its checkpoint; {}",
+                self.step,
+                self.last_good_checkpoint()
+            );
+        }
         if !self.dist.is_main() {
             return Ok(path);
         }
@@ -199,11 +236,16 @@ impl Run {
             rng: RngState::capture(&self.rng),
             adam_t: self.opt.adam.states.iter().map(|s| s.t).collect(),
             has_carry: self.carry.is_some(),
+            identity: None,
         };
         let extra = HashMap::from([("train_config".to_string(), self.config_text.clone())]);
         // with EMA the model file holds the average (what evaluation uses) and the state file
         // the raw weights training continues from
         self.with_average(|run, raw| {
+            let meta = StateMeta {
+                identity: Some(RunIdentity::of(&run.cfg, &run.model)?),
+                ..meta
+            };
             save_checkpoint(
                 &path,
                 &run.model,
@@ -408,6 +450,7 @@ pub fn resume_dist(
         cfg.puzzle_emb_weight_decay,
     );
     let restored = load_state(&ckpt.path, &model, &template)?;
+    restored.check_identity(&saved, &model, &ckpt.path)?;
     // with EMA the model file holds the average: it becomes the shadow, and training continues
     // from the raw weights of the state file
     let ema = match (cfg.ema, &restored.raw_weights) {
@@ -447,6 +490,10 @@ pub fn resume_dist(
         sampler.restore(&p);
     }
     let sinks = if main {
+        if !overrides.is_empty() {
+            // the overrides stay in effect for later resumes
+            dir.write_config(&cfg)?;
+        }
         Some(Sinks::open_append(dir.path(), meta.step)?)
     } else {
         None
@@ -556,7 +603,8 @@ fn run_loop(
                     .iter()
                     .map(|(k, v)| (k.as_str(), *v))
                     .chain([("train/loss", ts.loss.total)]),
-            )?;
+            )
+            .map_err(|e| run.non_finite_metric(e))?;
             run.opt.step(&run.model, &ts.grads, lr, plr)?;
             // (unlike TRM, batches skipped past the step estimate above do not update the
             // average: no optimizer step happened)
@@ -608,6 +656,8 @@ fn run_loop(
             run.save_eval_outputs(&p)?;
         }
         let flat = ev.flat();
+        check_finite(run.step, flat.iter().map(|(k, v)| (k.as_str(), *v)))
+            .map_err(|e| run.non_finite_metric(e))?;
         if let Some(sinks) = run.sinks.as_mut() {
             sinks.log(run.step, flat.iter().map(|(k, v)| (k.as_str(), *v)))?;
         }

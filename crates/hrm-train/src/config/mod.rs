@@ -532,39 +532,59 @@ impl TrainConfig {
         out
     }
 
+    /// The keys a resume may not change, with their values: every `arch.*` key (resolved; the
+    /// forward dtype as actually used, not whether it was spelled out) and `data_path`,
+    /// `global_batch_size`, `seed`, `ema`, `ema_rate`.
+    fn fixed_on_resume(&self) -> Vec<(&'static str, Option<toml::Value>)> {
+        self.flatten()
+            .into_iter()
+            .filter(|(key, _)| key.starts_with("arch.") || RESUME_KEYS.contains(key))
+            .map(|(key, v)| {
+                if key == "arch.forward_dtype" {
+                    let used = match self.forward_dtype() {
+                        ForwardDtype::F32 => "float32",
+                        ForwardDtype::BF16 => "bfloat16",
+                    };
+                    (key, Some(toml::Value::String(used.into())))
+                } else {
+                    (key, v)
+                }
+            })
+            .collect()
+    }
+
     /// Check that this config may resume a run saved with `saved`: every `arch.*` key (resolved)
     /// and `data_path`, `global_batch_size`, `seed` must be equal. Other keys (lr, epochs,
     /// logging, ...) may change. The error names every differing key.
     pub fn check_resume_compatible(&self, saved: &TrainConfig) -> Result<(), ConfigError> {
-        let now = self.flatten();
-        let then = saved.flatten();
-        let mut diffs = Vec::new();
-        for ((key, a), (_, b)) in now.iter().zip(then.iter()) {
-            let mut must_match = key.starts_with("arch.") || RESUME_KEYS.contains(key);
-            let (mut a, mut b) = (a.clone(), b.clone());
-            if *key == "arch.forward_dtype" {
-                // Compare the dtype actually used, not whether it was spelled out.
-                let show = |d: ForwardDtype| match d {
-                    ForwardDtype::F32 => "float32",
-                    ForwardDtype::BF16 => "bfloat16",
-                };
-                a = Some(toml::Value::String(show(self.forward_dtype()).into()));
-                b = Some(toml::Value::String(show(saved.forward_dtype()).into()));
-                must_match = true;
-            }
-            if must_match && a != b {
-                let show = |v: &Option<toml::Value>| match v {
-                    Some(v) => v.to_string(),
-                    None => "unset".into(),
-                };
-                diffs.push(format!("`{key}` (saved {}, now {})", show(&b), show(&a)));
-            }
-        }
+        let show = |v: &Option<toml::Value>| match v {
+            Some(v) => v.to_string(),
+            None => "unset".into(),
+        };
+        let diffs: Vec<String> = self
+            .fixed_on_resume()
+            .iter()
+            .zip(saved.fixed_on_resume().iter())
+            .filter(|((_, a), (_, b))| a != b)
+            .map(|((key, a), (_, b))| format!("`{key}` (saved {}, now {})", show(b), show(a)))
+            .collect();
         if diffs.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::ResumeMismatch { diffs })
         }
+    }
+
+    /// A fingerprint of the run this config describes: a hash (FNV-1a 64, hex) of the keys a
+    /// resume may not change ([`TrainConfig::check_resume_compatible`]), so overriding `lr`,
+    /// `epochs` or logging on resume keeps it. A checkpoint's state file records it.
+    pub fn identity_hash(&self) -> String {
+        let mut text = String::new();
+        for (key, v) in self.fixed_on_resume() {
+            let v = v.map_or_else(|| "unset".to_string(), |v| v.to_string());
+            text.push_str(&format!("{key}={v}\n"));
+        }
+        format!("{:016x}", crate::rundir::fnv1a64(text.as_bytes()))
     }
 }
 

@@ -10,7 +10,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{configs, entries, hrm, p, send_signal, spawn_piped, tiny_sudoku_dataset};
+use common::{
+    configs, entries, hrm, p, send_signal, spawn_piped, stopped_step, tiny_sudoku_dataset,
+};
 
 /// A small Sudoku dataset from random minimal puzzles (no shared data needed).
 fn dataset(dir: &Path) -> PathBuf {
@@ -90,17 +92,7 @@ fn a_run_folder_is_locked_while_its_run_lives() {
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(143), "{stdout}");
-    assert!(stdout.contains("stopped at step"), "{stdout}");
-    let step: u64 = stdout
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("stopped at step ")?
-                .split_whitespace()
-                .next()
-        })
-        .unwrap()
-        .parse()
-        .unwrap();
+    let step = stopped_step(&stdout);
     let mut resume = resume;
     resume.extend(["--stop-after".into(), (step + 1).to_string()]);
     let (code, stdout, err) = output(&resume);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use common::{
     configs, generated_dataset, hrm, json, ok, one_line_error, send_signal, spawn_piped,
-    tiny_sudoku_dataset,
+    stopped_step, tiny_sudoku_dataset,
 };
 use hrm_model::checkpoint::read_safetensors;
 
@@ -442,17 +442,7 @@ fn interrupt_writes_a_checkpoint(signal: &str) {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("stopped at step"), "{stdout}");
-    let step: u64 = stdout
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("stopped at step ")?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap();
+    let step = stopped_step(&stdout);
     assert!(r.join(format!("step_{step}.safetensors")).exists());
     assert!(r.join(format!("step_{step}.state.safetensors")).exists());
 }

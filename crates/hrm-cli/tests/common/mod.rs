@@ -188,3 +188,19 @@ pub fn send_signal(child: &Child, sig: &str) {
         .unwrap();
     assert!(rc.success());
 }
+
+/// The step of `hrm train`'s summary line `stopped at step N in DIR` in `stdout`.
+#[allow(dead_code)] // not every test file stops a run
+pub fn stopped_step(stdout: &str) -> u64 {
+    assert!(stdout.contains("stopped at step"), "{stdout}");
+    stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("stopped at step ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap()
+}

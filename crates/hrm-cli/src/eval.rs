@@ -101,6 +101,10 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<()> {
         ),
         None => None,
     };
+    if a.batch_size == 0 {
+        // (the library would name the sampler's `global_batch_size`, a training key)
+        anyhow::bail!("--batch-size must be at least 1");
+    }
     let device = crate::device::open_device(&a.device)?;
     let req = EvalRequest {
         checkpoint: a.checkpoint.clone(),

@@ -13,6 +13,7 @@ mod check_cmd;
 mod data_cmd;
 mod device;
 mod eval;
+mod interrupt;
 mod model_cmd;
 mod solve;
 mod train;
@@ -77,6 +78,19 @@ fn tune_malloc() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_malloc() {}
 
+/// For the dataset builders: on SIGINT / SIGTERM / SIGHUP, delete the unfinished staging folder
+/// (`<out>.tmp-<pid>`) and exit with 128 + the signal, as the default action would have, minus
+/// the litter.
+fn remove_staging_on_interrupt() -> anyhow::Result<()> {
+    interrupt::watch(|sig| {
+        for p in hrm_data::format::remove_live_staging_dirs() {
+            eprintln!("interrupted: removed the unfinished {}", p.display());
+        }
+        std::process::exit(interrupt::exit_code(sig));
+    })?;
+    Ok(())
+}
+
 fn main() {
     tune_malloc();
     let cli = Cli::parse();
@@ -91,7 +105,7 @@ fn main() {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     let result = match cli.command {
-        Command::Data { cmd } => data_cmd::run(cmd),
+        Command::Data { cmd } => remove_staging_on_interrupt().and_then(|()| data_cmd::run(cmd)),
         Command::Parity(args) => model_cmd::parity(&args),
         Command::Convert(args) => model_cmd::convert(&args),
         Command::Train(args) => train::train_cmd(&args),

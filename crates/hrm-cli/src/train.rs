@@ -5,6 +5,10 @@
 //! `--gpus N` replaces `torchrun --nproc-per-node N`: this process becomes a launcher that
 //! starts N copies of itself, rank r on `cuda:r`, waits for them, and stops the others if one
 //! fails.
+//!
+//! Exit codes: 0 for a finished run (also `--stop-after`), 130 / 143 / 129 (128 + the signal, as
+//! shells report it) for a run stopped by SIGINT / SIGTERM / SIGHUP, after its checkpoint and
+//! summary line (or before training began, with nothing written), 1 for an error.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -15,7 +19,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use hrm_train::dist::RankEnv;
 use hrm_train::launch::{check_launch, launch_ranks, Invocation};
-use hrm_train::trainer::{TrainOptions, TrainSummary};
+use hrm_train::trainer::{Interrupted, TrainOptions, TrainSummary};
+
+use crate::interrupt::{exit_code, watch};
 
 /// Flags of `hrm train`.
 #[derive(Debug, Args)]
@@ -71,16 +77,19 @@ impl TrainArgs {
     }
 }
 
-/// `hrm train --gpus N`: start N ranks of this binary and wait for them.
+/// `hrm train --gpus N`: start N ranks of this binary and wait for them; exits with the ranks'
+/// interrupt code if they were stopped.
 fn launch(a: &TrainArgs) -> Result<()> {
     check_launch(&a.invocation(), a.gpus)?;
     let exe = std::env::current_exe().context("locating the hrm executable")?;
     // the first Ctrl-C reaches every rank (same process group): they agree to stop at the same
     // step and checkpoint; the launcher just keeps waiting for them. A SIGTERM sent to the
     // launcher alone is not forwarded (send it to the process group, like Ctrl-C).
-    ctrlc::set_handler(|| eprintln!("interrupt: the ranks finish the step and checkpoint"))
-        .context("installing the Ctrl-C handler")?;
-    launch_ranks(&exe, a.gpus, |r| a.rank_args(r))
+    watch(|_| eprintln!("interrupt: the ranks finish the step and checkpoint"))?;
+    if let Some(code) = launch_ranks(&exe, a.gpus, |r| a.rank_args(r))? {
+        std::process::exit(code);
+    }
+    Ok(())
 }
 
 /// `finished at step N in DIR` (or `stopped ...`), with the rank count of a data-parallel run.
@@ -108,20 +117,19 @@ pub fn train_cmd(a: &TrainArgs) -> Result<()> {
         bail!("--gpus must be at least 1");
     }
     let stop = Arc::new(AtomicBool::new(false));
-    {
+    let signal = {
         let stop = stop.clone();
-        // first Ctrl-C: finish the step, checkpoint, exit; second: exit at once
-        ctrlc::set_handler(move || {
+        // first interrupt: finish the step, checkpoint, exit; second: exit at once
+        watch(move |sig| {
             if stop.swap(true, Ordering::SeqCst) {
                 eprintln!("interrupted twice: exiting without a checkpoint");
-                std::process::exit(130);
+                std::process::exit(exit_code(sig));
             }
             eprintln!(
                 "interrupt: finishing the step and writing a checkpoint (Ctrl-C again to abort)"
             );
-        })
-        .context("installing the Ctrl-C handler")?;
-    }
+        })?
+    };
     let opts = TrainOptions {
         run_dir: a.run_dir.clone(),
         stop,
@@ -129,14 +137,29 @@ pub fn train_cmd(a: &TrainArgs) -> Result<()> {
         quiet: a.quiet,
     };
     let inv = a.invocation();
-    match rank_env {
-        Some(env) => {
-            let summary = inv.run_rank(&env, &opts)?;
-            if env.rank == 0 {
-                print_summary(&summary, Some(env.world_size));
+    let (result, ranks, prints) = match rank_env {
+        Some(env) => (
+            inv.run_rank(&env, &opts),
+            Some(env.world_size),
+            env.rank == 0,
+        ),
+        None => (inv.run(&opts), None, true),
+    };
+    let sig = signal.load(Ordering::SeqCst);
+    match result {
+        Ok(summary) => {
+            if prints {
+                print_summary(&summary, ranks);
             }
+            if summary.interrupted && sig != 0 {
+                std::process::exit(exit_code(sig));
+            }
+            Ok(())
         }
-        None => print_summary(&inv.run(&opts)?, None),
+        Err(e) if e.is::<Interrupted>() && sig != 0 => {
+            eprintln!("{e}");
+            std::process::exit(exit_code(sig));
+        }
+        Err(e) => Err(e),
     }
-    Ok(())
 }

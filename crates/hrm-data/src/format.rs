@@ -1024,8 +1024,83 @@ fn sibling_with_suffix(p: &Path, suffix: &str) -> PathBuf {
     p.with_file_name(name)
 }
 
+/// The pid of a temporary name `<anything>.tmp-<pid>` (a [`crate::fsio::write_atomic`] temp
+/// file `.<name>.tmp-<pid>`, an older `<name>.tmp-<pid>`, or a staging folder), if it is one.
+pub fn temp_name_pid(name: &str) -> Option<u32> {
+    let (_, digits) = name.rsplit_once(".tmp-")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Whether process `pid` may still be running: this process, or (on Linux) a `/proc/<pid>`
+/// entry. Where that cannot be told (no `/proc`), every pid counts as alive, so nothing another
+/// process may still be writing is ever removed.
+pub fn pid_is_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let proc_root = Path::new("/proc");
+    if !cfg!(target_os = "linux") || !proc_root.join("self").exists() {
+        return true;
+    }
+    proc_root.join(pid.to_string()).exists()
+}
+
+/// Staging folders of this process not yet committed or dropped, for
+/// [`remove_live_staging_dirs`].
+static LIVE_STAGING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn live_staging() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    LIVE_STAGING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Delete every staging folder of this process that is not committed yet, and return their
+/// paths: what a SIGINT / SIGTERM handler calls just before the process exits (a signal skips
+/// the `Drop` of [`StagingDir`]).
+pub fn remove_live_staging_dirs() -> Vec<PathBuf> {
+    let live = std::mem::take(&mut *live_staging());
+    for p in &live {
+        let _ = fs::remove_dir_all(p);
+    }
+    live
+}
+
+/// Remove the staging folders `<out>.tmp-<pid>` (and set-aside old outputs `<out>.old-<pid>`)
+/// that processes no longer alive left next to `out` (a SIGKILL skips every cleanup).
+fn remove_stale_staging(out: &Path) {
+    let (Some(name), Some(parent)) = (out.file_name(), out.parent()) else {
+        return;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let name = name.to_string_lossy();
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name().to_string_lossy().to_string();
+        let Some(rest) = entry_name.strip_prefix(&*name) else {
+            continue;
+        };
+        let pid = match rest.strip_prefix(".old-") {
+            Some(digits) => temp_name_pid(&format!(".tmp-{digits}")),
+            None if rest.starts_with(".tmp-") => temp_name_pid(rest),
+            None => None,
+        };
+        if pid.is_some_and(|pid| !pid_is_alive(pid)) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 impl StagingDir {
-    /// Prepares `<output_dir>.tmp-<pid>` (removing a stale one of the same name).
+    /// Prepares `<output_dir>.tmp-<pid>` (removing a stale one of the same name, and those of
+    /// processes no longer alive).
     pub fn create(output_dir: &Path, force: bool) -> Result<StagingDir> {
         if output_dir.as_os_str().is_empty() || output_dir.file_name().is_none() {
             return Err(DataError::option(
@@ -1038,11 +1113,13 @@ impl StagingDir {
                 path: output_dir.to_path_buf(),
             });
         }
+        remove_stale_staging(output_dir);
         let tmp_path = sibling_with_suffix(output_dir, &format!(".tmp-{}", std::process::id()));
         if tmp_path.exists() {
             fs::remove_dir_all(&tmp_path).map_err(|e| DataError::io(&tmp_path, e))?;
         }
         fs::create_dir_all(&tmp_path).map_err(|e| DataError::io(&tmp_path, e))?;
+        live_staging().push(tmp_path.clone());
         Ok(StagingDir {
             final_path: output_dir.to_path_buf(),
             tmp_path,
@@ -1096,6 +1173,7 @@ impl StagingDir {
 
 impl Drop for StagingDir {
     fn drop(&mut self) {
+        live_staging().retain(|p| p != &self.tmp_path);
         if !self.committed {
             let _ = fs::remove_dir_all(&self.tmp_path);
         }
@@ -1407,5 +1485,48 @@ mod tests {
         assert!(!out.join("x").exists());
         assert_eq!(fs::read_to_string(out.join("y")).unwrap(), "2");
         assert_eq!(fs::read_dir(root.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn temp_names_and_pids() {
+        assert_eq!(temp_name_pid(".step_5.safetensors.tmp-123"), Some(123));
+        assert_eq!(temp_name_pid("config.toml.tmp-9"), Some(9));
+        assert_eq!(temp_name_pid("ds.tmp-"), None);
+        assert_eq!(temp_name_pid("ds.tmp-12x"), None);
+        assert_eq!(temp_name_pid("step_5.safetensors"), None);
+        assert!(pid_is_alive(std::process::id()));
+        #[cfg(target_os = "linux")]
+        assert!(!pid_is_alive(u32::MAX - 1), "no such pid");
+    }
+
+    #[test]
+    fn stale_staging_of_dead_pids_is_removed_and_live_staging_on_interrupt() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("ds");
+        let dead = root.path().join(format!("ds.tmp-{}", u32::MAX - 1));
+        let dead_old = root.path().join(format!("ds.old-{}", u32::MAX - 1));
+        let alive = root.path().join("ds.tmp-1"); // init: always alive
+        let other = root.path().join(format!("other.tmp-{}", u32::MAX - 1));
+        for d in [&dead, &dead_old, &alive, &other] {
+            fs::create_dir_all(d.join("train")).unwrap();
+        }
+        let s = StagingDir::create(&out, false).unwrap();
+        #[cfg(target_os = "linux")]
+        assert!(
+            !dead.exists() && !dead_old.exists(),
+            "dead pids' folders removed"
+        );
+        assert!(
+            alive.exists() && other.exists(),
+            "live pid and other outputs kept"
+        );
+        // the uncommitted staging folder is listed for the interrupt handler
+        // (remove_live_staging_dirs; tested through `hrm data` and a signal, since it removes
+        // the folders of every test of this process) until it is dropped
+        let tmp = s.path().to_path_buf();
+        assert!(tmp.is_dir() && live_staging().contains(&tmp));
+        drop(s);
+        assert!(!tmp.exists() && !live_staging().contains(&tmp));
+        assert!(!out.exists());
     }
 }

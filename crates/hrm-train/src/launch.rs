@@ -108,12 +108,14 @@ pub fn check_launch(inv: &Invocation, n: usize) -> Result<()> {
 /// Start `n` ranks of the executable `exe`, rank r with the arguments `rank_args(r)` and the
 /// rank environment (rank, world size, a fresh rendezvous folder), and wait for all of them.
 /// When one fails, the others would wait for it forever inside NCCL: they are stopped, and the
-/// error names the rank.
+/// error names the rank. A rank that exits with an interrupt's code ([`INTERRUPT_EXIT_CODES`]:
+/// it stopped on Ctrl-C / SIGTERM after its checkpoint) has not failed: the others, stopping at
+/// the same step, are waited for, and that code is returned (None when every rank finished).
 pub fn launch_ranks(
     exe: &Path,
     n: usize,
     rank_args: impl Fn(usize) -> Vec<OsString>,
-) -> Result<()> {
+) -> Result<Option<i32>> {
     let rendezvous = std::env::temp_dir().join(format!("hrm-dist-{}", std::process::id()));
     std::fs::create_dir_all(&rendezvous)
         .with_context(|| format!("creating {}", rendezvous.display()))?;
@@ -129,24 +131,32 @@ pub fn launch_ranks(
             .with_context(|| format!("starting rank {r} ({})", exe.display()))?;
         children.push(Some(child));
     }
-    let failure = wait_all(&mut children);
+    let (failure, interrupted) = wait_all(&mut children);
     let _ = std::fs::remove_dir_all(&rendezvous);
     match failure {
         Some(f) => bail!("data-parallel training failed: {f} (the other ranks were stopped)"),
-        None => Ok(()),
+        None => Ok(interrupted),
     }
 }
 
-/// Wait for every child; once one has failed, kill the rest. Returns the first failure.
-fn wait_all(children: &mut [Option<Child>]) -> Option<String> {
+/// The exit codes of `hrm train` stopped by SIGHUP, SIGINT or SIGTERM (128 + the signal).
+pub const INTERRUPT_EXIT_CODES: [i32; 3] = [129, 130, 143];
+
+/// Wait for every child; once one has failed, kill the rest. Returns the first failure and the
+/// first interrupt exit code.
+fn wait_all(children: &mut [Option<Child>]) -> (Option<String>, Option<i32>) {
     let mut failure: Option<String> = None;
+    let mut interrupted: Option<i32> = None;
     loop {
         let mut running = 0;
         for (r, slot) in children.iter_mut().enumerate() {
             let Some(child) = slot else { continue };
             match child.try_wait() {
                 Ok(Some(status)) => {
-                    if !status.success() && failure.is_none() {
+                    let code = status.code().filter(|c| INTERRUPT_EXIT_CODES.contains(c));
+                    if code.is_some() {
+                        interrupted = interrupted.or(code);
+                    } else if !status.success() && failure.is_none() {
                         failure = Some(format!("rank {r} exited with {status}"));
                     }
                     *slot = None;
@@ -159,7 +169,7 @@ fn wait_all(children: &mut [Option<Child>]) -> Option<String> {
             }
         }
         if running == 0 {
-            return failure;
+            return (failure, interrupted);
         }
         if failure.is_some() {
             for child in children.iter_mut().flatten() {
@@ -206,6 +216,20 @@ mod tests {
         .to_string();
         assert!(e.contains("rank 1 exited with"), "{e}");
         assert!(t0.elapsed().as_secs() < 20, "rank 0 was not stopped");
-        launch_ranks(sh, 2, |_| vec!["-c".into(), "exit 0".into()]).unwrap();
+        assert_eq!(
+            launch_ranks(sh, 2, |_| vec!["-c".into(), "exit 0".into()]).unwrap(),
+            None
+        );
+        // ranks stopped by an interrupt after their checkpoint: not a failure, the code passes on
+        let code = launch_ranks(sh, 2, |r| {
+            let script = if r == 0 {
+                "exit 143"
+            } else {
+                "sleep 1; exit 143"
+            };
+            vec!["-c".into(), script.into()]
+        })
+        .unwrap();
+        assert_eq!(code, Some(143));
     }
 }

@@ -14,14 +14,23 @@
 //! `step_<N>_all_preds.<rank>`). Every file is written with [`write_atomic`], so a crash never
 //! leaves a truncated file under its final name. docs/training.md, "The run folder and resume",
 //! says what each file holds.
+//!
+//! A run holds `<run>/.lock` (an exclusive advisory lock, with the holder's pid inside) from
+//! before its first read of the folder to its exit, so two processes never share a run folder;
+//! the operating system releases the lock when the process dies. Taking the lock removes the
+//! temporary files (`.<name>.tmp-<pid>`, `<name>.tmp-<pid>`) that dead processes left behind.
 
+use std::fs::File;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use hrm_data::format::{pid_is_alive, temp_name_pid};
 use hrm_data::fsio::write_atomic;
 
 use crate::config::{ConfigError, TrainConfig};
@@ -32,6 +41,8 @@ pub const CONFIG_FILE: &str = "config.toml";
 pub const RUN_INFO_FILE: &str = "run.json";
 /// Folder under which runs without an explicit folder are created.
 pub const DEFAULT_RUNS_ROOT: &str = "runs";
+/// Name of the lock file inside a run folder.
+pub const LOCK_FILE: &str = ".lock";
 
 /// Errors of run-folder handling; each names the path.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +65,17 @@ pub enum RunDirError {
         path: PathBuf,
         /// The file that shows it (config.toml or a checkpoint).
         found: String,
+    },
+    /// Another process holds the run folder's lock.
+    #[error(
+        "run folder {path} is in use by another hrm process (pid {pid}); wait for it or use \
+         another --run-dir"
+    )]
+    InUse {
+        /// The run folder.
+        path: PathBuf,
+        /// The holder's pid as its lock file says ("unknown" while it is being written).
+        pid: String,
     },
     /// A folder to resume is not a run folder.
     #[error("{path} is not a run folder (no {CONFIG_FILE}); give the folder `hrm train` created")]
@@ -196,10 +218,64 @@ fn path_component(s: &str) -> String {
     }
 }
 
+/// The exclusive lock on a run folder (`<run>/.lock`), held while this value lives.
+#[derive(Debug)]
+pub struct RunLock {
+    file: File,
+}
+
+impl RunLock {
+    /// Lock `dir` (which must exist) or say which process holds it.
+    fn acquire(dir: &Path) -> Result<RunLock> {
+        let p = dir.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .map_err(io_err(&p))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let pid = match text.trim() {
+                    "" => "unknown".to_string(),
+                    t => t.to_string(),
+                };
+                return Err(RunDirError::InUse {
+                    path: dir.to_path_buf(),
+                    pid,
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(RunDirError::Io { path: p, source })
+            }
+        }
+        let wrote = (|| -> std::io::Result<()> {
+            file.set_len(0)?;
+            file.rewind()?;
+            writeln!(file, "{}", std::process::id())?;
+            file.sync_all()
+        })();
+        wrote.map_err(io_err(&p))?;
+        Ok(RunLock { file })
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
 /// A run folder.
 #[derive(Debug, Clone)]
 pub struct RunDir {
     path: PathBuf,
+    /// Held by the process that runs in the folder ([`RunDir::create`], [`RunDir::open_locked`]).
+    lock: Option<Arc<RunLock>>,
 }
 
 impl RunDir {
@@ -210,7 +286,9 @@ impl RunDir {
     /// Missing `cfg.project_name` / `cfg.run_name` are filled in (project from `data_path`, run
     /// name = slug + time stamp) and `cfg.checkpoint_path` is set to the folder, so the saved
     /// `config.toml` records them, as the reference's `all_config.yaml` does. An explicit
-    /// folder may exist if it holds no run yet (no config.toml, no checkpoint).
+    /// folder may exist if it holds no checkpoint: a run killed before its first checkpoint
+    /// starts again there (the trainer calls [`RunDir::clear_unstarted`] when it writes the
+    /// new run's files). The folder is locked ([`RunDir::lock`]) before it is inspected.
     pub fn create(run_dir: Option<&Path>, cfg: &mut TrainConfig) -> Result<RunDir> {
         Self::create_under(Path::new(DEFAULT_RUNS_ROOT), run_dir, cfg)
     }
@@ -235,7 +313,6 @@ impl RunDir {
             .or_else(|| cfg.checkpoint_path.as_ref().map(PathBuf::from));
         let path = match explicit {
             Some(p) => {
-                Self::refuse_existing_run(&p)?;
                 std::fs::create_dir_all(&p).map_err(io_err(&p))?;
                 p
             }
@@ -264,36 +341,88 @@ impl RunDir {
                 }
             }
         };
+        let mut dir = RunDir { path, lock: None };
+        dir.lock()?;
+        dir.refuse_existing_run()?;
         cfg.project_name = Some(project);
         cfg.run_name = Some(run_name);
-        cfg.checkpoint_path = Some(path.to_string_lossy().to_string());
-        Ok(RunDir { path })
+        cfg.checkpoint_path = Some(dir.path.to_string_lossy().to_string());
+        Ok(dir)
     }
 
-    fn refuse_existing_run(p: &Path) -> Result<()> {
-        if !p.exists() {
-            return Ok(());
-        }
-        if p.join(CONFIG_FILE).exists() {
-            return Err(RunDirError::AlreadyARun {
-                path: p.to_path_buf(),
-                found: CONFIG_FILE.into(),
-            });
-        }
-        let existing = RunDir {
-            path: p.to_path_buf(),
-        }
-        .list_checkpoints()?;
-        if let Some(c) = existing.first() {
-            return Err(RunDirError::AlreadyARun {
-                path: p.to_path_buf(),
+    /// [`RunDirError::AlreadyARun`] if the folder holds a checkpoint.
+    fn refuse_existing_run(&self) -> Result<()> {
+        match self.list_checkpoints()?.first() {
+            Some(c) => Err(RunDirError::AlreadyARun {
+                path: self.path.clone(),
                 found: checkpoint_file_name(c.step),
-            });
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Remove what a run killed before its first checkpoint left (`config.toml`, `run.json`,
+    /// `metrics.jsonl`, event files, saved evaluation outputs), so that it starts again from
+    /// step 0 as if new. A folder holding a checkpoint is [`RunDirError::AlreadyARun`] (nothing
+    /// removed). Returns the removed paths.
+    pub fn clear_unstarted(&self) -> Result<Vec<PathBuf>> {
+        self.refuse_existing_run()?;
+        let mut removed = Vec::new();
+        for entry in std::fs::read_dir(&self.path).map_err(io_err(&self.path))? {
+            let entry = entry.map_err(io_err(&self.path))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            let partial = [CONFIG_FILE, RUN_INFO_FILE, crate::sinks::METRICS_FILE]
+                .contains(&name.as_str())
+                || name.starts_with("events.out.tfevents.")
+                || (name.starts_with("step_") && name.ends_with("_eval_outputs.safetensors"));
+            if partial && entry.path().is_file() {
+                let p = entry.path();
+                std::fs::remove_file(&p).map_err(io_err(&p))?;
+                removed.push(p);
+            }
+        }
+        removed.sort();
+        Ok(removed)
+    }
+
+    /// Take the folder's exclusive lock for this process (kept by every clone of this value
+    /// until the last is dropped, and released by the OS if the process dies), then remove the
+    /// temporary files of dead processes ([`RunDir::remove_stale_temp_files`]). Another holder
+    /// is [`RunDirError::InUse`], naming its pid.
+    pub fn lock(&mut self) -> Result<()> {
+        if self.lock.is_none() {
+            self.lock = Some(Arc::new(RunLock::acquire(&self.path)?));
+            self.remove_stale_temp_files()?;
         }
         Ok(())
     }
 
-    /// Open the folder of an existing run (to resume it): it must hold `config.toml`.
+    /// Whether this value holds the folder's lock.
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    /// Delete the temporary files of interrupted writes (`.<name>.tmp-<pid>` of
+    /// [`write_atomic`], older `<name>.tmp-<pid>`) whose process is no longer alive (a live
+    /// pid's file is kept). Returns the removed paths.
+    pub fn remove_stale_temp_files(&self) -> Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        for entry in std::fs::read_dir(&self.path).map_err(io_err(&self.path))? {
+            let entry = entry.map_err(io_err(&self.path))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            let stale = temp_name_pid(&name).is_some_and(|pid| !pid_is_alive(pid));
+            if stale && entry.path().is_file() {
+                let p = entry.path();
+                std::fs::remove_file(&p).map_err(io_err(&p))?;
+                removed.push(p);
+            }
+        }
+        removed.sort();
+        Ok(removed)
+    }
+
+    /// Open the folder of an existing run without locking it (to read it): it must hold
+    /// `config.toml`.
     pub fn open(path: &Path) -> Result<RunDir> {
         if !path.join(CONFIG_FILE).is_file() {
             return Err(RunDirError::NotARun {
@@ -302,7 +431,15 @@ impl RunDir {
         }
         Ok(RunDir {
             path: path.to_path_buf(),
+            lock: None,
         })
+    }
+
+    /// [`RunDir::open`] and [`RunDir::lock`]: the folder of a run this process continues.
+    pub fn open_locked(path: &Path) -> Result<RunDir> {
+        let mut dir = Self::open(path)?;
+        dir.lock()?;
+        Ok(dir)
     }
 
     /// The folder.
@@ -529,6 +666,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir {
             path: dir.path().to_path_buf(),
+            lock: None,
         };
         assert_eq!(run.latest_checkpoint().unwrap(), None);
         for step in [2604u64, 5208, 7812, 10416] {
@@ -627,11 +765,39 @@ mod tests {
         assert!(!back.git_commit.is_empty() && !back.rustc.is_empty());
         assert_eq!(back.train_dataset_json_fnv1a64, None); // data/sudoku-tiny does not exist
 
-        // An explicit folder that already holds a run is refused (config.toml or checkpoint).
+        // A folder another run holds (here: `run`, alive) is refused, naming the holder.
         let err = RunDir::create_under(root.path(), Some(run.path()), &mut cfg.clone())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("already holds a run (config.toml)"), "{err}");
+        let pid = std::process::id();
+        assert!(
+            err.contains(&format!(
+                "run folder {} is in use by another hrm process (pid {pid}); wait for it or use \
+                 another --run-dir",
+                run.path().display()
+            )),
+            "{err}"
+        );
+        let err = RunDir::open_locked(run.path()).unwrap_err().to_string();
+        assert!(err.contains("is in use by another hrm process"), "{err}");
+        // Once the holder is gone, a run killed before its first checkpoint (config.toml,
+        // run.json, metrics, events) starts again there, cleared.
+        drop(run);
+        let run = RunDir::open(&root.path().join(&name)).unwrap();
+        for partial in ["metrics.jsonl", "events.out.tfevents.1.host"] {
+            std::fs::write(run.path().join(partial), b"{\"step\":1").unwrap();
+        }
+        let restarted =
+            RunDir::create_under(root.path(), Some(run.path()), &mut cfg.clone()).unwrap();
+        assert!(restarted.is_locked());
+        assert_eq!(restarted.clear_unstarted().unwrap().len(), 4);
+        let left: Vec<String> = std::fs::read_dir(run.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(left, [LOCK_FILE], "partial files cleared");
+        drop(restarted);
+        // An explicit folder that already holds a checkpoint is refused.
         let ckpt_only = root.path().join("ckpt-only");
         std::fs::create_dir_all(&ckpt_only).unwrap();
         std::fs::write(ckpt_only.join("step_12.safetensors"), b"x").unwrap();
@@ -660,6 +826,47 @@ mod tests {
             err.contains("is not a run folder (no config.toml)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn locking_removes_temp_files_of_dead_pids_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = u32::MAX - 1;
+        let me = std::process::id();
+        let names = [
+            format!(".step_5.safetensors.tmp-{dead}"),
+            format!("step_5.state.safetensors.tmp-{dead}"),
+            format!(".metrics.jsonl.tmp-{me}"),
+            "config.toml".to_string(),
+        ];
+        for n in &names {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        let mut run = RunDir::open(dir.path()).unwrap();
+        assert!(!run.is_locked());
+        run.lock().unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        let mut want = vec![LOCK_FILE.to_string(), names[2].clone(), names[3].clone()];
+        if !cfg!(target_os = "linux") {
+            want.extend([names[0].clone(), names[1].clone()]); // liveness unknown: kept
+        }
+        want.sort();
+        assert_eq!(left, want);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap(),
+            format!("{me}\n"),
+            "the lock file names its holder"
+        );
+        // a clone shares the lock; the lock is free once the last holder is gone
+        let clone = run.clone();
+        drop(run);
+        assert!(RunDir::open_locked(dir.path()).is_err());
+        drop(clone);
+        RunDir::open_locked(dir.path()).unwrap();
     }
 
     #[test]

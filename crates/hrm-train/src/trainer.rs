@@ -86,6 +86,21 @@ pub struct TrainSummary {
     pub interrupted: bool,
 }
 
+/// The error of a run stopped (Ctrl-C / SIGTERM) before its training loop began: nothing of
+/// the run was written (a new run folder holds at most its lock file), so the caller exits with
+/// the signal's code and no summary.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted before training started; no run state was written")]
+pub struct Interrupted;
+
+/// [`Interrupted`] if the run was asked to stop.
+fn honour_stop(opts: &TrainOptions) -> Result<()> {
+    if opts.stop.load(Ordering::SeqCst) {
+        return Err(Interrupted.into());
+    }
+    Ok(())
+}
+
 /// The device named by the config.
 pub fn device_for(cfg: &TrainConfig) -> Result<Device> {
     Ok(cfg.device_spec()?.open()?)
@@ -312,22 +327,35 @@ fn rank_device(dist: &Dist, cfg: &TrainConfig) -> Result<Device> {
 /// Start a new run as one rank of a data-parallel group ([`Dist::single`], or `None` as the
 /// former signature had it: a single process, [`train`]).
 pub fn train_dist(
-    mut cfg: TrainConfig,
+    cfg: TrainConfig,
     opts: &TrainOptions,
     dist: impl Into<Dist>,
 ) -> Result<TrainSummary> {
-    let dist = dist.into();
+    start(cfg, opts, dist.into(), None)
+}
+
+/// A run from step 0: in a new folder ([`RunDir::create`], locked), or with `locked` in the
+/// folder of a run killed before its first checkpoint (rank 0 of a resume holds its lock).
+/// The run's files are written only once the data is loaded and the model built, and an
+/// interrupt before that is [`Interrupted`].
+fn start(
+    mut cfg: TrainConfig,
+    opts: &TrainOptions,
+    dist: Dist,
+    locked: Option<RunDir>,
+) -> Result<TrainSummary> {
     apply_threads(&cfg);
     let device = rank_device(&dist, &cfg)?;
+    honour_stop(opts)?;
     let (train_split, test) = load_data(&cfg)?;
+    honour_stop(opts)?;
     let model_cfg = cfg.model_config_for_world(&facts(&train_split, &test), dist.world_size())?;
     let main = dist.is_main();
     let dir = if main {
-        let dir = RunDir::create(opts.run_dir.as_deref(), &mut cfg)?;
-        dir.write_config(&cfg)?;
-        dir.write_run_info(&RunInfo::collect(&cfg))?;
-        dist.share_path(Some(dir.path()))?;
-        dir
+        match locked {
+            Some(dir) => dir,
+            None => RunDir::create(opts.run_dir.as_deref(), &mut cfg)?,
+        }
     } else {
         // the other ranks use rank 0's folder (and its resolved config) without writing to it
         let dir = RunDir::open(&dist.share_path(None)?)?;
@@ -358,7 +386,13 @@ pub fn train_dist(
         cfg.seed,
     )?;
     let n_params: usize = model.parameters().iter().map(|(_, v)| v.elem_count()).sum();
+    honour_stop(opts)?;
     let sinks = if main {
+        // what a run killed before its first checkpoint left goes only now
+        dir.clear_unstarted()?;
+        dir.write_config(&cfg)?;
+        dir.write_run_info(&RunInfo::collect(&cfg))?;
+        dist.share_path(Some(dir.path()))?;
         let mut sinks = Sinks::create(dir.path())?;
         sinks.log(0, [("num_params", n_params as f64)])?;
         Some(sinks)
@@ -411,7 +445,12 @@ pub fn resume_dist(
     dist: impl Into<Dist>,
 ) -> Result<TrainSummary> {
     let dist = dist.into();
-    let dir = RunDir::open(run_dir)?;
+    // rank 0 locks the folder before reading it; the other ranks only read it
+    let dir = if dist.is_main() {
+        RunDir::open_locked(run_dir)?
+    } else {
+        RunDir::open(run_dir)?
+    };
     let saved = dir.load_config()?;
     let cfg = if overrides.is_empty() {
         saved.clone()
@@ -420,13 +459,19 @@ pub fn resume_dist(
         c.check_resume_compatible(&saved)?;
         c
     };
+    let Some(ckpt) = dir.latest_checkpoint()? else {
+        // killed before its first checkpoint: the run starts again with its recorded config
+        if !opts.quiet && dist.is_main() {
+            println!(
+                "{}: no checkpoint yet (the run stopped before its first one); starting it again \
+                 from step 0 with its recorded config",
+                run_dir.display()
+            );
+        }
+        return start(cfg, opts, dist, Some(dir));
+    };
     apply_threads(&cfg);
-    let ckpt = dir.latest_checkpoint()?.with_context(|| {
-        format!(
-            "{}: no checkpoint to resume from (step_<N>.safetensors)",
-            run_dir.display()
-        )
-    })?;
+    honour_stop(opts)?;
     let device = rank_device(&dist, &cfg)?;
     let (train_split, test) = load_data(&cfg)?;
     let model_cfg = cfg.model_config_for_world(&facts(&train_split, &test), dist.world_size())?;
@@ -489,6 +534,7 @@ pub fn resume_dist(
         sampler.start_iteration(p.iteration);
         sampler.restore(&p);
     }
+    honour_stop(opts)?;
     let sinks = if main {
         if !overrides.is_empty() {
             // the overrides stay in effect for later resumes

@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// The built `hrm` binary, as a command to add arguments to.
 pub fn hrm() -> Command {
@@ -159,4 +159,48 @@ pub fn generated_dataset(
     args.extend_from_slice(build_args);
     ok_in(dir, &args);
     (csv, data)
+}
+
+/// A small Sudoku dataset from random minimal puzzles in `dir` (no shared data needed).
+#[allow(dead_code)] // not every test file trains
+pub fn tiny_sudoku_dataset(dir: &Path) -> PathBuf {
+    let generate = ["--from-scratch", "120", "--seed", "3"];
+    generated_dataset(dir, "sudoku", &generate, &["--num-aug", "2"]).1
+}
+
+/// `hrm ARGS` started with its stdout and stderr captured.
+#[allow(dead_code)] // not every test file signals a process
+pub fn spawn_piped<S: AsRef<OsStr>>(args: &[S]) -> Child {
+    hrm()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `kill SIG PID` (`-INT`, `-TERM`, ...) for a child, required to succeed.
+#[allow(dead_code)] // not every test file signals a process
+pub fn send_signal(child: &Child, sig: &str) {
+    let rc = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(rc.success());
+}
+
+/// The step of `hrm train`'s summary line `stopped at step N in DIR` in `stdout`.
+#[allow(dead_code)] // not every test file stops a run
+pub fn stopped_step(stdout: &str) -> u64 {
+    assert!(stdout.contains("stopped at step"), "{stdout}");
+    stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("stopped at step ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap()
 }

@@ -203,6 +203,15 @@ impl ModelConfig {
         if !(0.0..=1.0).contains(&self.halt_exploration_prob) {
             return err("halt_exploration_prob", "must lie in [0, 1]".into());
         }
+        Ok(())
+    }
+
+    /// Refuse a configuration whose [`ModelConfig::memory_lower_bound`] exceeds the memory this
+    /// machine has available now (Linux; elsewhere nothing is checked), naming the key that
+    /// dominates it. Called before a model is allocated in host memory (a model on a GPU is not
+    /// checked: its memory is the device's).
+    pub fn check_memory(&self) -> Result<(), ConfigError> {
+        let err = |key, problem: String| Err(ConfigError { key, problem });
         if let Some(available) = available_memory() {
             let (need, key) = self.memory_lower_bound();
             if need > available {
@@ -349,7 +358,7 @@ mod tests {
             return;
         }
         let base = ModelConfig::sudoku(32);
-        assert!(base.validate().is_ok());
+        assert!(base.validate().is_ok() && base.check_memory().is_ok());
         let cases = [
             (
                 ModelConfig {
@@ -389,7 +398,8 @@ mod tests {
             ),
         ];
         for (cfg, key) in cases {
-            let e = cfg.validate().unwrap_err();
+            cfg.validate().unwrap();
+            let e = cfg.check_memory().unwrap_err();
             assert_eq!(e.key, key, "{e}");
             assert!(
                 e.problem.contains("GiB") && e.problem.contains("available"),

@@ -350,6 +350,9 @@ fn start(
     let (train_split, test) = load_data(&cfg)?;
     honour_stop(opts)?;
     let model_cfg = cfg.model_config_for_world(&facts(&train_split, &test), dist.world_size())?;
+    if device.is_cpu() {
+        cfg.check_memory(&model_cfg)?;
+    }
     let main = dist.is_main();
     let dir = if main {
         match locked {
@@ -475,6 +478,9 @@ pub fn resume_dist(
     let device = rank_device(&dist, &cfg)?;
     let (train_split, test) = load_data(&cfg)?;
     let model_cfg = cfg.model_config_for_world(&facts(&train_split, &test), dist.world_size())?;
+    if device.is_cpu() {
+        cfg.check_memory(&model_cfg)?;
+    }
     let main = dist.is_main();
     let (model, _) = hrm_model::checkpoint::load_model(&ckpt.path, &device, |c| {
         // run-time settings come from the (possibly overridden) run config

@@ -78,6 +78,9 @@ impl Hrm {
     /// Build a freshly initialised model (the reference's initialisation; our own seeded RNG).
     pub fn new(cfg: &ModelConfig, device: &Device, rng: &mut impl Rng) -> Result<Self> {
         cfg.validate()?;
+        if device.is_cpu() {
+            cfg.check_memory()?;
+        }
         let fdt = dtype_of(cfg.forward_dtype);
         let weights = Weights::build(cfg, |e| {
             let n = e.shape.iter().product();
@@ -105,6 +108,9 @@ impl Hrm {
         tensors: &HashMap<String, Tensor>,
     ) -> Result<Self> {
         cfg.validate()?;
+        if device.is_cpu() {
+            cfg.check_memory()?;
+        }
         let weights = Weights::from_state_dict(cfg, device, tensors)?;
         Ok(Self::assemble(cfg, device, weights))
     }

@@ -399,7 +399,19 @@ impl TrainConfig {
             forward_dtype: self.forward_dtype(),
             ..self.arch.model.clone()
         };
-        mc.validate().map_err(|e| match e.key {
+        mc.validate().map_err(|e| self.model_error(e))?;
+        Ok(mc)
+    }
+
+    /// [`ModelConfig::check_memory`] of this run's model config, the error naming this config's
+    /// key (`global_batch_size`, `arch.hidden_size`, the dataset's counts).
+    pub fn check_memory(&self, mc: &ModelConfig) -> Result<(), ConfigError> {
+        mc.check_memory().map_err(|e| self.model_error(e))
+    }
+
+    /// A model-config error under the key of this config that set the value.
+    fn model_error(&self, e: hrm_model::config::ConfigError) -> ConfigError {
+        match e.key {
             "vocab_size" | "seq_len" | "num_puzzle_identifiers" => ConfigError::Dataset {
                 data_path: self.data_path.clone(),
                 key: e.key.into(),
@@ -409,8 +421,7 @@ impl TrainConfig {
             "hidden_size" => self.invalid_with("arch.hidden_size", &["arch.num_heads"], e.problem),
             "num_heads" => self.invalid_with("arch.num_heads", &["arch.hidden_size"], e.problem),
             k => self.invalid(&format!("arch.{k}"), e.problem),
-        })?;
-        Ok(mc)
+        }
     }
 
     /// Check that `data_path` is a dataset folder (`train/dataset.json` and `test/dataset.json`

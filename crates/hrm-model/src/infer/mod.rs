@@ -198,17 +198,6 @@ impl<'m> Engine<'m> {
         self.model
     }
 
-    /// A whole segment without gradient, heads included, with this engine's kernels.
-    pub fn segment(
-        &self,
-        z_h: &Tensor,
-        z_l: &Tensor,
-        x: &Tensor,
-        obs: &mut dyn Observer,
-    ) -> Result<Segment> {
-        NoGradCalls::segment(self, z_h, z_l, x, obs)
-    }
-
     fn host_segment(
         &self,
         z_h: &Tensor,

@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{open_file, require_dir, DataError, Result};
+use crate::fsio::{pid_after, pid_is_alive, TEMP_MARK};
 use crate::npy::{self, Dtype, MappedNpy, NpyStreamWriter};
 
 /// File name of the per-split metadata.
@@ -1024,30 +1025,6 @@ fn sibling_with_suffix(p: &Path, suffix: &str) -> PathBuf {
     p.with_file_name(name)
 }
 
-/// The pid of a temporary name `<anything>.tmp-<pid>` (a [`crate::fsio::write_atomic`] temp
-/// file `.<name>.tmp-<pid>`, an older `<name>.tmp-<pid>`, or a staging folder), if it is one.
-pub fn temp_name_pid(name: &str) -> Option<u32> {
-    let (_, digits) = name.rsplit_once(".tmp-")?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-/// Whether process `pid` may still be running: this process, or (on Linux) a `/proc/<pid>`
-/// entry. Where that cannot be told (no `/proc`), every pid counts as alive, so nothing another
-/// process may still be writing is ever removed.
-pub fn pid_is_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    let proc_root = Path::new("/proc");
-    if !cfg!(target_os = "linux") || !proc_root.join("self").exists() {
-        return true;
-    }
-    proc_root.join(pid.to_string()).exists()
-}
-
 /// Staging folders of this process not yet committed or dropped, for
 /// [`remove_live_staging_dirs`].
 static LIVE_STAGING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
@@ -1066,6 +1043,9 @@ pub fn remove_live_staging_dirs() -> Vec<PathBuf> {
     }
     live
 }
+
+/// The mark of an old output set aside while its replacement is moved in: `<out>.old-<pid>`.
+const OLD_MARK: &str = ".old-";
 
 /// Remove the staging folders `<out>.tmp-<pid>` (and set-aside old outputs `<out>.old-<pid>`)
 /// that processes no longer alive left next to `out` (a SIGKILL skips every cleanup).
@@ -1087,11 +1067,11 @@ fn remove_stale_staging(out: &Path) {
         let Some(rest) = entry_name.strip_prefix(&*name) else {
             continue;
         };
-        let pid = match rest.strip_prefix(".old-") {
-            Some(digits) => temp_name_pid(&format!(".tmp-{digits}")),
-            None if rest.starts_with(".tmp-") => temp_name_pid(rest),
-            None => None,
-        };
+        // only `<out>` itself followed by a mark: not another output's staging folder
+        let pid = [OLD_MARK, TEMP_MARK]
+            .into_iter()
+            .find(|m| rest.starts_with(m))
+            .and_then(|m| pid_after(rest, m));
         if pid.is_some_and(|pid| !pid_is_alive(pid)) {
             let _ = fs::remove_dir_all(entry.path());
         }
@@ -1114,7 +1094,8 @@ impl StagingDir {
             });
         }
         remove_stale_staging(output_dir);
-        let tmp_path = sibling_with_suffix(output_dir, &format!(".tmp-{}", std::process::id()));
+        let tmp_path =
+            sibling_with_suffix(output_dir, &format!("{TEMP_MARK}{}", std::process::id()));
         if tmp_path.exists() {
             fs::remove_dir_all(&tmp_path).map_err(|e| DataError::io(&tmp_path, e))?;
         }
@@ -1146,7 +1127,7 @@ impl StagingDir {
                 return Err(DataError::OutputExists { path: out });
             }
             // Move the old folder aside, move the new one in, then delete the old one.
-            let old = sibling_with_suffix(&out, &format!(".old-{}", std::process::id()));
+            let old = sibling_with_suffix(&out, &format!("{OLD_MARK}{}", std::process::id()));
             if old.exists() {
                 fs::remove_dir_all(&old).map_err(|e| DataError::io(&old, e))?;
             }
@@ -1485,18 +1466,6 @@ mod tests {
         assert!(!out.join("x").exists());
         assert_eq!(fs::read_to_string(out.join("y")).unwrap(), "2");
         assert_eq!(fs::read_dir(root.path()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn temp_names_and_pids() {
-        assert_eq!(temp_name_pid(".step_5.safetensors.tmp-123"), Some(123));
-        assert_eq!(temp_name_pid("config.toml.tmp-9"), Some(9));
-        assert_eq!(temp_name_pid("ds.tmp-"), None);
-        assert_eq!(temp_name_pid("ds.tmp-12x"), None);
-        assert_eq!(temp_name_pid("step_5.safetensors"), None);
-        assert!(pid_is_alive(std::process::id()));
-        #[cfg(target_os = "linux")]
-        assert!(!pid_is_alive(u32::MAX - 1), "no such pid");
     }
 
     #[test]

@@ -3,6 +3,38 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// What marks a temporary name: `<anything>.tmp-<pid>` (a [`write_atomic`] temp file, an
+/// older `<name>.tmp-<pid>`, a dataset staging folder).
+pub const TEMP_MARK: &str = ".tmp-";
+
+/// The pid after the last `mark` of `name` (`<anything><mark><pid>`), if `name` is such a name.
+pub fn pid_after(name: &str, mark: &str) -> Option<u32> {
+    let (_, digits) = name.rsplit_once(mark)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The pid of a temporary name ([`TEMP_MARK`]), if it is one.
+pub fn temp_name_pid(name: &str) -> Option<u32> {
+    pid_after(name, TEMP_MARK)
+}
+
+/// Whether process `pid` may still be running: this process, or (on Linux) a `/proc/<pid>`
+/// entry. Where that cannot be told (no `/proc`), every pid counts as alive, so nothing another
+/// process may still be writing is ever removed.
+pub fn pid_is_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let proc_root = Path::new("/proc");
+    if !cfg!(target_os = "linux") || !proc_root.join("self").exists() {
+        return true;
+    }
+    proc_root.join(pid.to_string()).exists()
+}
+
 /// The temporary name [`write_atomic`] writes `path` under first: `.<name>.tmp-<pid>` in the same
 /// folder (hidden, and recognisable as an interrupted write by the `.tmp-<pid>` suffix).
 pub fn temp_path_for(path: &Path) -> std::io::Result<PathBuf> {
@@ -13,7 +45,7 @@ pub fn temp_path_for(path: &Path) -> std::io::Result<PathBuf> {
         )
     })?;
     Ok(parent_dir(path).join(format!(
-        ".{}.tmp-{}",
+        ".{}{TEMP_MARK}{}",
         name.to_string_lossy(),
         std::process::id()
     )))
@@ -55,6 +87,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temp_names_and_pids() {
+        assert_eq!(temp_name_pid(".step_5.safetensors.tmp-123"), Some(123));
+        assert_eq!(temp_name_pid("config.toml.tmp-9"), Some(9));
+        assert_eq!(temp_name_pid("ds.tmp-"), None);
+        assert_eq!(temp_name_pid("ds.tmp-12x"), None);
+        assert_eq!(temp_name_pid("step_5.safetensors"), None);
+        assert!(pid_is_alive(std::process::id()));
+        #[cfg(target_os = "linux")]
+        assert!(!pid_is_alive(u32::MAX - 1), "no such pid");
+    }
 
     #[test]
     fn writes_replaces_and_leaves_no_temp_file() {

@@ -324,12 +324,17 @@ pub fn read_torch(path: &Path) -> Result<HashMap<String, Tensor>> {
         .collect())
 }
 
-/// Convert a reference checkpoint to our format, given the architecture config (the caller builds
-/// it from the reference's `all_config.yaml`, the shapes and the dataset). Fails, naming every
-/// key, if the tensors do not fit `cfg`. Returns the model that was written.
-pub fn convert_torch(input: &Path, output: &Path, cfg: &ModelConfig) -> Result<Hrm> {
-    let tensors = read_torch(input)?;
-    let model = Hrm::from_state_dict(cfg, &Device::Cpu, &tensors)
+/// Convert the tensors of the reference checkpoint `input` ([`read_torch`]) to our format, given
+/// the architecture config (the caller builds it from the reference's `all_config.yaml`, the
+/// shapes and the dataset). Fails, naming every key, if the tensors do not fit `cfg`. Returns
+/// the model that was written.
+pub fn convert_torch(
+    input: &Path,
+    tensors: &HashMap<String, Tensor>,
+    output: &Path,
+    cfg: &ModelConfig,
+) -> Result<Hrm> {
+    let model = Hrm::from_state_dict(cfg, &Device::Cpu, tensors)
         .map_err(|e| Error::msg(format!("{}: {e}", input.display())))?;
     let mut meta = HashMap::new();
     meta.insert("converted_from".into(), input.display().to_string());

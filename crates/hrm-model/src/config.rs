@@ -213,7 +213,7 @@ impl ModelConfig {
     pub fn check_memory(&self) -> Result<(), ConfigError> {
         let err = |key, problem: String| Err(ConfigError { key, problem });
         if let Some(available) = available_memory() {
-            let (need, key) = self.memory_lower_bound();
+            let (need, (key, value)) = self.memory_lower_bound();
             if need > available {
                 return err(
                     key,
@@ -221,7 +221,7 @@ impl ModelConfig {
                         "= {} makes the model need at least {} of memory (weights, puzzle \
                          table, RoPE tables, one batch of activations), but this machine has {} \
                          available",
-                        self.value_of(key),
+                        value,
                         gib(need),
                         gib(available)
                     ),
@@ -236,37 +236,34 @@ impl ModelConfig {
     /// (`num_puzzle_identifiers` or `puzzle_emb_ndim`, whichever is larger), the RoPE tables
     /// (`seq_len`, or `puzzle_emb_ndim` when the puzzle prefix is the longer part of the
     /// sequence), and one batch's activations of one block (`batch_size`, or the sequence's key
-    /// when the sequence is longer than the batch). Training needs
+    /// when the sequence is longer than the batch), with that key's value. Training needs
     /// several times more (gradients, Adam moments, the graph of the gradient calls). In f64, so
     /// that absurd values cannot overflow.
-    pub fn memory_lower_bound(&self) -> (f64, &'static str) {
+    pub fn memory_lower_bound(&self) -> (f64, (&'static str, usize)) {
         let f = |x: usize| x as f64;
         let (d, i) = (f(self.hidden_size), f(self.mlp_inner()));
         let s = f(self.seq_len) + (f(self.puzzle_emb_ndim) / d).ceil();
         let block = 4.0 * d * d + 3.0 * i * d;
         let params = f(self.h_layers + self.l_layers) * block + 2.0 * f(self.vocab_size) * d;
-        let puzzle_key = if self.puzzle_emb_ndim > self.num_puzzle_identifiers {
-            "puzzle_emb_ndim"
-        } else {
-            "num_puzzle_identifiers"
-        };
+        let (ids, ndim) = (
+            ("num_puzzle_identifiers", self.num_puzzle_identifiers),
+            ("puzzle_emb_ndim", self.puzzle_emb_ndim),
+        );
+        let puzzle_key = if ndim.1 > ids.1 { ndim } else { ids };
         // the sequence is the tokens plus the puzzle prefix: whichever is longer drives it
         let seq_key = if f(self.seq_len) >= s / 2.0 {
-            "seq_len"
+            ("seq_len", self.seq_len)
         } else {
-            "puzzle_emb_ndim"
+            ndim
         };
         let batch_key = if f(self.batch_size) >= s {
-            "batch_size"
+            ("batch_size", self.batch_size)
         } else {
             seq_key
         };
         let terms = [
-            (4.0 * params, "hidden_size"),
-            (
-                4.0 * f(self.num_puzzle_identifiers) * f(self.puzzle_emb_ndim),
-                puzzle_key,
-            ),
+            (4.0 * params, ("hidden_size", self.hidden_size)),
+            (4.0 * f(ids.1) * f(ndim.1), puzzle_key),
             (8.0 * s * d / f(self.num_heads), seq_key),
             (
                 4.0 * f(self.batch_size) * s * (4.0 * d + 3.0 * i),
@@ -274,22 +271,8 @@ impl ModelConfig {
             ),
         ];
         let total = terms.iter().map(|t| t.0).sum();
-        let key = terms
-            .iter()
-            .fold(terms[0], |m, t| if t.0 > m.0 { *t } else { m })
-            .1;
-        (total, key)
-    }
-
-    /// The value of a usize key named by [`ModelConfig::memory_lower_bound`].
-    fn value_of(&self, key: &str) -> usize {
-        match key {
-            "hidden_size" => self.hidden_size,
-            "num_puzzle_identifiers" => self.num_puzzle_identifiers,
-            "puzzle_emb_ndim" => self.puzzle_emb_ndim,
-            "seq_len" => self.seq_len,
-            _ => self.batch_size,
-        }
+        let largest = terms.iter().max_by(|a, b| a.0.total_cmp(&b.0));
+        (total, largest.expect("four terms").1)
     }
 
     /// Per-head width Dh = hidden_size / num_heads.

@@ -175,14 +175,14 @@ impl Bench {
                         _ => model.initial_carry(b)?,
                     };
                     let (c, out) = engine.act_step(&c, b, &mut ())?;
-                    out.logits.flatten_all()?.to_vec1::<f32>()?; // include the host copy
+                    hrm_model::to_host_f32(&out.logits)?; // include the host copy
                     carry = Some(c);
                 }
                 BenchMode::Solve => {
                     let mut c = model.initial_carry(b)?;
                     for _ in 0..cfg.halt_max_steps {
                         let (next, out) = engine.act_step(&c, b, &mut ())?;
-                        out.logits.flatten_all()?.to_vec1::<f32>()?;
+                        hrm_model::to_host_f32(&out.logits)?;
                         c = next;
                     }
                 }

@@ -1,10 +1,11 @@
 //! Importing a reference PyTorch checkpoint (`hrm convert`): its model config from the tensor
 //! shapes, the run's `all_config.yaml` and `KEY=VALUE` overrides, and the conversion itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
 use hrm_model::checkpoint::{convert_torch, infer_shapes, read_torch};
 use hrm_model::config::{ForwardDtype, ModelConfig, PosEncoding};
 
@@ -50,16 +51,17 @@ fn parse<T: std::str::FromStr>(key: &str, v: &str, src: &str) -> Result<T> {
         .map_err(|_| anyhow::anyhow!("{src}: `{key}` = `{v}` is not a valid value"))
 }
 
-/// Build the model config of a reference checkpoint from its shapes, its `all_config.yaml` and
-/// overrides; every value that cannot be found is named in the error.
+/// Build the model config of the reference checkpoint `input` from the shapes of its `tensors`
+/// ([`read_torch`]), its `all_config.yaml` and overrides; every value that cannot be found is
+/// named in the error.
 pub fn reference_config(
     input: &Path,
+    tensors: &HashMap<String, Tensor>,
     yaml: Option<&Path>,
     seq_len: Option<usize>,
     overrides: &[String],
 ) -> Result<ModelConfig> {
-    let tensors = read_torch(input)?;
-    let shapes = infer_shapes(&tensors)?;
+    let shapes = infer_shapes(tensors)?;
     let mut vals: BTreeMap<String, (String, String)> = BTreeMap::new();
     if let Some(y) = yaml {
         let text =
@@ -179,8 +181,9 @@ pub fn convert(
             p.exists().then_some(p)
         }
     };
-    let cfg = reference_config(input, yaml.as_deref(), seq_len, overrides)?;
-    let model = convert_torch(input, output, &cfg)?;
+    let tensors = read_torch(input)?;
+    let cfg = reference_config(input, &tensors, yaml.as_deref(), seq_len, overrides)?;
+    let model = convert_torch(input, &tensors, output, &cfg)?;
     Ok(Converted {
         tensors: model.state_dict().len(),
         parameters: model.parameters().iter().map(|(_, v)| v.elem_count()).sum(),

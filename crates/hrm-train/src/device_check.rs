@@ -218,11 +218,8 @@ fn optimizer_check(dev: &Device) -> Result<CheckLine> {
 
 /// The weights of `m` as a state dict on `dev`, to rebuild the same model elsewhere.
 fn clone_model(m: &Hrm, cfg: &ModelConfig, dev: &Device) -> Result<Hrm> {
-    let sd = m
-        .state_dict()
-        .into_iter()
-        .map(|(k, t)| Ok((k, t.to_device(dev)?)))
-        .collect::<Result<std::collections::HashMap<_, _>>>()?;
+    // from_state_dict puts the tensors on `dev`
+    let sd = m.state_dict().into_iter().collect();
     Ok(Hrm::from_state_dict(cfg, dev, &sd)?)
 }
 

@@ -598,14 +598,6 @@ impl Dist {
     }
 }
 
-/// `None` is a single process: the trainer's entry points took an `Option<Dist>` before
-/// [`Dist::single`] existed, and callers that still pass one keep working.
-impl From<Option<Dist>> for Dist {
-    fn from(d: Option<Dist>) -> Self {
-        d.unwrap_or_else(Dist::single)
-    }
-}
-
 /// Sum the parameter gradients over ranks (one flat all-reduce) and gather the puzzle-embedding
 /// ids and rows of every rank (the reference's `CastedSparseEmbeddingSignSGD_Distributed`).
 pub fn reduce_grads(g: &Grads, coll: &dyn Collective) -> Result<Grads> {

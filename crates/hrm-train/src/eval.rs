@@ -15,6 +15,7 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Tensor};
 use hrm_data::format::SplitData;
 use hrm_data::sampler::{TestIterator, IGNORE_LABEL_ID};
+use hrm_model::infer::HostSegment;
 use hrm_model::loss::{act_loss, HostOutputs, LossType};
 use hrm_model::Engine;
 
@@ -168,8 +169,7 @@ pub fn evaluate(
         // halt_max_steps (inference-time scaling)
         let bsz = batch.batch_size;
         let mut frozen: Vec<Option<(u32, Vec<f32>, f32, f32)>> = vec![None; bsz];
-        let mut last = None;
-        let mut carry = engine.rollout(&batch, segments, &mut (), |k, _, host| {
+        let (mut carry, last) = engine.rollout(&batch, segments, &mut (), |k, _, host| {
             if opts.learned_halting {
                 for r in 0..bsz {
                     if frozen[r].is_none() && host.q_halt[r] > host.q_continue[r] {
@@ -178,13 +178,14 @@ pub fn evaluate(
                     }
                 }
             }
-            last = Some(host.clone());
             Ok(!(opts.learned_halting && frozen.iter().take(real).all(Option::is_some)))
         })?;
-        let host = last.context("no segment ran")?;
         // final per-row outputs: frozen (learned halting) or the last segment's
-        let mut logits = host.logits.clone();
-        let (mut qh, mut qc) = (host.q_halt.clone(), host.q_continue.clone());
+        let HostSegment {
+            mut logits,
+            q_halt: mut qh,
+            q_continue: mut qc,
+        } = last.context("no segment ran")?;
         let mut used = vec![segments as u32; bsz];
         let ran = carry.steps.first().copied().unwrap_or(segments as u32);
         for r in 0..bsz {

@@ -42,14 +42,11 @@ impl Invocation {
     pub fn config(&self) -> Result<TrainConfig> {
         match &self.resume {
             Some(dir) => {
-                let saved = RunDir::open(dir)?.load_config()?;
+                let run = RunDir::open(dir)?;
                 if self.args.is_empty() {
-                    Ok(saved)
+                    Ok(run.load_config()?)
                 } else {
-                    Ok(TrainConfig::load(
-                        &RunDir::open(dir)?.config_path(),
-                        &self.args,
-                    )?)
+                    Ok(TrainConfig::load(&run.config_path(), &self.args)?)
                 }
             }
             None => {
@@ -63,10 +60,7 @@ impl Invocation {
     pub fn run(&self, opts: &TrainOptions) -> Result<TrainSummary> {
         match &self.resume {
             Some(dir) => resume(dir, &self.args, opts),
-            None => {
-                let (file, overrides) = self.config_and_overrides()?;
-                train(TrainConfig::load(&file, &overrides)?, opts)
-            }
+            None => train(self.config()?, opts),
         }
     }
 
@@ -81,8 +75,8 @@ impl Invocation {
             .with_context(|| format!("rank {r}: joining the NCCL group"))?;
         let dist = Dist::new(coll).with_device(device);
         let summary = match &self.resume {
-            Some(dir) => resume_dist(dir, &self.args, opts, Some(dist)),
-            None => train_dist(cfg, opts, Some(dist)),
+            Some(dir) => resume_dist(dir, &self.args, opts, dist),
+            None => train_dist(cfg, opts, dist),
         };
         summary.with_context(|| format!("rank {r} of {}", env.world_size))
     }

@@ -30,8 +30,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use hrm_data::format::{pid_is_alive, temp_name_pid};
 use hrm_data::fsio::write_atomic;
+use hrm_data::fsio::{pid_is_alive, temp_name_pid};
 
 use crate::config::{ConfigError, TrainConfig};
 
@@ -135,6 +135,14 @@ pub fn parse_checkpoint_file_name(name: &str) -> Option<u64> {
 /// ([`RunDir::prune_checkpoints`] keeps it).
 pub fn eval_outputs_file_name(step: u64) -> String {
     format!("step_{step}_eval_outputs.safetensors")
+}
+
+/// The step of an [`eval_outputs_file_name`], if `name` is one.
+pub fn parse_eval_outputs_file_name(name: &str) -> Option<u64> {
+    name.strip_prefix("step_")?
+        .strip_suffix("_eval_outputs.safetensors")?
+        .parse()
+        .ok()
 }
 
 // Word lists for run slugs (adjective-noun, as the reference's `coolname.generate_slug(2)`).
@@ -374,7 +382,7 @@ impl RunDir {
             let partial = [CONFIG_FILE, RUN_INFO_FILE, crate::sinks::METRICS_FILE]
                 .contains(&name.as_str())
                 || name.starts_with("events.out.tfevents.")
-                || (name.starts_with("step_") && name.ends_with("_eval_outputs.safetensors"));
+                || parse_eval_outputs_file_name(&name).is_some();
             if partial && entry.path().is_file() {
                 let p = entry.path();
                 std::fs::remove_file(&p).map_err(io_err(&p))?;

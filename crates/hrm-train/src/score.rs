@@ -145,15 +145,14 @@ pub struct ArcScore {
     pub pass: BTreeMap<String, f64>,
 }
 
-/// Vote over the predictions of an ARC test split (`data` is the dataset folder, for its
-/// identifiers) and score pass@K; with `submission`, also write an ARC-Prize submission there.
+/// Vote over the predictions of an ARC test split (its dataset folder has the identifiers) and
+/// score pass@K; with `submission`, also write an ARC-Prize submission there.
 pub fn arc_score(
     p: &Predictions,
     split: &SplitData,
-    data: &Path,
     submission: Option<&Path>,
 ) -> Result<ArcScore> {
-    let ids = read_identifiers(data)?;
+    let ids = read_identifiers(&split.dataset_dir)?;
     let cases = test_cases_from_split(split, &ids)?;
     let l = p.seq_len;
     let preds: Vec<ArcPrediction> = (0..p.segments.len())
@@ -311,9 +310,7 @@ pub fn evaluate_checkpoint(req: &EvalRequest, device: &Device) -> Result<EvalRep
         match task {
             Task::Sudoku => report.sudoku = Some(sudoku_score(p)),
             Task::Maze => report.maze = Some(maze_score(p)),
-            Task::Arc => {
-                report.arc = Some(arc_score(p, &split, &req.data, req.submission.as_deref())?)
-            }
+            Task::Arc => report.arc = Some(arc_score(p, &split, req.submission.as_deref())?),
             Task::Generic => {}
         }
     }

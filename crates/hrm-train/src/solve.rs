@@ -12,6 +12,7 @@ use hrm_data::arc::{
 use hrm_data::format::{read_identifiers, IDENTIFIERS_FILE};
 use hrm_data::Batch;
 use hrm_model::loss::argmax;
+use hrm_model::loss::IGNORE_LABEL_ID;
 use hrm_model::Engine;
 
 use crate::checkpoints::{load_for_inference, MAZE_MODEL, SUDOKU_MODEL};
@@ -48,7 +49,7 @@ pub fn rollout(engine: &Engine, batch: &Batch, segments: usize) -> Result<Vec<Se
 fn question_batch(inputs: Vec<i32>, puzzle_identifiers: Vec<i32>, seq_len: usize) -> Batch {
     let rows = puzzle_identifiers.len();
     Batch {
-        labels: vec![-100; inputs.len()],
+        labels: vec![IGNORE_LABEL_ID; inputs.len()],
         inputs,
         puzzle_identifiers,
         batch_size: rows,
@@ -133,7 +134,10 @@ impl GridPuzzle {
         let cell = |t: i32| match self.kind {
             GridKind::Sudoku if (2..=10).contains(&t) => char::from(b'0' + (t - 1) as u8),
             GridKind::Sudoku => '?',
-            GridKind::Maze => "?# SGo".chars().nth(t.clamp(0, 5) as usize).unwrap_or('?'),
+            GridKind::Maze => u8::try_from(t)
+                .ok()
+                .and_then(hrm_data::maze::Cell::from_token)
+                .map_or('?', |c| c.to_char()),
         };
         pred.chunks(self.side)
             .take(self.side)

@@ -22,7 +22,7 @@ use hrm_data::sampler::SamplerPosition;
 use hrm_model::checkpoint::{read_safetensors, safetensors_bytes, save_model};
 use hrm_model::optim::AdamState;
 use hrm_model::train::Optimizers;
-use hrm_model::{Batch, Carry, Hrm};
+use hrm_model::{to_host_f32, Batch, Carry, Hrm};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -105,71 +105,75 @@ pub struct RunIdentity {
     pub model_hash: String,
 }
 
-impl RunIdentity {
-    /// The identity of a checkpoint of `model` (the weights its model file holds) in the run
-    /// of `cfg`.
-    pub fn of(cfg: &TrainConfig, model: &Hrm) -> Result<Self> {
-        Ok(Self {
-            config_hash: cfg.identity_hash(),
-            seed: cfg.seed,
-            model_hash: weights_hash(model)?,
-        })
-    }
-}
-
 /// A hash (FNV-1a 64, hex) of a model's tensors: names, shapes and f32 values, in state-dict
 /// order. The tensors rather than the file's bytes, because two saves of the same weights (a
 /// step checkpointed mid-iteration and again after its evaluation) may order the metadata
 /// differently.
 pub fn weights_hash(model: &Hrm) -> Result<String> {
+    Ok(scan_weights(model)?.1)
+}
+
+/// One pass over a model's state dict: the first tensor holding a NaN or infinite value, and
+/// [`weights_hash`].
+fn scan_weights(model: &Hrm) -> Result<(Option<String>, String)> {
     let mut summary = Vec::new();
+    let mut bad = None;
     for (name, t) in model.state_dict() {
-        let bytes: Vec<u8> = host_f32(&t)?
-            .into_iter()
-            .flat_map(f32::to_le_bytes)
-            .collect();
+        let values = to_host_f32(&t)?;
+        if bad.is_none() && values.iter().any(|x| !x.is_finite()) {
+            bad = Some(name.clone());
+        }
+        let bytes: Vec<u8> = values.into_iter().flat_map(f32::to_le_bytes).collect();
         summary.extend_from_slice(format!("{name}{:?}", t.dims()).as_bytes());
         summary.extend_from_slice(&fnv1a64(&bytes).to_le_bytes());
     }
-    Ok(format!("{:016x}", fnv1a64(&summary)))
+    Ok((bad, format!("{:016x}", fnv1a64(&summary))))
 }
 
-fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+/// What a checkpoint of this state needs to know before it is written, from one pass over its
+/// tensors.
+#[derive(Debug)]
+pub struct CheckpointScan {
+    /// The name (as the checkpoint files spell it) of the first tensor holding a NaN or infinite
+    /// value: the model's weights (under EMA the average, with the puzzle table), the Adam
+    /// moments (`adam.m.*`, `adam.v.*`), and with EMA the raw weights (`ema.raw.*`). None if all
+    /// are finite.
+    pub non_finite: Option<String>,
+    /// [`weights_hash`] of the model.
+    pub weights_hash: String,
 }
 
-/// The name (as the checkpoint files spell it) of the first tensor a checkpoint of this
-/// state would hold that has a NaN or infinite value: the model's weights (under EMA the
-/// average, with the puzzle table), the Adam moments (`adam.m.*`, `adam.v.*`), and with EMA
-/// the raw weights (`ema.raw.*`). None if all are finite.
-pub fn first_non_finite(
+/// Scan a checkpoint's tensors ([`CheckpointScan`]).
+pub fn scan_checkpoint(
     model: &Hrm,
     opt: &Optimizers,
     raw_weights: Option<&[Tensor]>,
-) -> Result<Option<String>> {
-    for (name, t) in model.state_dict() {
-        if host_f32(&t)?.iter().any(|x| !x.is_finite()) {
-            return Ok(Some(name));
-        }
-    }
-    let states = opt.adam.host_states()?;
-    for ((name, _), st) in model.parameters().iter().zip(states.iter()) {
-        for (kind, xs) in [("m", &st.m), ("v", &st.v)] {
-            if xs.iter().any(|x| !x.is_finite()) {
-                return Ok(Some(format!("adam.{kind}.{name}")));
+) -> Result<CheckpointScan> {
+    let (mut non_finite, weights_hash) = scan_weights(model)?;
+    if non_finite.is_none() {
+        let states = opt.adam.host_states()?;
+        'params: for ((name, _), st) in model.parameters().iter().zip(states.iter()) {
+            for (kind, xs) in [("m", &st.m), ("v", &st.v)] {
+                if xs.iter().any(|x| !x.is_finite()) {
+                    non_finite = Some(format!("adam.{kind}.{name}"));
+                    break 'params;
+                }
             }
         }
     }
-    for ((name, _), w) in model
-        .parameters()
-        .iter()
-        .zip(raw_weights.unwrap_or_default())
-    {
-        if host_f32(w)?.iter().any(|x| !x.is_finite()) {
-            return Ok(Some(format!("{RAW_PREFIX}{name}")));
+    if non_finite.is_none() {
+        let params = model.parameters();
+        for ((name, _), w) in params.iter().zip(raw_weights.unwrap_or_default()) {
+            if to_host_f32(w)?.iter().any(|x| !x.is_finite()) {
+                non_finite = Some(format!("{RAW_PREFIX}{name}"));
+                break;
+            }
         }
     }
-    Ok(None)
+    Ok(CheckpointScan {
+        non_finite,
+        weights_hash,
+    })
 }
 
 impl Restored {
@@ -188,7 +192,8 @@ impl Restored {
                 .into_owned()
         };
         let here = cfg.identity_hash();
-        if id.config_hash != here || id.seed != cfg.seed {
+        // the seed is one of the hashed keys: the seeds are named for the user's benefit
+        if id.config_hash != here {
             bail!(
                 "{}: {} belongs to another run (config hash {}, seed {}) than this folder's \
                  config (hash {here}, seed {}) (hint: put back this run's own state file, or move \
@@ -378,7 +383,7 @@ pub fn load_state(model_path: &Path, model: &Hrm, template: &Optimizers) -> Resu
         .map(|((name, v), &t)| {
             let get = |k: String| -> Result<Vec<f32>> {
                 let x = for_param(k, v.as_tensor())?;
-                host_f32(x)
+                Ok(to_host_f32(x)?)
             };
             Ok(AdamState {
                 m: get(format!("adam.m.{name}"))?,

@@ -53,7 +53,7 @@ use crate::rundir::{RunDir, RunInfo};
 use crate::schedule::{cosine_schedule_with_warmup, total_steps};
 use crate::sinks::{check_finite, SinkError, Sinks};
 use crate::state::{
-    first_non_finite, load_state, save_checkpoint, RngState, RunIdentity, StateMeta,
+    load_state, save_checkpoint, scan_checkpoint, RngState, RunIdentity, StateMeta,
 };
 
 /// RNG streams derived from the run's seed (one per purpose).
@@ -171,6 +171,8 @@ struct Run {
     /// None on data-parallel ranks other than 0 (they write nothing).
     sinks: Option<Sinks>,
     config_text: String,
+    /// [`TrainConfig::identity_hash`] of `cfg` (fixed for the run), recorded in every state file.
+    identity_hash: String,
     /// This rank of the data-parallel group ([`Dist::single`] without one).
     dist: Dist,
     /// The moving average of the weights (`ema = true`).
@@ -229,20 +231,6 @@ impl Run {
             .as_ref()
             .map(|c| self.dist.gather_carry(c))
             .transpose()?;
-        // never checkpoint a NaN: the newest checkpoint stays the last good one (every rank
-        // holds the same weights and moments, so all of them stop here together)
-        let bad = self.with_average(|run, raw| first_non_finite(&run.model, &run.opt, raw))?;
-        if let Some(bad) = bad {
-            bail!(
-                "step {}: `{bad}` holds a NaN or infinite value — stopping the run without \
-                 writing its checkpoint; {}",
-                self.step,
-                self.last_good_checkpoint()
-            );
-        }
-        if !self.dist.is_main() {
-            return Ok(path);
-        }
         let meta = StateMeta {
             step: self.step,
             iteration,
@@ -257,8 +245,27 @@ impl Run {
         // with EMA the model file holds the average (what evaluation uses) and the state file
         // the raw weights training continues from
         self.with_average(|run, raw| {
+            // never checkpoint a NaN: the newest checkpoint stays the last good one (every rank
+            // holds the same weights and moments, so all of them stop here together)
+            let scan = scan_checkpoint(&run.model, &run.opt, raw)?;
+            if let Some(bad) = scan.non_finite {
+                bail!(
+                    "step {}: `{bad}` holds a NaN or infinite value — stopping the run without \
+                     writing its checkpoint; {}",
+                    run.step,
+                    run.last_good_checkpoint()
+                );
+            }
+            if !run.dist.is_main() {
+                return Ok(());
+            }
+            let identity = RunIdentity {
+                config_hash: run.identity_hash.clone(),
+                seed: run.cfg.seed,
+                model_hash: scan.weights_hash,
+            };
             let meta = StateMeta {
-                identity: Some(RunIdentity::of(&run.cfg, &run.model)?),
+                identity: Some(identity),
                 ..meta
             };
             save_checkpoint(
@@ -271,6 +278,9 @@ impl Run {
                 raw,
             )
         })?;
+        if !self.dist.is_main() {
+            return Ok(path);
+        }
         if let Some(keep) = self.cfg.checkpoint_keep {
             self.dir.prune_checkpoints(keep)?;
         }
@@ -324,14 +334,10 @@ fn rank_device(dist: &Dist, cfg: &TrainConfig) -> Result<Device> {
     }
 }
 
-/// Start a new run as one rank of a data-parallel group ([`Dist::single`], or `None` as the
-/// former signature had it: a single process, [`train`]).
-pub fn train_dist(
-    cfg: TrainConfig,
-    opts: &TrainOptions,
-    dist: impl Into<Dist>,
-) -> Result<TrainSummary> {
-    start(cfg, opts, dist.into(), None)
+/// Start a new run as one rank of a data-parallel group ([`Dist::single`]: a single process, as
+/// [`train`] does).
+pub fn train_dist(cfg: TrainConfig, opts: &TrainOptions, dist: Dist) -> Result<TrainSummary> {
+    start(cfg, opts, dist, None)
 }
 
 /// A run from step 0: in a new folder ([`RunDir::create`], locked), or with `locked` in the
@@ -416,6 +422,7 @@ fn start(
     let total = run_total_steps(&cfg, &train_split);
     let run = Run {
         config_text: cfg.to_toml_string(),
+        identity_hash: cfg.identity_hash(),
         cfg,
         dir,
         model,
@@ -445,9 +452,8 @@ pub fn resume_dist(
     run_dir: &Path,
     overrides: &[String],
     opts: &TrainOptions,
-    dist: impl Into<Dist>,
+    dist: Dist,
 ) -> Result<TrainSummary> {
-    let dist = dist.into();
     // rank 0 locks the folder before reading it; the other ranks only read it
     let dir = if dist.is_main() {
         RunDir::open_locked(run_dir)?
@@ -557,6 +563,7 @@ pub fn resume_dist(
     let total = run_total_steps(&cfg, &train_split);
     let run = Run {
         config_text: cfg.to_toml_string(),
+        identity_hash: cfg.identity_hash(),
         cfg,
         dir,
         model,

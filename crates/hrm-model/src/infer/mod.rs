@@ -239,15 +239,17 @@ impl<'m> Engine<'m> {
     /// steps in which no row halts (every row runs every segment, whatever the model's
     /// `halt_max_steps`). After segment `k` (1-based), `each(k, &carry, &outputs)` sees the new
     /// carry and the segment's outputs on the host, and ends the rollout early by returning
-    /// `false`. Returns the last carry (its `halted` all false, `steps` the segments run).
+    /// `false`. Returns the last carry (its `halted` all false, `steps` the segments run) and the
+    /// last segment's outputs (None when `segments` is 0).
     pub fn rollout(
         &self,
         batch: &Batch,
         segments: usize,
         obs: &mut dyn Observer,
         mut each: impl FnMut(usize, &Carry, &HostSegment) -> Result<bool>,
-    ) -> Result<Carry> {
+    ) -> Result<(Carry, Option<HostSegment>)> {
         let mut carry = self.model.initial_carry(batch)?;
+        let mut last = None;
         for k in 1..=segments {
             let (mut c, out) = self.act_step(&carry, batch, obs)?;
             let seg = HostSegment {
@@ -257,11 +259,13 @@ impl<'m> Engine<'m> {
             };
             c.halted = vec![false; batch.batch_size];
             carry = c;
-            if !each(k, &carry, &seg)? {
+            let go = each(k, &carry, &seg)?;
+            last = Some(seg);
+            if !go {
                 break;
             }
         }
-        Ok(carry)
+        Ok((carry, last))
     }
 }
 
@@ -291,12 +295,8 @@ mod tests {
 
     /// Logits and q_halt of the last segment of a rollout of `halt_max_steps` segments.
     fn last_segment(e: &Engine, b: &Batch) -> (Vec<f32>, Vec<f32>) {
-        let mut last = None;
-        e.rollout(b, e.model().cfg.halt_max_steps, &mut (), |_, _, s| {
-            last = Some(s.clone());
-            Ok(true)
-        })
-        .unwrap();
+        let segments = e.model().cfg.halt_max_steps;
+        let (_, last) = e.rollout(b, segments, &mut (), |_, _, _| Ok(true)).unwrap();
         let s = last.unwrap();
         (s.logits, s.q_halt)
     }
@@ -398,7 +398,7 @@ mod tests {
         let b = batch(&m, 12);
         let e = Engine::plain(&m);
         let mut seen = Vec::new();
-        let c = e
+        let (c, _) = e
             .rollout(&b, 5, &mut (), |k, c, s| {
                 assert_eq!(s.q_halt.len(), b.batch_size);
                 assert!(c.halted.iter().all(|&h| !h));
@@ -408,7 +408,7 @@ mod tests {
             .unwrap();
         assert_eq!(seen, [1, 2, 3, 4, 5]);
         assert!(c.steps.iter().all(|&s| s == 5));
-        let c = e.rollout(&b, 5, &mut (), |k, _, _| Ok(k < 2)).unwrap();
+        let (c, _) = e.rollout(&b, 5, &mut (), |k, _, _| Ok(k < 2)).unwrap();
         assert!(c.steps.iter().all(|&s| s == 2));
     }
 }

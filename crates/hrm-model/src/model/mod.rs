@@ -331,7 +331,7 @@ impl Hrm {
         grad: bool,
         obs: &mut dyn Observer,
     ) -> Result<Segment> {
-        let (z_h, z_l) = self.segment_cycles(z_h, z_l, &x.detach(), obs)?;
+        let (z_h, z_l) = self.segment_cycles(z_h, z_l, x, obs)?;
         self.segment_last(z_h, z_l, x, grad, obs)
     }
 

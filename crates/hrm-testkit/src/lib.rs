@@ -1,5 +1,8 @@
 //! Test support shared by the workspace's test suites (a dev-dependency of every crate): where
-//! the shared data and fixtures folder is, and what a missing one means; folder listings.
+//! the shared data and fixtures folder is, and what a missing one means; folder listings; headless
+//! Chromium for the HTML pages ([`browser`]).
+
+pub mod browser;
 
 use std::path::{Path, PathBuf};
 

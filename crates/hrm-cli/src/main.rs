@@ -116,7 +116,58 @@ fn main() {
     };
     if let Err(e) = result {
         // One clear line (plus the cause chain) instead of a panic or a debug dump.
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
+    }
+}
+
+/// An error and its causes on one line, `outer: cause: ...`, each cause written once: an error
+/// whose message already quotes its source (`cannot read X: No such file ...`) is not followed by
+/// that source again.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+    use anyhow::Context;
+
+    #[test]
+    fn causes_are_written_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone (os error 2)");
+        // a message that quotes its source, then a context above it
+        #[derive(Debug)]
+        struct Read {
+            source: std::io::Error,
+        }
+        impl std::fmt::Display for Read {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "cannot read f.toml: {}", self.source)
+            }
+        }
+        impl std::error::Error for Read {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.source)
+            }
+        }
+        let e = anyhow::Error::new(Read { source: io }).context("loading the run");
+        assert_eq!(
+            one_line(&e),
+            "loading the run: cannot read f.toml: gone (os error 2)"
+        );
+        let plain: anyhow::Result<()> = Err(anyhow::anyhow!("disk full")).context("writing x");
+        assert_eq!(one_line(&plain.unwrap_err()), "writing x: disk full");
     }
 }

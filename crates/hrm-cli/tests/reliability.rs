@@ -239,3 +239,23 @@ fn eval_batch_size_zero_names_the_flag() {
     assert!(err.contains("--batch-size must be at least 1"), "{err}");
     assert!(!err.contains("global_batch_size"), "{err}");
 }
+
+#[test]
+fn an_io_error_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let line = common::one_line_error(&["train", p(&missing)], "missing.toml");
+    assert_eq!(
+        line,
+        format!(
+            "error: cannot read config file {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+    let ckpt = dir.path().join("missing.safetensors");
+    let line = common::one_line_error(
+        &["eval", "--checkpoint", p(&ckpt), "--data", p(dir.path())],
+        "missing.safetensors",
+    );
+    assert_eq!(line.matches("(os error 2)").count(), 1, "{line}");
+}

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use common::{
-    configs, generated_dataset, hrm, json, ok, one_line_error, send_signal, spawn_piped,
-    stopped_step, tiny_sudoku_dataset,
+    configs, final_tensors, generated_dataset, hrm, json, metrics, ok, one_line_error, send_signal,
+    spawn_piped, stopped_step, tiny_sudoku_dataset,
 };
 use hrm_model::checkpoint::read_safetensors;
 
@@ -34,45 +34,6 @@ fn tiny_args<'a>(data: &'a str, run_dir: &'a str, extra: &[&'a str]) -> Vec<Stri
     ];
     v.extend(extra.iter().map(|s| s.to_string()));
     v
-}
-
-/// metrics.jsonl as (step -> all values but `time`), checked to be one line per step and key set.
-fn metrics(run_dir: &Path) -> Vec<(u64, Vec<(String, String)>)> {
-    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
-    text.lines()
-        .map(|l| {
-            let v = json(l);
-            let step = v["step"].as_u64().unwrap();
-            let mut kv: Vec<(String, String)> = v
-                .as_object()
-                .unwrap()
-                .iter()
-                .filter(|(k, _)| *k != "time")
-                .map(|(k, x)| (k.clone(), x.to_string()))
-                .collect();
-            kv.sort();
-            (step, kv)
-        })
-        .collect()
-}
-
-fn final_tensors(run_dir: &Path) -> (String, HashMap<String, Vec<u8>>) {
-    let ckpt = hrm_train::rundir::RunDir::open(run_dir)
-        .unwrap()
-        .latest_checkpoint()
-        .unwrap()
-        .expect("a checkpoint");
-    let (step, path) = (ckpt.step, ckpt.path);
-    let f = read_safetensors(&path, &Device::Cpu).unwrap();
-    let bytes = f
-        .tensors
-        .into_iter()
-        .map(|(k, t)| {
-            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            (k, v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        })
-        .collect();
-    (format!("step_{step}"), bytes)
 }
 
 #[test]

@@ -1,7 +1,31 @@
-//! The workspace's one atomic file write (checkpoints, run-folder records, metrics).
+//! The workspace's one atomic file write (checkpoints, run-folder records, metrics), and the
+//! crash points the kill-anywhere test stops a process at.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// The environment variable that arms the crash points: `HRM_CRASH_POINT=N`.
+pub const CRASH_POINT_VAR: &str = "HRM_CRASH_POINT";
+
+/// A place where the files on disk have just changed (an atomic write's temporary file is
+/// complete, its rename is done, a prune removed a file, a metrics record was appended). With
+/// `HRM_CRASH_POINT=N` set, the process aborts at the N-th crash point it passes, with no
+/// destructors and no clean-up, as after `kill -9`; it first names the point (`site`) on stderr.
+/// The kill-anywhere test walks N over every point of a run and checks that `--resume` always
+/// ends where the uninterrupted run does. Unset (as in normal use), a crash point costs one
+/// atomic increment.
+pub fn crash_point(site: &str) {
+    static ARMED: OnceLock<Option<u64>> = OnceLock::new();
+    static PASSED: AtomicU64 = AtomicU64::new(0);
+    let armed = ARMED.get_or_init(|| std::env::var(CRASH_POINT_VAR).ok()?.parse().ok());
+    let n = PASSED.fetch_add(1, Ordering::Relaxed) + 1;
+    if *armed == Some(n) {
+        eprintln!("{CRASH_POINT_VAR}={n}: aborting after {site}");
+        std::process::abort();
+    }
+}
 
 /// What marks a temporary name: `<anything>.tmp-<pid>` (a [`write_atomic`] temp file, an
 /// older `<name>.tmp-<pid>`, a dataset staging folder).
@@ -70,12 +94,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
+        crash_point(&format!("writing {}", tmp.display()));
         std::fs::rename(&tmp, path)?;
         // Directory fsync makes the rename durable on Linux; other systems may refuse to open a
         // folder for syncing, which is not an error worth failing a write for.
         if let Ok(d) = std::fs::File::open(parent_dir(path)) {
             let _ = d.sync_all();
         }
+        crash_point(&format!("renaming to {}", path.display()));
         Ok(())
     })();
     if result.is_err() {

@@ -129,6 +129,15 @@ pub fn parse_checkpoint_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// The step `N` of a checkpoint file or of one of its companions: `step_<N>.<anything>`.
+fn companion_step(name: &str) -> Option<u64> {
+    let (digits, _) = name.strip_prefix("step_")?.split_once('.')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// File name of the outputs the evaluation at `step` saves (`eval_save_outputs`; the
 /// reference's `step_<N>_all_preds.<rank>`). It is neither a checkpoint
 /// ([`parse_checkpoint_file_name`] rejects it) nor a companion of the checkpoint at `step`
@@ -369,23 +378,25 @@ impl RunDir {
         }
     }
 
-    /// Remove what a run killed before its first checkpoint left (`config.toml`, `run.json`,
-    /// `metrics.jsonl`, event files, saved evaluation outputs), so that it starts again from
-    /// step 0 as if new. A folder holding a checkpoint is [`RunDirError::AlreadyARun`] (nothing
-    /// removed). Returns the removed paths.
+    /// Remove what a run killed before its first checkpoint left (`run.json`, `metrics.jsonl`,
+    /// event files, saved evaluation outputs), so that it starts again from step 0 as if new.
+    /// `config.toml` stays: the caller replaces it atomically next, and until then it keeps the
+    /// folder resumable (a kill right here must not leave a folder that is no run at all). A
+    /// folder holding a checkpoint is [`RunDirError::AlreadyARun`] (nothing removed). Returns
+    /// the removed paths.
     pub fn clear_unstarted(&self) -> Result<Vec<PathBuf>> {
         self.refuse_existing_run()?;
         let mut removed = Vec::new();
         for entry in std::fs::read_dir(&self.path).map_err(io_err(&self.path))? {
             let entry = entry.map_err(io_err(&self.path))?;
             let name = entry.file_name().to_string_lossy().to_string();
-            let partial = [CONFIG_FILE, RUN_INFO_FILE, crate::sinks::METRICS_FILE]
-                .contains(&name.as_str())
+            let partial = [RUN_INFO_FILE, crate::sinks::METRICS_FILE].contains(&name.as_str())
                 || name.starts_with("events.out.tfevents.")
                 || parse_eval_outputs_file_name(&name).is_some();
             if partial && entry.path().is_file() {
                 let p = entry.path();
                 std::fs::remove_file(&p).map_err(io_err(&p))?;
+                hrm_data::fsio::crash_point(&format!("pruning {}", p.display()));
                 removed.push(p);
             }
         }
@@ -422,6 +433,7 @@ impl RunDir {
             if stale && entry.path().is_file() {
                 let p = entry.path();
                 std::fs::remove_file(&p).map_err(io_err(&p))?;
+                hrm_data::fsio::crash_point(&format!("pruning {}", p.display()));
                 removed.push(p);
             }
         }
@@ -533,27 +545,38 @@ impl RunDir {
     }
 
     /// Keep the newest `keep` checkpoints and delete the older ones together with their
-    /// companion files `step_<N>.*` (e.g. optimizer state). Returns the deleted paths.
-    /// `keep = 0` is treated as 1: the newest checkpoint is never deleted.
+    /// companion files `step_<N>.*` (e.g. optimizer state), and the companions an interrupted
+    /// prune or save left without their checkpoint below the newest one. Returns the deleted paths.
+    /// `keep = 0` is treated as 1: the newest checkpoint is never deleted. A checkpoint's model
+    /// file goes first, so a kill mid-prune leaves at most companions without a checkpoint (which
+    /// count for nothing and go at the next prune), never a checkpoint without its state.
     pub fn prune_checkpoints(&self, keep: usize) -> Result<Vec<PathBuf>> {
         let all = self.list_checkpoints()?;
-        let keep = keep.max(1);
-        if all.len() <= keep {
+        let Some(newest) = all.last().map(|c| c.step) else {
             return Ok(Vec::new());
-        }
-        let doomed: Vec<u64> = all[..all.len() - keep].iter().map(|c| c.step).collect();
-        let mut removed = Vec::new();
+        };
+        let kept: Vec<u64> = all.iter().rev().take(keep.max(1)).map(|c| c.step).collect();
+        // (step, is not the model file, path) of every file to delete
+        let mut doomed = Vec::new();
         for entry in std::fs::read_dir(&self.path).map_err(io_err(&self.path))? {
             let entry = entry.map_err(io_err(&self.path))?;
             let name = entry.file_name().to_string_lossy().to_string();
-            let belongs = doomed
-                .iter()
-                .any(|s| name.starts_with(&format!("step_{s}.")));
-            if belongs {
-                let p = entry.path();
-                std::fs::remove_file(&p).map_err(io_err(&p))?;
-                removed.push(p);
+            // (a temporary file is another writer's business: see remove_stale_temp_files)
+            let Some(step) = companion_step(&name).filter(|_| temp_name_pid(&name).is_none())
+            else {
+                continue;
+            };
+            if step < newest && !kept.contains(&step) && entry.path().is_file() {
+                let model = parse_checkpoint_file_name(&name).is_some();
+                doomed.push((step, !model, entry.path()));
             }
+        }
+        doomed.sort();
+        let mut removed = Vec::new();
+        for (_, _, p) in doomed {
+            std::fs::remove_file(&p).map_err(io_err(&p))?;
+            hrm_data::fsio::crash_point(&format!("pruning {}", p.display()));
+            removed.push(p);
         }
         removed.sort();
         Ok(removed)
@@ -722,6 +745,17 @@ mod tests {
         assert!(run.eval_outputs_path(2604).exists());
         assert!(run.prune_checkpoints(0).unwrap().len() == 2);
         assert_eq!(run.latest_checkpoint().unwrap().unwrap().step, 10416);
+        // what a kill mid-prune or mid-save leaves below the newest checkpoint goes at the next
+        // prune; a state newer than it (a save killed before its model file) is left alone
+        for name in [
+            "step_7812.state.safetensors",
+            "step_20000.state.safetensors",
+        ] {
+            write_atomic(&run.path().join(name), b"s").unwrap();
+        }
+        let removed = run.prune_checkpoints(1).unwrap();
+        assert_eq!(removed, [run.path().join("step_7812.state.safetensors")]);
+        assert!(run.path().join("step_20000.state.safetensors").exists());
     }
 
     fn tiny_config() -> TrainConfig {
@@ -798,12 +832,14 @@ mod tests {
         let restarted =
             RunDir::create_under(root.path(), Some(run.path()), &mut cfg.clone()).unwrap();
         assert!(restarted.is_locked());
-        assert_eq!(restarted.clear_unstarted().unwrap().len(), 4);
-        let left: Vec<String> = std::fs::read_dir(run.path())
+        assert_eq!(restarted.clear_unstarted().unwrap().len(), 3);
+        let mut left: Vec<String> = std::fs::read_dir(run.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
             .collect();
-        assert_eq!(left, [LOCK_FILE], "partial files cleared");
+        left.sort();
+        // the config stays until the restart replaces it (atomically)
+        assert_eq!(left, [LOCK_FILE, CONFIG_FILE], "partial files cleared");
         drop(restarted);
         // An explicit folder that already holds a checkpoint is refused.
         let ckpt_only = root.path().join("ckpt-only");

@@ -282,7 +282,9 @@ impl MetricsLog {
             .map_err(|source| SinkError::Io {
                 path: self.path.clone(),
                 source,
-            })
+            })?;
+        hrm_data::fsio::crash_point("a metrics record");
+        Ok(())
     }
 }
 

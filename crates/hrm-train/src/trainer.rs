@@ -479,6 +479,10 @@ pub fn resume_dist(
         }
         return start(cfg, opts, dist, Some(dir));
     };
+    if let (true, Some(keep)) = (dist.is_main(), cfg.checkpoint_keep) {
+        // a run killed between a checkpoint and its prune: finish that prune
+        dir.prune_checkpoints(keep)?;
+    }
     apply_threads(&cfg);
     honour_stop(opts)?;
     let device = rank_device(&dist, &cfg)?;

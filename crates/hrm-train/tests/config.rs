@@ -509,6 +509,21 @@ fn invariants_name_the_key() {
             "`arch.hidden_size` = 100 is not divisible by num_heads = 8",
         ],
     );
+    // the file that set num_heads is named, not the base that set hidden_size
+    let f = write(
+        dir.path(),
+        "three_heads.toml",
+        &format!(
+            "base = \"{}\"\n[arch]\nnum_heads = 3\n",
+            preset("tiny.toml").display()
+        ),
+    );
+    let err = error_of(&f, &[]);
+    assert_has(
+        &err,
+        &["three_heads.toml", "not divisible by num_heads = 3"],
+    );
+    assert!(!err.contains("tiny.toml"), "{err}");
 
     assert_tiny_error(
         &["arch.H_layers=0"],

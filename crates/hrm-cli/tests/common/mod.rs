@@ -204,3 +204,43 @@ pub fn stopped_step(stdout: &str) -> u64 {
         })
         .unwrap()
 }
+
+/// metrics.jsonl as (step -> all values but `time`), checked to be one line per step and key set.
+pub fn metrics(run_dir: &Path) -> Vec<(u64, Vec<(String, String)>)> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| {
+            let v = json(l);
+            let step = v["step"].as_u64().unwrap();
+            let mut kv: Vec<(String, String)> = v
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| *k != "time")
+                .map(|(k, x)| (k.clone(), x.to_string()))
+                .collect();
+            kv.sort();
+            (step, kv)
+        })
+        .collect()
+}
+
+/// The newest checkpoint of a run folder: `step_N` and every tensor's f32 bytes.
+pub fn final_tensors(run_dir: &Path) -> (String, std::collections::HashMap<String, Vec<u8>>) {
+    let ckpt = hrm_train::rundir::RunDir::open(run_dir)
+        .unwrap()
+        .latest_checkpoint()
+        .unwrap()
+        .expect("a checkpoint");
+    let (step, path) = (ckpt.step, ckpt.path);
+    let f = hrm_model::checkpoint::read_safetensors(&path, &candle_core::Device::Cpu).unwrap();
+    let bytes = f
+        .tensors
+        .into_iter()
+        .map(|(k, t)| {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (k, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        })
+        .collect();
+    (format!("step_{step}"), bytes)
+}

@@ -128,8 +128,21 @@ fn suggestion_text(s: &Option<String>) -> String {
 
 /// Provenance of every key (where its value came from), kept for error messages after loading.
 /// It is not part of the configuration's value: two configs compare equal whatever their origin.
+/// The second field lists the files in merge order (a base before the file that names it, so the
+/// file given on the command line comes last).
 #[derive(Debug, Clone, Default)]
-pub(super) struct Provenance(pub(super) BTreeMap<String, Origin>);
+pub(super) struct Provenance(pub(super) BTreeMap<String, Origin>, pub(super) Vec<PathBuf>);
+
+impl Provenance {
+    /// How close `origin` is to what the user wrote last: an override above every file, and a
+    /// file above its bases.
+    pub(super) fn rank(&self, origin: &Origin) -> usize {
+        match origin {
+            Origin::Override(_) => usize::MAX,
+            Origin::File(p) => self.1.iter().position(|f| f == p).unwrap_or(0),
+        }
+    }
+}
 
 impl PartialEq for Provenance {
     fn eq(&self, _: &Self) -> bool {

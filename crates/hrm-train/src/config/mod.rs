@@ -181,18 +181,18 @@ impl TrainConfig {
     }
 
     /// An invalid-value error for `key` whose problem also involves the `related` keys: it names
-    /// the origin of `key`, unless `key` came from a file and a related key from an override
-    /// (then the override is what the user just changed, so name it).
+    /// the origin closest to what the user wrote last among them (an override, else the file
+    /// nearest the one given on the command line, where its bases set the other keys), so a
+    /// `num_heads` set in a preset over a base's `hidden_size` names the preset.
     fn invalid_with(&self, key: &str, related: &[&str], problem: impl Into<String>) -> ConfigError {
         let own = self.origin(key);
-        let origin = match own {
-            Origin::Override(_) => own,
-            Origin::File(_) => related
-                .iter()
-                .map(|k| self.origin(k))
-                .find(|o| matches!(o, Origin::Override(_)))
-                .unwrap_or(own),
-        };
+        let origin = related.iter().map(|k| self.origin(k)).fold(own, |best, o| {
+            if self.provenance.rank(&o) > self.provenance.rank(&best) {
+                o
+            } else {
+                best
+            }
+        });
         ConfigError::Invalid {
             origin,
             key: key.into(),

@@ -85,6 +85,7 @@ pub(super) fn load_file_chain(
     };
     // Record this file as the origin of every key it sets (after its bases: it overrides them).
     record(prov, "", &own, &origin);
+    prov.1.push(path.to_path_buf());
     prov.0.remove("base");
     chain.pop();
     Ok(merged)

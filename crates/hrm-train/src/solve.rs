@@ -1,5 +1,6 @@
-//! Solving one puzzle with a trained model (`hrm solve`): encode it, run the ACT loop, decode
-//! and verify the answer; an ARC task runs all its variants in the dataset and votes.
+//! Solving one puzzle with a trained model (`hrm solve`, `hrm serve`): encode it, run the ACT
+//! loop with its trace, decode and verify the answer; an ARC task runs all its variants in the
+//! dataset and votes.
 
 use std::path::{Path, PathBuf};
 
@@ -15,8 +16,11 @@ use hrm_model::loss::argmax;
 use hrm_model::loss::IGNORE_LABEL_ID;
 use hrm_model::Engine;
 
-use crate::checkpoints::{load_for_inference, MAZE_MODEL, SUDOKU_MODEL};
+use serde::Serialize;
+
+use crate::checkpoints::{load_for_inference, InferenceModel, MAZE_MODEL, SUDOKU_MODEL};
 use crate::score::sudoku_answer_ok;
+use crate::trace::{trace_rollout, PuzzleTrace};
 
 /// One ACT segment's outputs for every row of a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,12 +73,23 @@ pub struct SolveOptions {
 }
 
 /// The kind of a grid puzzle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum GridKind {
     /// A 9x9 Sudoku.
     Sudoku,
     /// An N x N maze.
     Maze,
+}
+
+impl GridKind {
+    /// `sudoku` or `maze` (as the JSON of a report and `hrm serve`'s requests spell it).
+    pub fn name(self) -> &'static str {
+        match self {
+            GridKind::Sudoku => "sudoku",
+            GridKind::Maze => "maze",
+        }
+    }
 }
 
 /// A Sudoku or a maze, as the model's input tokens.
@@ -108,15 +123,46 @@ impl GridPuzzle {
     pub fn maze_file(file: &Path) -> Result<GridPuzzle> {
         let text =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        let grid = hrm_data::maze::MazeGrid::parse_rows(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        hrm_data::maze::validate_question(&grid)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        Ok(GridPuzzle {
+        GridPuzzle::maze(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+    }
+
+    /// A maze as text, in the layout of [`GridPuzzle::maze_file`].
+    pub fn maze(text: &str) -> Result<GridPuzzle> {
+        let grid = hrm_data::maze::MazeGrid::parse_rows(text).map_err(anyhow::Error::msg)?;
+        hrm_data::maze::validate_question(&grid).map_err(anyhow::Error::msg)?;
+        Ok(GridPuzzle::from_maze_grid(&grid))
+    }
+
+    fn from_maze_grid(grid: &hrm_data::maze::MazeGrid) -> GridPuzzle {
+        GridPuzzle {
             kind: GridKind::Maze,
             tokens: grid.to_tokens().iter().map(|&t| t as i32).collect(),
             side: grid.side(),
-        })
+        }
+    }
+
+    /// A random `side` x `side` maze of the generator's distribution for that size (the one
+    /// `hrm data maze-generate --size SIDE` draws from), fixed by `seed`.
+    pub fn random_maze(side: usize, seed: u64) -> Result<GridPuzzle> {
+        let cfg = hrm_data::maze::MazeGenConfig::for_size(side, seed);
+        let (mazes, _) = hrm_data::maze::generate_mazes(&cfg, 1, |_, _| {})?;
+        let q = &mazes.first().context("the maze generator returned no maze")?.question;
+        Ok(GridPuzzle::from_maze_grid(q))
+    }
+
+    /// The puzzle's cells as rows of characters (`.` for a Sudoku blank).
+    pub fn input_rows(&self) -> Vec<String> {
+        self.decode(&self.tokens)
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|&c| match (self.kind, c) {
+                        (GridKind::Sudoku, '?') => '.',
+                        _ => c,
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// The file name of the shipped model for this kind (see
@@ -130,7 +176,7 @@ impl GridPuzzle {
 
     /// The answer's cells as characters: Sudoku digits `1`..`9`, maze `# SGo`; `?` for a token
     /// that is none of them.
-    fn decode(&self, pred: &[i32]) -> Vec<Vec<char>> {
+    pub fn decode(&self, pred: &[i32]) -> Vec<Vec<char>> {
         let cell = |t: i32| match self.kind {
             GridKind::Sudoku if (2..=10).contains(&t) => char::from(b'0' + (t - 1) as u8),
             GridKind::Sudoku => '?',
@@ -179,7 +225,7 @@ impl GridPuzzle {
 }
 
 /// The check of an answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verdict {
     /// Sudoku: a complete valid grid keeping every given; maze: a valid and optimal path.
     pub ok: bool,
@@ -202,12 +248,149 @@ pub struct GridSolution {
     pub q_halt: f32,
     /// Seconds of the rollout (not the loading).
     pub seconds: f64,
+    /// Every segment's answer, Q values and residuals.
+    pub trace: PuzzleTrace,
 }
 
 impl GridSolution {
     /// sigmoid(q_halt): the model's confidence that it is done.
     pub fn confidence(&self) -> f32 {
         1.0 / (1.0 + (-self.q_halt).exp())
+    }
+
+    /// The solve as one document (`hrm solve --trace`, the page of `--html` and `hrm serve`).
+    pub fn report(&self, puzzle: &GridPuzzle, checkpoint: &Path) -> GridReport {
+        let rows = |cells: &[Vec<char>]| cells.iter().map(|r| r.iter().collect()).collect();
+        GridReport {
+            kind: puzzle.kind,
+            side: puzzle.side,
+            checkpoint: checkpoint.display().to_string(),
+            input: puzzle.input_rows(),
+            answer: rows(&self.rows),
+            verdict: self.verdict.clone(),
+            segments: self.segments,
+            first_halt: self.first_halt,
+            q_halt: self.q_halt,
+            confidence: self.confidence(),
+            seconds: self.seconds,
+            segment_answers: self
+                .trace
+                .segments
+                .iter()
+                .map(|s| rows(&puzzle.decode(&s.answer)))
+                .collect(),
+            trace: self.trace.clone(),
+        }
+    }
+}
+
+/// A grid puzzle's solve, as `hrm solve --trace` writes it and the page shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GridReport {
+    /// `sudoku` or `maze`.
+    pub kind: GridKind,
+    /// Cells per row.
+    pub side: usize,
+    /// The model file.
+    pub checkpoint: String,
+    /// The puzzle's rows (`.` a Sudoku blank; maze `# SG`).
+    pub input: Vec<String>,
+    /// The final answer's rows.
+    pub answer: Vec<String>,
+    /// Whether the final answer solves the puzzle.
+    pub verdict: Verdict,
+    /// Segments run.
+    pub segments: usize,
+    /// The first segment (1-based) with q_halt > q_continue, if any.
+    pub first_halt: Option<usize>,
+    /// The final segment's q_halt logit.
+    pub q_halt: f32,
+    /// sigmoid(q_halt).
+    pub confidence: f32,
+    /// Seconds of the rollout.
+    pub seconds: f64,
+    /// Every segment's answer as rows (decoded `trace.segments[k].answer`).
+    pub segment_answers: Vec<Vec<String>>,
+    /// The rollout's trace: per segment the answer tokens, the changed cells, q_halt,
+    /// q_continue and the H / L residuals.
+    pub trace: PuzzleTrace,
+}
+
+/// A Sudoku or maze model loaded once for many solves (`hrm serve` shares one across requests:
+/// each solve builds its own [`Engine`] on it).
+#[derive(Debug)]
+pub struct GridModel {
+    /// The model file.
+    pub path: PathBuf,
+    /// The model and its kernels.
+    pub loaded: InferenceModel,
+}
+
+impl GridModel {
+    /// Load the model file `ckpt` on `device` for one puzzle at a time.
+    pub fn load(ckpt: &Path, device: &Device, bf16: bool) -> Result<GridModel> {
+        let loaded = load_for_inference(ckpt, device, bf16, |c| c.batch_size = 1)?;
+        Ok(GridModel {
+            path: ckpt.to_path_buf(),
+            loaded,
+        })
+    }
+
+    /// What the model solves, from its vocabulary (Sudoku 11 tokens, maze 6), and the side of
+    /// its grids; None for anything else (e.g. ARC).
+    pub fn kind(&self) -> Option<(GridKind, usize)> {
+        let c = &self.loaded.model.cfg;
+        let side = (1..=c.seq_len).find(|s| s * s >= c.seq_len)?;
+        if side * side != c.seq_len {
+            return None;
+        }
+        match c.vocab_size {
+            hrm_data::sudoku::VOCAB_SIZE if side == 9 => Some((GridKind::Sudoku, 9)),
+            hrm_data::maze::VOCAB_SIZE => Some((GridKind::Maze, side)),
+            _ => None,
+        }
+    }
+
+    /// The checkpoint's segments (`halt_max_steps`).
+    pub fn default_segments(&self) -> usize {
+        self.loaded.model.cfg.halt_max_steps
+    }
+
+    /// Solve `puzzle` for `segments` segments (default: the checkpoint's `halt_max_steps`).
+    pub fn solve(&self, puzzle: &GridPuzzle, segments: Option<usize>) -> Result<GridSolution> {
+        let engine = self.loaded.engine()?;
+        let cfg = &self.loaded.model.cfg;
+        let tokens = &puzzle.tokens;
+        if tokens.len() != cfg.seq_len {
+            bail!(
+                "the puzzle has {} cells but the model {} was trained on {}",
+                tokens.len(),
+                self.path.display(),
+                cfg.seq_len
+            );
+        }
+        let batch = question_batch(tokens.clone(), vec![0], tokens.len());
+        let segments = segments.unwrap_or(cfg.halt_max_steps);
+        let t0 = std::time::Instant::now();
+        let trace = trace_rollout(&engine, &batch, segments)?
+            .pop()
+            .context("the rollout traced no puzzle")?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let last = trace.segments.last().context("no segment ran")?;
+        let first_halt = trace
+            .segments
+            .iter()
+            .position(|s| s.q_halt > s.q_continue)
+            .map(|i| i + 1);
+        Ok(GridSolution {
+            rows: puzzle.decode(&last.answer),
+            verdict: puzzle.verify(&last.answer),
+            segments,
+            first_halt,
+            q_halt: last.q_halt,
+            seconds,
+            trace,
+        })
     }
 }
 
@@ -218,36 +401,7 @@ pub fn solve_grid(
     device: &Device,
     opts: SolveOptions,
 ) -> Result<GridSolution> {
-    let loaded = load_for_inference(ckpt, device, opts.bf16, |c| c.batch_size = 1)?;
-    let engine = loaded.engine()?;
-    let model = &loaded.model;
-    let tokens = &puzzle.tokens;
-    if tokens.len() != model.cfg.seq_len {
-        bail!(
-            "the puzzle has {} cells but the model {} was trained on {}",
-            tokens.len(),
-            ckpt.display(),
-            model.cfg.seq_len
-        );
-    }
-    let batch = question_batch(tokens.clone(), vec![0], tokens.len());
-    let segments = opts.halt_max_steps.unwrap_or(model.cfg.halt_max_steps);
-    let t0 = std::time::Instant::now();
-    let steps = rollout(&engine, &batch, segments)?;
-    let seconds = t0.elapsed().as_secs_f64();
-    let last = steps.last().context("no segment ran")?;
-    let first_halt = steps
-        .iter()
-        .position(|s| s.q_halt[0] > s.q_continue[0])
-        .map(|i| i + 1);
-    Ok(GridSolution {
-        rows: puzzle.decode(&last.predictions),
-        verdict: puzzle.verify(&last.predictions),
-        segments,
-        first_halt,
-        q_halt: last.q_halt[0],
-        seconds,
-    })
+    GridModel::load(ckpt, device, opts.bf16)?.solve(puzzle, opts.halt_max_steps)
 }
 
 /// An ARC task file and its variants (original and augmentations) in a dataset, each with its

@@ -1,0 +1,98 @@
+//! Shared checks of the solve page (`hrm solve --html`, `hrm serve`): `hrm solve`'s printed
+//! answer, and the grids and segment control of the page's rendered DOM.
+#![allow(dead_code)] // each test file uses some of them
+
+use std::path::{Path, PathBuf};
+
+/// The Sudoku of models/README.md (10 blanks).
+pub const SUDOKU: &str =
+    "13247569868.1.234549538672137125.96.954631.722.874915351.927486.2681453..49563217";
+
+/// The maze of `examples/maze-6x6.txt`.
+pub fn maze_file() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/maze-6x6.txt"))
+}
+
+/// The answer rows `hrm solve` printed (the first `side` lines, Sudoku digits without their
+/// separating spaces).
+pub fn printed_answer(stdout: &str, side: usize) -> Vec<String> {
+    let rows: Vec<String> = stdout
+        .lines()
+        .take(side)
+        .map(|l| {
+            if l.len() == 2 * side - 1 && l.as_bytes().iter().skip(1).step_by(2).all(|&b| b == b' ') {
+                l.chars().step_by(2).collect()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert_eq!(rows.len(), side, "{stdout}");
+    assert!(rows.iter().all(|r| r.chars().count() == side), "{stdout}");
+    rows
+}
+
+/// The value of attribute `attr` of the first element whose opening tag contains `anchor`
+/// (e.g. `id="answer-grid"`), in a serialised DOM.
+pub fn attr<'a>(dom: &'a str, anchor: &str, attr: &str) -> &'a str {
+    let at = dom
+        .find(anchor)
+        .unwrap_or_else(|| panic!("no element with {anchor} in the page:\n{dom}"));
+    let tag_end = at + dom[at..].find('>').unwrap();
+    let tag_start = dom[..at].rfind('<').unwrap();
+    let tag = &dom[tag_start..tag_end];
+    let key = format!("{attr}=\"");
+    let v = tag
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {attr} in <{tag}>"));
+    let rest = &tag[v + key.len()..];
+    &rest[..rest.find('"').unwrap()]
+}
+
+/// The rows of the grid inside the element `id` (its `data-rows`, `/`-separated).
+pub fn grid_rows(dom: &str, id: &str) -> Vec<String> {
+    let at = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in the page:\n{dom}"));
+    attr(&dom[at..], "class=\"grid ", "data-rows")
+        .split('/')
+        .map(str::to_string)
+        .collect()
+}
+
+/// Checks a rendered solve page: the puzzle, per-segment and final grids are there with
+/// `side x side` cells each, the slider and the strip cover `segments` segments, the segment
+/// table shows Q values, and the final grid is `answer`.
+pub fn check_solved_page(dom: &str, side: usize, segments: usize, answer: &[String]) {
+    assert!(dom.contains("data-state=\"solved\""), "the page did not solve:\n{dom}");
+    for id in ["input-grid", "segment-grid", "answer-grid"] {
+        let rows = grid_rows(dom, id);
+        assert_eq!(rows.len(), side, "#{id}: {rows:?}");
+        assert!(rows.iter().all(|r| r.chars().count() == side), "#{id}: {rows:?}");
+    }
+    assert_eq!(grid_rows(dom, "answer-grid"), answer);
+    assert_eq!(attr(dom, "id=\"segment-slider\"", "max"), segments.to_string());
+    let strip = &dom[dom.find("id=\"segment-strip\"").unwrap()..];
+    let strip = &strip[..strip.find("</div>").unwrap()];
+    assert_eq!(strip.matches("data-segment=").count(), segments, "{strip}");
+    let cells = dom.matches("class=\"cell").count();
+    assert!(cells >= 3 * side * side, "{cells} cells");
+    for label in ["q_halt", "q_continue", "H residuals", "halts here"] {
+        assert!(dom.contains(&format!("<td>{label}</td>")), "no {label} row");
+    }
+}
+
+/// A screenshot of `url` in a temporary folder, checked to be a PNG; with
+/// `HRM_UPDATE_SCREENSHOTS=1` it is also copied to docs/images/`name`.
+pub fn screenshot(chrome: &Path, url: &str, name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(name);
+    hrm_testkit::browser::screenshot(chrome, url, 20_000, &file, 1100, 820);
+    let png = std::fs::read(&file).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{} bytes", png.len());
+    if std::env::var("HRM_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
+        let docs = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/images"));
+        std::fs::create_dir_all(&docs).unwrap();
+        std::fs::copy(&file, docs.join(name)).unwrap();
+    }
+}

@@ -31,4 +31,5 @@ pub mod sinks;
 pub mod solve;
 pub mod state;
 pub mod tfevents;
+pub mod trace;
 pub mod trainer;

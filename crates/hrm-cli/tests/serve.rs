@@ -25,7 +25,15 @@ impl Server {
             models().join("maze-cpu.safetensors"),
         );
         let mut child = hrm()
-            .args(["serve", "--port", "0", "--checkpoint", p(&s), "--checkpoint", p(&m)])
+            .args([
+                "serve",
+                "--port",
+                "0",
+                "--checkpoint",
+                p(&s),
+                "--checkpoint",
+                p(&m),
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -65,7 +73,10 @@ impl Server {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string();
         (status, body)
     }
 
@@ -85,7 +96,11 @@ impl Server {
     }
 
     fn solve(&self, body: &serde_json::Value) -> (u16, serde_json::Value) {
-        let (status, text) = self.post("/api/solve", "application/json", body.to_string().as_bytes());
+        let (status, text) = self.post(
+            "/api/solve",
+            "application/json",
+            body.to_string().as_bytes(),
+        );
         (status, json(&text))
     }
 }
@@ -136,13 +151,21 @@ fn malformed_requests_get_a_4xx_naming_the_fault() {
         ),
         (
             "an unknown field",
-            s.post("/api/solve", "application/json", br#"{"task": "maze", "puzzle": "", "x": 1}"#),
+            s.post(
+                "/api/solve",
+                "application/json",
+                br#"{"task": "maze", "puzzle": "", "x": 1}"#,
+            ),
             422,
             "unknown field `x`",
         ),
         (
             "wrong grid size (Sudoku)",
-            s.post("/api/solve", "application/json", sudoku(&SUDOKU[..80]).to_string().as_bytes()),
+            s.post(
+                "/api/solve",
+                "application/json",
+                sudoku(&SUDOKU[..80]).to_string().as_bytes(),
+            ),
             400,
             "has 80 characters, expected 81",
         ),
@@ -151,7 +174,9 @@ fn malformed_requests_get_a_4xx_naming_the_fault() {
             s.post(
                 "/api/solve",
                 "application/json",
-                serde_json::json!({"task": "maze", "puzzle": "S  \n # \n  G"}).to_string().as_bytes(),
+                serde_json::json!({"task": "maze", "puzzle": "S  \n # \n  G"})
+                    .to_string()
+                    .as_bytes(),
             ),
             400,
             "the grid is 3x3, but the model",
@@ -161,7 +186,9 @@ fn malformed_requests_get_a_4xx_naming_the_fault() {
             s.post(
                 "/api/solve",
                 "application/json",
-                sudoku(&format!("12x{}", &SUDOKU[3..])).to_string().as_bytes(),
+                sudoku(&format!("12x{}", &SUDOKU[3..]))
+                    .to_string()
+                    .as_bytes(),
             ),
             400,
             "character 3 is 'x'",
@@ -171,7 +198,9 @@ fn malformed_requests_get_a_4xx_naming_the_fault() {
             s.post(
                 "/api/solve",
                 "application/json",
-                serde_json::json!({"task": "maze", "puzzle": "S?\nG "}).to_string().as_bytes(),
+                serde_json::json!({"task": "maze", "puzzle": "S?\nG "})
+                    .to_string()
+                    .as_bytes(),
             ),
             400,
             "maze puzzle: character '?'",
@@ -203,7 +232,12 @@ fn malformed_requests_get_a_4xx_naming_the_fault() {
             "over the 65536-byte limit",
         ),
         ("unknown route", s.get("/nope"), 404, "no route GET /nope"),
-        ("wrong method", s.get("/api/solve"), 405, "GET is not allowed on /api/solve"),
+        (
+            "wrong method",
+            s.get("/api/solve"),
+            405,
+            "GET is not allowed on /api/solve",
+        ),
         (
             "bad query",
             s.get("/api/maze/random?seed=abc"),
@@ -214,7 +248,9 @@ fn malformed_requests_get_a_4xx_naming_the_fault() {
     for (what, (status, body), want, needle) in cases {
         assert_eq!(status, want, "{what}: {body}");
         let v = json(&body);
-        let msg = v["error"].as_str().unwrap_or_else(|| panic!("{what}: {body}"));
+        let msg = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: {body}"));
         assert!(msg.contains(needle), "{what}: {msg}");
         assert!(!msg.contains('\n'), "{what}: one line: {msg}");
     }
@@ -264,7 +300,11 @@ fn parallel_solves_get_hrm_solves_answers() {
     assert_eq!(json(&s.get("/api/maze/random?seed=5").1), a);
     let text = a["maze"].as_str().unwrap();
     assert_eq!(text.lines().count(), 6, "{text}");
-    assert_eq!(text.matches('S').count() + text.matches('G').count(), 2, "{text}");
+    assert_eq!(
+        text.matches('S').count() + text.matches('G').count(),
+        2,
+        "{text}"
+    );
 }
 
 #[test]
@@ -277,11 +317,18 @@ fn the_page_solves_in_headless_chromium() {
     assert_eq!(status, 200);
     assert!(html.contains("id=\"sudoku-editor\"") && !html.contains("src=\"http"));
     let want = solve_rows(&["solve", "--halt-max-steps", "3", "sudoku", SUDOKU], 9);
-    let url = s.url(&format!("/?task=sudoku&puzzle={SUDOKU}&segments=3&autosolve=1"));
+    let url = s.url(&format!(
+        "/?task=sudoku&puzzle={SUDOKU}&segments=3&autosolve=1"
+    ));
     let dom = hrm_testkit::browser::dump_dom(&chrome, &url, 20_000);
     // the editable board: 81 inputs holding the puzzle's givens
     let editor = &dom[dom.find("id=\"sudoku-editor\"").unwrap()..];
-    assert_eq!(editor[..editor.find("</div>").unwrap()].matches("<input").count(), 81);
+    assert_eq!(
+        editor[..editor.find("</div>").unwrap()]
+            .matches("<input")
+            .count(),
+        81
+    );
     check_solved_page(&dom, 9, 3, &want);
     screenshot(&chrome, &url, "serve-sudoku.png");
     // a maze from the text box, as a file would fill it

@@ -20,7 +20,15 @@ fn solve_with_files(
 ) -> (Vec<String>, serde_json::Value, std::path::PathBuf) {
     let (t, h) = (dir.join("t.json"), dir.join("p.html"));
     let seg = segments.to_string();
-    let mut args = vec!["solve", "--halt-max-steps", &seg, "--trace", p(&t), "--html", p(&h)];
+    let mut args = vec![
+        "solve",
+        "--halt-max-steps",
+        &seg,
+        "--trace",
+        p(&t),
+        "--html",
+        p(&h),
+    ];
     args.extend_from_slice(puzzle);
     let out = ok(&args);
     assert!(out.contains(&format!("trace: {}", t.display())), "{out}");
@@ -37,7 +45,10 @@ fn check_trace(v: &serde_json::Value, segments: usize, cells: usize, answer: &[S
     assert_eq!(v["segments"], segments);
     for (k, s) in segs.iter().enumerate() {
         assert_eq!(s["answer"].as_array().unwrap().len(), cells, "segment {k}");
-        assert!(s["q_halt"].is_f64() && s["q_continue"].is_f64(), "segment {k}: {s}");
+        assert!(
+            s["q_halt"].is_f64() && s["q_continue"].is_f64(),
+            "segment {k}: {s}"
+        );
         let (h, l) = (
             s["residual_h"].as_array().unwrap(),
             s["residual_l"].as_array().unwrap(),
@@ -47,7 +58,11 @@ fn check_trace(v: &serde_json::Value, segments: usize, cells: usize, answer: &[S
         assert!(h.iter().chain(l).all(|r| r.as_f64().unwrap() >= 0.0), "{s}");
         let hc = s["h_cycle_answers"].as_array().unwrap();
         assert_eq!(hc.last().unwrap(), &s["answer"], "segment {k}");
-        assert!(s["changed"].as_array().unwrap().iter().all(|c| c.as_u64().unwrap() < cells as u64));
+        assert!(s["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c.as_u64().unwrap() < cells as u64));
     }
     let rows: Vec<&str> = v["segment_answers"][segments - 1]
         .as_array()
@@ -57,6 +72,9 @@ fn check_trace(v: &serde_json::Value, segments: usize, cells: usize, answer: &[S
         .collect();
     assert_eq!(rows, answer);
     assert_eq!(v["answer"], serde_json::json!(answer));
+    let verdicts = v["segment_verdicts"].as_array().unwrap();
+    assert_eq!(verdicts.len(), segments);
+    assert_eq!(verdicts[segments - 1], v["verdict"]);
     // segment 1's changes are the cells that differ from the puzzle: a Sudoku's blanks
     if v["kind"] == "sudoku" {
         let first = segs[0]["changed"].as_array().unwrap();
@@ -72,7 +90,10 @@ fn sudoku_trace_and_page() {
     check_trace(&trace, 3, 81, &answer);
     assert_eq!(trace["kind"], "sudoku");
     let html = std::fs::read_to_string(&page).unwrap();
-    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "no network");
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "no network"
+    );
     let Some(chrome) = hrm_testkit::browser::chromium() else {
         return;
     };

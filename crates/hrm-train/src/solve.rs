@@ -146,7 +146,10 @@ impl GridPuzzle {
     pub fn random_maze(side: usize, seed: u64) -> Result<GridPuzzle> {
         let cfg = hrm_data::maze::MazeGenConfig::for_size(side, seed);
         let (mazes, _) = hrm_data::maze::generate_mazes(&cfg, 1, |_, _| {})?;
-        let q = &mazes.first().context("the maze generator returned no maze")?.question;
+        let q = &mazes
+            .first()
+            .context("the maze generator returned no maze")?
+            .question;
         Ok(GridPuzzle::from_maze_grid(q))
     }
 
@@ -196,9 +199,27 @@ impl GridPuzzle {
         match self.kind {
             GridKind::Sudoku => {
                 let ok = sudoku_answer_ok(&self.tokens, pred);
+                let digit = |t: i32| (2..=10).contains(&t);
+                let at = |i: usize| format!("cell ({}, {})", i / 9, i % 9);
+                let detail = if ok {
+                    "valid Sudoku, agrees with every given".to_string()
+                } else if let Some(i) = pred.iter().position(|&t| !digit(t)) {
+                    format!("{} is not a digit", at(i))
+                } else if let Some(i) =
+                    (0..pred.len()).find(|&i| digit(self.tokens[i]) && pred[i] != self.tokens[i])
+                {
+                    format!(
+                        "{} changed from the given {} to {}",
+                        at(i),
+                        self.tokens[i] - 1,
+                        pred[i] - 1
+                    )
+                } else {
+                    "a row, column or box repeats a digit".to_string()
+                };
                 Verdict {
                     ok,
-                    detail: ok.then(|| "valid Sudoku, agrees with every given".to_string()),
+                    detail: Some(detail),
                 }
             }
             GridKind::Maze => {
@@ -279,6 +300,12 @@ impl GridSolution {
                 .iter()
                 .map(|s| rows(&puzzle.decode(&s.answer)))
                 .collect(),
+            segment_verdicts: self
+                .trace
+                .segments
+                .iter()
+                .map(|s| puzzle.verify(&s.answer))
+                .collect(),
             trace: self.trace.clone(),
         }
     }
@@ -311,6 +338,8 @@ pub struct GridReport {
     pub seconds: f64,
     /// Every segment's answer as rows (decoded `trace.segments[k].answer`).
     pub segment_answers: Vec<Vec<String>>,
+    /// Whether each segment's answer solves the puzzle.
+    pub segment_verdicts: Vec<Verdict>,
     /// The rollout's trace: per segment the answer tokens, the changed cells, q_halt,
     /// q_continue and the H / L residuals.
     pub trace: PuzzleTrace,
@@ -581,12 +610,22 @@ mod tests {
         let mut blank = answer.clone();
         blank[0] = 1;
         assert_eq!(p.decode(&blank)[0][0], '?');
+        let not = |detail: &str| Verdict {
+            ok: false,
+            detail: Some(detail.to_string()),
+        };
+        assert_eq!(p.verify(&blank), not("cell (0, 0) is not a digit"));
+        let mut given = answer.clone();
+        given[1] = 2; // the given 3 made a 1
         assert_eq!(
-            p.verify(&blank),
-            Verdict {
-                ok: false,
-                detail: None
-            }
+            p.verify(&given),
+            not("cell (0, 1) changed from the given 3 to 1")
+        );
+        let mut repeat = answer.clone();
+        repeat[0] = 2; // the blank made a 1: row 0 has two
+        assert_eq!(
+            p.verify(&repeat),
+            not("a row, column or box repeats a digit")
         );
         let e = GridPuzzle::sudoku("12").unwrap_err().to_string();
         assert!(e.starts_with("sudoku puzzle: "), "{e}");

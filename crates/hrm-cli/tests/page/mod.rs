@@ -10,7 +10,10 @@ pub const SUDOKU: &str =
 
 /// The maze of `examples/maze-6x6.txt`.
 pub fn maze_file() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/maze-6x6.txt"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/maze-6x6.txt"
+    ))
 }
 
 /// The answer rows `hrm solve` printed (the first `side` lines, Sudoku digits without their
@@ -20,7 +23,8 @@ pub fn printed_answer(stdout: &str, side: usize) -> Vec<String> {
         .lines()
         .take(side)
         .map(|l| {
-            if l.len() == 2 * side - 1 && l.as_bytes().iter().skip(1).step_by(2).all(|&b| b == b' ') {
+            if l.len() == 2 * side - 1 && l.as_bytes().iter().skip(1).step_by(2).all(|&b| b == b' ')
+            {
                 l.chars().step_by(2).collect()
             } else {
                 l.to_string()
@@ -64,20 +68,35 @@ pub fn grid_rows(dom: &str, id: &str) -> Vec<String> {
 /// `side x side` cells each, the slider and the strip cover `segments` segments, the segment
 /// table shows Q values, and the final grid is `answer`.
 pub fn check_solved_page(dom: &str, side: usize, segments: usize, answer: &[String]) {
-    assert!(dom.contains("data-state=\"solved\""), "the page did not solve:\n{dom}");
+    assert!(
+        dom.contains("data-state=\"solved\""),
+        "the page did not solve:\n{dom}"
+    );
     for id in ["input-grid", "segment-grid", "answer-grid"] {
         let rows = grid_rows(dom, id);
         assert_eq!(rows.len(), side, "#{id}: {rows:?}");
-        assert!(rows.iter().all(|r| r.chars().count() == side), "#{id}: {rows:?}");
+        assert!(
+            rows.iter().all(|r| r.chars().count() == side),
+            "#{id}: {rows:?}"
+        );
     }
     assert_eq!(grid_rows(dom, "answer-grid"), answer);
-    assert_eq!(attr(dom, "id=\"segment-slider\"", "max"), segments.to_string());
+    assert_eq!(
+        attr(dom, "id=\"segment-slider\"", "max"),
+        segments.to_string()
+    );
     let strip = &dom[dom.find("id=\"segment-strip\"").unwrap()..];
     let strip = &strip[..strip.find("</div>").unwrap()];
     assert_eq!(strip.matches("data-segment=").count(), segments, "{strip}");
     let cells = dom.matches("class=\"cell").count();
     assert!(cells >= 3 * side * side, "{cells} cells");
-    for label in ["q_halt", "q_continue", "H residuals", "halts here"] {
+    for label in [
+        "this answer",
+        "q_halt",
+        "q_continue",
+        "H residuals",
+        "halts here",
+    ] {
         assert!(dom.contains(&format!("<td>{label}</td>")), "no {label} row");
     }
 }
@@ -87,9 +106,13 @@ pub fn check_solved_page(dom: &str, side: usize, segments: usize, answer: &[Stri
 pub fn screenshot(chrome: &Path, url: &str, name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(name);
-    hrm_testkit::browser::screenshot(chrome, url, 20_000, &file, 1100, 820);
+    hrm_testkit::browser::screenshot(chrome, url, 20_000, &file, 1280, 900);
     let png = std::fs::read(&file).unwrap();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "{} bytes",
+        png.len()
+    );
     if std::env::var("HRM_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
         let docs = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/images"));
         std::fs::create_dir_all(&docs).unwrap();

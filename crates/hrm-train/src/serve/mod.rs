@@ -65,7 +65,10 @@ impl Models {
             }
             *slot = Some(model);
         }
-        for (kind, name) in [(GridKind::Sudoku, SUDOKU_MODEL), (GridKind::Maze, MAZE_MODEL)] {
+        for (kind, name) in [
+            (GridKind::Sudoku, SUDOKU_MODEL),
+            (GridKind::Maze, MAZE_MODEL),
+        ] {
             if m.slot(kind).is_none() {
                 if let Ok(file) = default_model(name) {
                     *m.slot(kind) = Some(GridModel::load(&file, device, bf16)?);

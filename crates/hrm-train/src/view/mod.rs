@@ -33,6 +33,8 @@ mod tests {
         let page = report_page(&serde_json::json!({"checkpoint": "a</script><b>"})).unwrap();
         assert!(!page.contains(DATA_SLOT) && !page.contains("a</script>"));
         assert!(page.contains(r#"{"checkpoint":"a\u003c/script>\u003cb>"}"#));
-        assert!(app_page().contains(r#"<script id="hrm-data" type="application/json">null</script>"#));
+        assert!(
+            app_page().contains(r#"<script id="hrm-data" type="application/json">null</script>"#)
+        );
     }
 }

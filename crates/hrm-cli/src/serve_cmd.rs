@@ -10,11 +10,16 @@ use hrm_train::serve::{serve, Models};
 /// Flags of `hrm serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// A model file or run folder to serve, repeatable: each one's task (Sudoku or maze) is read
-    /// from its vocabulary, one model per task. A task with none gets the shipped model
-    /// (models/sudoku-cpu.safetensors, models/maze-cpu.safetensors) where it is found.
+    /// A model file or run folder to serve, repeatable: each one's task (Sudoku, maze or ARC)
+    /// is read from its vocabulary, one model per task. Sudoku and maze without one get the
+    /// shipped model (models/sudoku-cpu.safetensors, models/maze-cpu.safetensors) where it is
+    /// found.
     #[arg(long)]
     pub checkpoint: Vec<PathBuf>,
+    /// The dataset an ARC checkpoint was trained on: the page offers the tasks of its test
+    /// split.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     /// Address to listen on (loopback by default: the app has no authentication).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -33,10 +38,12 @@ pub fn serve_cmd(a: &ServeArgs) -> Result<()> {
         .iter()
         .map(|p| resolve_checkpoint(p))
         .collect::<Result<Vec<_>>>()?;
-    let models = Models::load(&files, &candle_core::Device::Cpu, a.bf16)?;
+    let device = candle_core::Device::Cpu;
+    let models = Models::load(&files, a.data.as_deref(), &device, a.bf16)?;
     let loaded: Vec<String> = models
         .loaded()
-        .map(|(kind, m)| format!("{} {}", kind.name(), m.path.display()))
+        .iter()
+        .map(|(task, path)| format!("{task} {}", path.display()))
         .collect();
     serve(models, &a.host, a.port, |addr| {
         println!("listening on http://{addr}");

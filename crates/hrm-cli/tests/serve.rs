@@ -6,11 +6,12 @@ mod page;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{hrm, json, models, ok, p};
-use page::{check_solved_page, maze_file, printed_answer, screenshot, SUDOKU};
+use common::{configs, hrm, json, models, ok, one_line_error, p};
+use page::{check_solved_page, maze_file, printed_answer, printed_arc_answer, screenshot, SUDOKU};
 
 /// `hrm serve --port 0` with both shipped models, killed when dropped.
 struct Server {
@@ -24,16 +25,14 @@ impl Server {
             models().join("sudoku-cpu.safetensors"),
             models().join("maze-cpu.safetensors"),
         );
+        Server::with(&["--checkpoint", p(&s), "--checkpoint", p(&m)])
+    }
+
+    /// `hrm serve --port 0 ARGS`.
+    fn with(args: &[&str]) -> Server {
         let mut child = hrm()
-            .args([
-                "serve",
-                "--port",
-                "0",
-                "--checkpoint",
-                p(&s),
-                "--checkpoint",
-                p(&m),
-            ])
+            .args(["serve", "--port", "0"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -329,7 +328,7 @@ fn the_page_solves_in_headless_chromium() {
             .count(),
         81
     );
-    check_solved_page(&dom, 9, 3, &want);
+    check_solved_page(&dom, Some(9), 3, &want);
     screenshot(&chrome, &url, "serve-sudoku.png");
     // a maze from the text box, as a file would fill it
     let maze = maze_file();
@@ -346,11 +345,139 @@ fn the_page_solves_in_headless_chromium() {
         .collect();
     let url = s.url(&format!("/?task=maze&maze={q}&segments=2&autosolve=1"));
     let dom = hrm_testkit::browser::dump_dom(&chrome, &url, 20_000);
-    check_solved_page(&dom, 6, 2, &want);
+    check_solved_page(&dom, Some(6), 2, &want);
     screenshot(&chrome, &url, "serve-maze.png");
     // a bad puzzle shows the server's message on the page
     let url = s.url("/?task=sudoku&puzzle=123&autosolve=1");
     let dom = hrm_testkit::browser::dump_dom(&chrome, &url, 20_000);
     assert!(dom.contains("data-state=\"error\""), "{dom}");
     assert!(dom.contains("has 3 characters, expected 81"), "{dom}");
+}
+
+/// A two-task ARC dataset (the held-out test pairs in an `evaluation` folder) and an untrained
+/// tiny model's step-0 checkpoint for it: (task folder, dataset, run folder).
+fn tiny_arc(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let eval = dir.join("tasks").join("evaluation");
+    std::fs::create_dir_all(&eval).unwrap();
+    let copy = r#"{"train": [{"input": [[1, 2], [3, 4]], "output": [[1, 2], [3, 4]]}],
+        "test": [{"input": [[6, 7], [8, 9]], "output": [[6, 7], [8, 9]]}]}"#;
+    let flip = r#"{"train": [{"input": [[1, 2]], "output": [[2, 1]]}],
+        "test": [{"input": [[5, 6]], "output": [[6, 5]]}, {"input": [[7, 8, 9]], "output": [[9, 8, 7]]}]}"#;
+    std::fs::write(eval.join("copy.json"), copy).unwrap();
+    std::fs::write(eval.join("flip.json"), flip).unwrap();
+    let (data, run) = (dir.join("data"), dir.join("run"));
+    let tasks = dir.join("tasks");
+    ok(&[
+        "data",
+        "arc",
+        "--dataset-dirs",
+        p(&tasks),
+        "--output-dir",
+        p(&data),
+        "--num-aug",
+        "3",
+    ]);
+    let tiny = configs().join("tiny.toml");
+    let data_path = format!("data_path={}", data.display());
+    ok(&[
+        "train",
+        p(&tiny),
+        &data_path,
+        "epochs=2",
+        "eval_interval=2",
+        "--run-dir",
+        p(&run),
+        "--quiet",
+    ]);
+    (eval, data, run)
+}
+
+#[test]
+fn arc_tasks_in_solve_html_and_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let (eval, data, run) = tiny_arc(dir.path());
+    let (t, h) = (dir.path().join("t.json"), dir.path().join("p.html"));
+    let flip = eval.join("flip.json");
+    let solve = [
+        "solve",
+        "--checkpoint",
+        p(&run),
+        "--halt-max-steps",
+        "2",
+        "--trace",
+        p(&t),
+        "--html",
+        p(&h),
+        "arc",
+        p(&flip),
+        "--data",
+        p(&data),
+    ];
+    let out = ok(&solve);
+    let want: Vec<Vec<String>> = (0..2).map(|i| printed_arc_answer(&out, i)).collect();
+    // the trace: both test inputs, each with the first variant's two segments
+    let v = json(&std::fs::read_to_string(&t).unwrap());
+    assert_eq!(
+        (v["kind"].as_str(), v["task_id"].as_str()),
+        (Some("arc-task"), Some("flip"))
+    );
+    assert_eq!(v["variants"], 4, "the original and three augmentations");
+    let tests = v["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 2);
+    for (i, test) in tests.iter().enumerate() {
+        assert_eq!(test["answer"], serde_json::json!(want[i]), "test {i}");
+        assert_eq!(test["input"], serde_json::json!([["56"], ["789"]][i]));
+        assert_eq!(test["segment_answers"].as_array().unwrap().len(), 2);
+        assert_eq!(test["segment_changed"].as_array().unwrap().len(), 2);
+        let segs = test["trace"]["segments"].as_array().unwrap();
+        assert_eq!(segs.len(), 2);
+        for s in segs {
+            assert_eq!(s["answer"].as_array().unwrap().len(), 900);
+            assert!(s["q_halt"].is_f64() && !s["residual_l"].as_array().unwrap().is_empty());
+        }
+    }
+    let chrome = hrm_testkit::browser::chromium();
+    if let Some(chrome) = &chrome {
+        let url = hrm_testkit::browser::file_url(&h);
+        let dom = hrm_testkit::browser::dump_dom(chrome, &url, 5_000);
+        check_solved_page(&dom, None, 2, &want[0]);
+        assert_eq!(
+            dom.matches("data-test=").count(),
+            2,
+            "a button per test input"
+        );
+    }
+    // hrm serve --data: the tasks of the test split, solved as hrm solve does
+    one_line_error(
+        &["serve", "--port", "0", "--checkpoint", p(&run)],
+        "needs --data DIR",
+    );
+    let s = Server::with(&["--checkpoint", p(&run), "--data", p(&data)]);
+    let info = json(&s.get("/api/info").1);
+    assert_eq!(
+        info["tasks"]["arc"]["tasks"],
+        serde_json::json!(["copy", "flip"]),
+        "{info}"
+    );
+    let (status, r) = s.solve(&serde_json::json!({"task": "arc", "puzzle": "flip", "segments": 2}));
+    assert_eq!(status, 200, "{r}");
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(r["tests"][i]["answer"], serde_json::json!(w), "test {i}");
+    }
+    let (status, r) = s.solve(&serde_json::json!({"task": "arc", "puzzle": "nope"}));
+    assert_eq!(status, 400, "{r}");
+    let msg = r["error"].as_str().unwrap();
+    assert!(
+        msg.contains("unknown ARC task `nope`") && msg.contains("copy, flip"),
+        "{msg}"
+    );
+    if let Some(chrome) = &chrome {
+        let url = s.url("/?task=arc&puzzle=flip&segments=2&autosolve=1");
+        let dom = hrm_testkit::browser::dump_dom(chrome, &url, 20_000);
+        check_solved_page(&dom, None, 2, &want[0]);
+        assert!(
+            dom.contains("<option value=\"flip\">flip</option>"),
+            "{dom}"
+        );
+    }
 }

@@ -99,7 +99,7 @@ fn sudoku_trace_and_page() {
     };
     let url = hrm_testkit::browser::file_url(&page);
     let dom = hrm_testkit::browser::dump_dom(&chrome, &url, 5_000);
-    check_solved_page(&dom, 9, 3, &answer);
+    check_solved_page(&dom, Some(9), 3, &answer);
     // a file page has no solve controls
     assert!(dom.contains("id=\"controls\" class=\"hidden\""), "{dom}");
     screenshot(&chrome, &url, "solve-sudoku.png");
@@ -117,7 +117,7 @@ fn maze_trace_and_page() {
     };
     let url = hrm_testkit::browser::file_url(&page);
     let dom = hrm_testkit::browser::dump_dom(&chrome, &url, 5_000);
-    check_solved_page(&dom, 6, 2, &answer);
+    check_solved_page(&dom, Some(6), 2, &answer);
     screenshot(&chrome, &url, "solve-maze.png");
 }
 
@@ -125,10 +125,10 @@ fn maze_trace_and_page() {
 fn trace_and_html_errors_are_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("no-such-dir").join("t.json");
-    one_line_error(&["solve", "--trace", p(&bad), "sudoku", SUDOKU], "--trace");
-    let task = dir.path().join("task.json");
-    one_line_error(
-        &["solve", "--html", "x.html", "arc", p(&task), "--data", "d"],
-        "--trace and --html are for sudoku and maze",
-    );
+    let e = one_line_error(&["solve", "--trace", p(&bad), "sudoku", SUDOKU], "--trace");
+    assert!(e.contains("no-such-dir"), "{e}");
+    let bad = dir.path().join("no-such-dir").join("p.html");
+    let maze = maze_file();
+    let e = one_line_error(&["solve", "--html", p(&bad), "maze", p(&maze)], "--html");
+    assert!(e.contains("p.html"), "{e}");
 }

@@ -1,8 +1,9 @@
-//! `hrm serve`: a local web app (axum) that solves Sudokus and mazes with loaded models and shows
-//! every segment's answer, the halting and the verdict; the models are shared read-only.
+//! `hrm serve`: a local web app (axum) that solves Sudokus, mazes and the ARC tasks of a dataset
+//! with loaded models and shows every segment's answer, the halting and the verdict; the models
+//! are shared read-only.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -17,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::checkpoints::{default_model, MAZE_MODEL, SUDOKU_MODEL};
-use crate::solve::{GridKind, GridModel, GridPuzzle};
+use crate::solve::{ArcDataset, ArcModel, GridKind, GridModel, GridPuzzle};
 
 /// The largest request body accepted (a 30x30 maze is under 1 KiB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -26,29 +27,60 @@ pub const MAX_SEGMENTS: usize = 64;
 /// The routes, as the 404 of an unknown one lists them.
 const ROUTES: &str = "GET /, GET /api/info, GET /api/maze/random?seed=N, POST /api/solve";
 
+/// Rows per batch of an ARC model (test inputs x variants).
+const ARC_BATCH: usize = 32;
+
 /// The models a server solves with, one per task, each shared read-only by every request.
 #[derive(Debug)]
 pub struct Models {
     sudoku: Option<GridModel>,
     maze: Option<GridModel>,
+    arc: Option<(ArcModel, ArcDataset)>,
 }
 
 impl Models {
     /// Load `checkpoints` (model files; each one's task is read from its vocabulary) on `device`;
-    /// a task none of them covers gets its shipped model where one is found (sudoku, maze).
-    pub fn load(checkpoints: &[PathBuf], device: &Device, bf16: bool) -> Result<Models> {
+    /// a Sudoku or maze task none of them covers gets its shipped model where one is found. An
+    /// ARC model needs `data`, the dataset it was trained on, whose test split lists the tasks.
+    pub fn load(
+        checkpoints: &[PathBuf],
+        data: Option<&Path>,
+        device: &Device,
+        bf16: bool,
+    ) -> Result<Models> {
         let mut m = Models {
             sudoku: None,
             maze: None,
+            arc: None,
         };
         for file in checkpoints {
             let model = GridModel::load(file, device, bf16)?;
             let c = &model.loaded.model.cfg;
+            if ArcModel::is_arc(c) {
+                if let Some((other, _)) = &m.arc {
+                    bail!(
+                        "{} and {} are both ARC models: pass one --checkpoint per task",
+                        other.path.display(),
+                        file.display()
+                    );
+                }
+                let data = data.with_context(|| {
+                    format!(
+                        "{}: an ARC model needs --data DIR, the dataset it was trained on",
+                        file.display()
+                    )
+                })?;
+                let dataset = ArcDataset::load(data)?;
+                let arc = ArcModel::load(file, device, bf16, ARC_BATCH)?;
+                arc.check(&dataset.identifiers, &data.join("identifiers.json"))?;
+                m.arc = Some((arc, dataset));
+                continue;
+            }
             let Some((kind, _)) = model.kind() else {
                 bail!(
-                    "{}: a model with vocab_size {} and seq_len {} is neither a Sudoku model \
-                     (vocab 11, seq_len 81) nor a maze model (vocab 6, seq_len N*N); hrm serve \
-                     solves those two (ARC: hrm solve arc)",
+                    "{}: a model with vocab_size {} and seq_len {} is no Sudoku model (vocab \
+                     11, seq_len 81), maze model (vocab 6, seq_len N*N) or ARC model (vocab 12, \
+                     seq_len 900)",
                     file.display(),
                     c.vocab_size,
                     c.seq_len
@@ -75,8 +107,14 @@ impl Models {
                 }
             }
         }
-        if m.sudoku.is_none() && m.maze.is_none() {
-            bail!("no model to serve: pass --checkpoint CKPT (a Sudoku or maze model)");
+        if let (Some(d), None) = (data, &m.arc) {
+            bail!(
+                "--data {}: the dataset is for an ARC model, and no --checkpoint is one",
+                d.display()
+            );
+        }
+        if m.sudoku.is_none() && m.maze.is_none() && m.arc.is_none() {
+            bail!("no model to serve: pass --checkpoint CKPT (a Sudoku, maze or ARC model)");
         }
         Ok(m)
     }
@@ -96,11 +134,13 @@ impl Models {
         }
     }
 
-    /// The loaded tasks with their models.
-    pub fn loaded(&self) -> impl Iterator<Item = (GridKind, &GridModel)> {
-        [GridKind::Sudoku, GridKind::Maze]
+    /// The loaded tasks with their model files.
+    pub fn loaded(&self) -> Vec<(&'static str, &Path)> {
+        let grids = [GridKind::Sudoku, GridKind::Maze]
             .into_iter()
-            .filter_map(|k| self.get(k).map(|m| (k, m)))
+            .filter_map(|k| self.get(k).map(|m| (k.name(), m.path.as_path())));
+        let arc = self.arc.iter().map(|(m, _)| ("arc", m.path.as_path()));
+        grids.chain(arc).collect()
     }
 }
 
@@ -143,9 +183,10 @@ impl From<QueryRejection> for ApiError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SolveRequest {
-    /// `sudoku` or `maze`.
+    /// `sudoku`, `maze` or `arc`.
     task: String,
-    /// Sudoku: 81 characters, digits and `.` or `0`; maze: its rows, one per line.
+    /// Sudoku: 81 characters, digits and `.` or `0`; maze: its rows, one per line; ARC: a task
+    /// id of the dataset's test split.
     puzzle: String,
     /// Segments to run (default: the model's `halt_max_steps`).
     segments: Option<usize>,
@@ -165,6 +206,13 @@ struct AppState {
 
 type Shared = State<Arc<AppState>>;
 
+fn not_loaded(task: &str) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no {task} model is loaded (hint: hrm serve --checkpoint CKPT)"),
+    )
+}
+
 impl AppState {
     fn model(&self, task: &str) -> Result<&GridModel, ApiError> {
         let kind = match task {
@@ -172,16 +220,15 @@ impl AppState {
             "maze" => GridKind::Maze,
             _ => {
                 return Err(ApiError::bad(format!(
-                    "unknown task `{task}`: the tasks are `sudoku` and `maze`"
+                    "unknown task `{task}`: the tasks are `sudoku`, `maze` and `arc`"
                 )))
             }
         };
-        self.models.get(kind).ok_or_else(|| {
-            ApiError(
-                StatusCode::NOT_FOUND,
-                format!("no {task} model is loaded (hint: hrm serve --checkpoint CKPT)"),
-            )
-        })
+        self.models.get(kind).ok_or_else(|| not_loaded(task))
+    }
+
+    fn arc(&self) -> Result<&(ArcModel, ArcDataset), ApiError> {
+        self.models.arc.as_ref().ok_or_else(|| not_loaded("arc"))
     }
 }
 
@@ -190,19 +237,28 @@ async fn page(State(s): Shared) -> Html<String> {
 }
 
 async fn info(State(s): Shared) -> Json<serde_json::Value> {
-    let tasks: serde_json::Map<String, serde_json::Value> = s
-        .models
-        .loaded()
-        .map(|(kind, m)| {
+    let mut tasks: serde_json::Map<String, serde_json::Value> = [GridKind::Sudoku, GridKind::Maze]
+        .into_iter()
+        .filter_map(|kind| {
+            let m = s.models.get(kind)?;
             let side = m.kind().map_or(0, |(_, side)| side);
             let v = json!({
                 "checkpoint": m.path.display().to_string(),
                 "side": side,
                 "segments": m.default_segments(),
             });
-            (kind.name().to_string(), v)
+            Some((kind.name().to_string(), v))
         })
         .collect();
+    if let Some((m, d)) = &s.models.arc {
+        let v = json!({
+            "checkpoint": m.path.display().to_string(),
+            "segments": m.loaded.model.cfg.halt_max_steps,
+            "data": d.dir.display().to_string(),
+            "tasks": d.task_ids(),
+        });
+        tasks.insert("arc".to_string(), v);
+    }
     Json(json!({ "tasks": tasks, "max_segments": MAX_SEGMENTS }))
 }
 
@@ -240,7 +296,6 @@ async fn solve(
     body: Result<Json<SolveRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(req) = body?;
-    let model = s.model(&req.task)?;
     if let Some(n) = req.segments {
         if !(1..=MAX_SEGMENTS).contains(&n) {
             return Err(ApiError::bad(format!(
@@ -248,6 +303,22 @@ async fn solve(
             )));
         }
     }
+    if req.task == "arc" {
+        let task = s
+            .arc()?
+            .1
+            .task(&req.puzzle)
+            .map_err(|e| ApiError::bad(format!("{e:#}")))?;
+        let state = Arc::clone(&s);
+        let report = blocking(move || {
+            let (model, _) = state.arc().map_err(|e| anyhow::anyhow!(e.1))?;
+            let solution = model.solve(&task, req.segments)?;
+            Ok(serde_json::to_value(solution.report(&task, &model.path))?)
+        })
+        .await?;
+        return Ok(Json(report));
+    }
+    let model = s.model(&req.task)?;
     let puzzle = match req.task.as_str() {
         "sudoku" => GridPuzzle::sudoku(&req.puzzle),
         _ => GridPuzzle::maze(&req.puzzle).map_err(|e| anyhow::anyhow!("maze puzzle: {e}")),

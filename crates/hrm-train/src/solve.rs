@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::checkpoints::{load_for_inference, InferenceModel, MAZE_MODEL, SUDOKU_MODEL};
 use crate::score::sudoku_answer_ok;
-use crate::trace::{trace_rollout, PuzzleTrace};
+use crate::trace::{trace_rollout, PuzzleTrace, SegmentTrace};
 
 /// One ACT segment's outputs for every row of a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -276,7 +276,7 @@ pub struct GridSolution {
 impl GridSolution {
     /// sigmoid(q_halt): the model's confidence that it is done.
     pub fn confidence(&self) -> f32 {
-        1.0 / (1.0 + (-self.q_halt).exp())
+        sigmoid(self.q_halt)
     }
 
     /// The solve as one document (`hrm solve --trace`, the page of `--html` and `hrm serve`).
@@ -289,24 +289,12 @@ impl GridSolution {
             input: puzzle.input_rows(),
             answer: rows(&self.rows),
             verdict: self.verdict.clone(),
-            segments: self.segments,
-            first_halt: self.first_halt,
-            q_halt: self.q_halt,
-            confidence: self.confidence(),
-            seconds: self.seconds,
-            segment_answers: self
-                .trace
-                .segments
-                .iter()
-                .map(|s| rows(&puzzle.decode(&s.answer)))
-                .collect(),
-            segment_verdicts: self
-                .trace
-                .segments
-                .iter()
-                .map(|s| puzzle.verify(&s.answer))
-                .collect(),
-            trace: self.trace.clone(),
+            rollout: RolloutView::new(
+                &self.trace,
+                self.seconds,
+                |s| rows(&puzzle.decode(&s.answer)),
+                |s| puzzle.verify(&s.answer),
+            ),
         }
     }
 }
@@ -326,6 +314,14 @@ pub struct GridReport {
     pub answer: Vec<String>,
     /// Whether the final answer solves the puzzle.
     pub verdict: Verdict,
+    /// The rollout, segment by segment.
+    #[serde(flatten)]
+    pub rollout: RolloutView,
+}
+
+/// One rollout as a report shows it (its fields sit beside the report's own in the JSON).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutView {
     /// Segments run.
     pub segments: usize,
     /// The first segment (1-based) with q_halt > q_continue, if any.
@@ -334,7 +330,7 @@ pub struct GridReport {
     pub q_halt: f32,
     /// sigmoid(q_halt).
     pub confidence: f32,
-    /// Seconds of the rollout.
+    /// Seconds of the rollout(s).
     pub seconds: f64,
     /// Every segment's answer as rows (decoded `trace.segments[k].answer`).
     pub segment_answers: Vec<Vec<String>>,
@@ -343,6 +339,41 @@ pub struct GridReport {
     /// The rollout's trace: per segment the answer tokens, the changed cells, q_halt,
     /// q_continue and the H / L residuals.
     pub trace: PuzzleTrace,
+}
+
+impl RolloutView {
+    /// `trace` with each segment's answer decoded by `rows` and checked by `verify`.
+    fn new(
+        trace: &PuzzleTrace,
+        seconds: f64,
+        rows: impl Fn(&SegmentTrace) -> Vec<String>,
+        verify: impl Fn(&SegmentTrace) -> Verdict,
+    ) -> RolloutView {
+        let q_halt = trace.segments.last().map_or(0.0, |s| s.q_halt);
+        RolloutView {
+            segments: trace.segments.len(),
+            first_halt: first_halt(trace),
+            q_halt,
+            confidence: sigmoid(q_halt),
+            seconds,
+            segment_answers: trace.segments.iter().map(rows).collect(),
+            segment_verdicts: trace.segments.iter().map(verify).collect(),
+            trace: trace.clone(),
+        }
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// The first segment (1-based) with q_halt > q_continue.
+fn first_halt(trace: &PuzzleTrace) -> Option<usize> {
+    trace
+        .segments
+        .iter()
+        .position(|s| s.q_halt > s.q_continue)
+        .map(|i| i + 1)
 }
 
 /// A Sudoku or maze model loaded once for many solves (`hrm serve` shares one across requests:
@@ -406,16 +437,11 @@ impl GridModel {
             .context("the rollout traced no puzzle")?;
         let seconds = t0.elapsed().as_secs_f64();
         let last = trace.segments.last().context("no segment ran")?;
-        let first_halt = trace
-            .segments
-            .iter()
-            .position(|s| s.q_halt > s.q_continue)
-            .map(|i| i + 1);
         Ok(GridSolution {
             rows: puzzle.decode(&last.answer),
             verdict: puzzle.verify(&last.answer),
             segments,
-            first_halt,
+            first_halt: first_halt(&trace),
             q_halt: last.q_halt,
             seconds,
             trace,
@@ -745,11 +771,8 @@ impl ArcSolution {
                         ),
                     },
                 };
-                let grids: Vec<Grid> = trace
-                    .segments
-                    .iter()
-                    .map(|s| aug.invert(&crop(&tokens_u8(&s.answer))))
-                    .collect();
+                let grid = |s: &SegmentTrace| aug.invert(&crop(&tokens_u8(&s.answer)));
+                let grids: Vec<Grid> = trace.segments.iter().map(grid).collect();
                 let mut prev = &t.case.input;
                 let mut segment_changed = Vec::new();
                 for g in &grids {
@@ -776,8 +799,6 @@ impl ArcSolution {
                         detail: Some("the expected output is not among the answers".into()),
                     },
                 };
-                let last = trace.segments.last();
-                let q_halt = last.map_or(0.0, |s| s.q_halt);
                 ArcTestReport {
                     kind: "arc",
                     index: t.case.index,
@@ -801,19 +822,13 @@ impl ArcSolution {
                         .collect(),
                     correct_rank: t.correct_rank,
                     verdict,
-                    segments: self.segments,
-                    first_halt: trace
-                        .segments
-                        .iter()
-                        .position(|s| s.q_halt > s.q_continue)
-                        .map(|i| i + 1),
-                    q_halt,
-                    confidence: 1.0 / (1.0 + (-q_halt).exp()),
-                    seconds: self.seconds,
-                    segment_verdicts: grids.iter().map(check).collect(),
-                    segment_answers: grids.iter().map(arc_rows).collect(),
+                    rollout: RolloutView::new(
+                        trace,
+                        self.seconds,
+                        |s| arc_rows(&grid(s)),
+                        |s| check(&grid(s)),
+                    ),
                     segment_changed,
-                    trace: trace.clone(),
                 }
             })
             .collect();
@@ -887,25 +902,13 @@ pub struct ArcTestReport {
     pub correct_rank: Option<usize>,
     /// Whether answer 1 is the expected output.
     pub verdict: Verdict,
-    /// Segments run.
-    pub segments: usize,
-    /// The traced variant's first segment with q_halt > q_continue.
-    pub first_halt: Option<usize>,
-    /// The traced variant's final q_halt.
-    pub q_halt: f32,
-    /// sigmoid(q_halt).
-    pub confidence: f32,
-    /// Seconds of all the task's rollouts.
-    pub seconds: f64,
-    /// The traced variant's answer after each segment (de-augmented, cropped).
-    pub segment_answers: Vec<Vec<String>>,
-    /// Whether each of them is the expected output.
-    pub segment_verdicts: Vec<Verdict>,
+    /// The traced variant's rollout, its answers de-augmented and cropped (`trace` has the
+    /// tokens on that variant's 30x30 canvas; `seconds` are those of all the task's rows).
+    #[serde(flatten)]
+    pub rollout: RolloutView,
     /// Cells of each segment's grid that differ from the previous one (segment 1: from the
     /// input; all of them when the size changed), row-major in that grid.
     pub segment_changed: Vec<Vec<usize>>,
-    /// The traced variant's rollout (tokens on the 30x30 canvas of that variant).
-    pub trace: PuzzleTrace,
 }
 
 #[cfg(test)]

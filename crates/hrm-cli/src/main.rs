@@ -3,8 +3,9 @@
 //! One binary with one subcommand per job, each a module that parses its flags, calls the
 //! library crates (`hrm-data`, `hrm-model`, `hrm-train`) and prints: `hrm data ...` (datasets),
 //! `hrm parity` (check against the PyTorch reference's golden tensors), `hrm convert` (reference
-//! checkpoint -> safetensors), `hrm train`, `hrm eval`, `hrm solve`, `hrm serve` (a local web app), `hrm bench` (speed, side by
-//! side with the PyTorch peer), `hrm device-check` (a GPU against the CPU).
+//! checkpoint -> safetensors), `hrm train`, `hrm eval`, `hrm solve`, `hrm serve` (a local web
+//! app), `hrm bench` (speed, side by side with the PyTorch peer), `hrm device-check` (a GPU
+//! against the CPU).
 
 use clap::{Parser, Subcommand};
 
@@ -47,7 +48,7 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Solve one puzzle with a trained model.
     Solve(solve::SolveArgs),
-    /// A local web app: solve Sudokus and mazes and watch every segment's answer and halting.
+    /// A local web app: solve Sudokus, mazes and ARC tasks and watch every segment's answer.
     Serve(serve_cmd::ServeArgs),
     /// Time training steps, eval segments or solves (same JSON fields as the PyTorch peer).
     Bench(bench_cmd::BenchArgs),

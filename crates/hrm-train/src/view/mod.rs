@@ -1,5 +1,6 @@
-//! The one HTML page of `hrm solve --html` and `hrm serve`: grids, the segment slider and strip,
-//! changed cells, Q values, residuals and the verdict; CSS and JS inline (no network needed).
+//! The one HTML page of `hrm solve --html` and `hrm serve`: Sudoku, maze and ARC grids, the
+//! segment slider and strip, changed cells, Q values, residuals and the verdict; CSS and JS
+//! inline (no network needed).
 
 use anyhow::Result;
 use serde::Serialize;
@@ -10,7 +11,8 @@ const PAGE: &str = include_str!("page.html");
 /// Where the page's data goes.
 const DATA_SLOT: &str = "__HRM_DATA__";
 
-/// The page showing one solve (`report`: a [`GridReport`](crate::solve::GridReport)), for a file.
+/// The page showing one solve (`report`: a [`GridReport`](crate::solve::GridReport) or an
+/// [`ArcReport`](crate::solve::ArcReport)), for a file.
 pub fn report_page(report: &impl Serialize) -> Result<String> {
     // `<` only occurs inside JSON strings, where `\u003c` means the same: no `</script>` can end
     // the data block early

@@ -3,8 +3,9 @@
 //! One binary with one subcommand per job, each a module that parses its flags, calls the
 //! library crates (`hrm-data`, `hrm-model`, `hrm-train`) and prints: `hrm data ...` (datasets),
 //! `hrm parity` (check against the PyTorch reference's golden tensors), `hrm convert` (reference
-//! checkpoint -> safetensors), `hrm train`, `hrm eval`, `hrm solve`, `hrm bench` (speed, side by
-//! side with the PyTorch peer), `hrm device-check` (a GPU against the CPU).
+//! checkpoint -> safetensors), `hrm train`, `hrm eval`, `hrm solve`, `hrm serve` (a local web
+//! app), `hrm bench` (speed, side by side with the PyTorch peer), `hrm device-check` (a GPU
+//! against the CPU).
 
 use clap::{Parser, Subcommand};
 
@@ -15,6 +16,7 @@ mod device;
 mod eval;
 mod interrupt;
 mod model_cmd;
+mod serve_cmd;
 mod solve;
 mod train;
 
@@ -46,6 +48,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Solve one puzzle with a trained model.
     Solve(solve::SolveArgs),
+    /// A local web app: solve Sudokus, mazes and ARC tasks and watch every segment's answer.
+    Serve(serve_cmd::ServeArgs),
     /// Time training steps, eval segments or solves (same JSON fields as the PyTorch peer).
     Bench(bench_cmd::BenchArgs),
     /// Check a GPU against the CPU: optimizer kernels, an f32 training step, bf16 vs f32.
@@ -111,6 +115,7 @@ fn main() {
         Command::Train(args) => train::train_cmd(&args),
         Command::Eval(args) => eval::eval_cmd(&args),
         Command::Solve(args) => solve::solve_cmd(&args),
+        Command::Serve(args) => serve_cmd::serve_cmd(&args),
         Command::Bench(args) => bench_cmd::bench_cmd(&args),
         Command::DeviceCheck(args) => check_cmd::check_cmd(&args),
     };

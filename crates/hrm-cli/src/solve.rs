@@ -10,6 +10,7 @@ use hrm_train::checkpoints::{default_model, resolve_checkpoint};
 use hrm_train::solve::{
     solve_arc, solve_grid, ArcSolution, ArcTask, GridKind, GridPuzzle, GridSolution, SolveOptions,
 };
+use hrm_train::view::report_page;
 
 /// `hrm solve` puzzles.
 #[derive(Debug, Subcommand)]
@@ -64,6 +65,14 @@ pub struct SolveArgs {
     /// generation or newer): several times faster, the answer may differ from f32's.
     #[arg(long, global = true)]
     pub bf16: bool,
+    /// Also write every segment's answer, Q values and residuals to this JSON file (ARC: the
+    /// voted answers, and the rollout of the task's first variant per test input).
+    #[arg(long, global = true, value_name = "FILE.json")]
+    pub trace: Option<PathBuf>,
+    /// Also write the solve as a self-contained page (grids, a slider over the segments,
+    /// changed cells, Q values, halting, the verdict).
+    #[arg(long, global = true, value_name = "FILE.html")]
+    pub html: Option<PathBuf>,
     /// The puzzle.
     #[command(subcommand)]
     pub puzzle: SolveCommand,
@@ -104,6 +113,22 @@ pub fn solve_cmd(a: &SolveArgs) -> Result<()> {
     let device = crate::device::open_device(&a.device)?;
     let solution = solve_grid(&puzzle, &ckpt, &device, a.options())?;
     print_grid(puzzle.kind, &solution);
+    write_report(a, serde_json::to_value(solution.report(&puzzle, &ckpt))?)
+}
+
+/// `--trace` and `--html`.
+fn write_report(a: &SolveArgs, report: serde_json::Value) -> Result<()> {
+    if let Some(f) = &a.trace {
+        let text = serde_json::to_string_pretty(&report)?;
+        hrm_data::fsio::write_atomic(f, text.as_bytes())
+            .with_context(|| format!("--trace {}", f.display()))?;
+        println!("trace: {}", f.display());
+    }
+    if let Some(f) = &a.html {
+        hrm_data::fsio::write_atomic(f, report_page(&report)?.as_bytes())
+            .with_context(|| format!("--html {}", f.display()))?;
+        println!("page: {}", f.display());
+    }
     Ok(())
 }
 
@@ -162,7 +187,7 @@ fn arc(
     let device = crate::device::open_device(&a.device)?;
     let solution = solve_arc(&task, &ckpt, &device, a.options(), batch_size)?;
     print_arc(&task, &solution, top);
-    Ok(())
+    write_report(a, serde_json::to_value(solution.report(&task, &ckpt))?)
 }
 
 /// A grid as rows of digits.

@@ -12,7 +12,7 @@
 //! Around a trained model: task scoring and the whole `hrm eval` ([`score`]), solving one puzzle
 //! ([`solve`]), finding and loading a checkpoint for inference ([`checkpoints`]), importing a
 //! reference checkpoint ([`convert`]), speed measurements ([`bench`]) and the GPU-against-CPU
-//! checks ([`device_check`]).
+//! checks ([`device_check`]). The page of a solve and the `hrm serve` app: [`view`], [`serve`].
 #![warn(missing_docs)]
 
 pub mod bench;
@@ -27,8 +27,11 @@ pub mod progress;
 pub mod rundir;
 pub mod schedule;
 pub mod score;
+pub mod serve;
 pub mod sinks;
 pub mod solve;
 pub mod state;
 pub mod tfevents;
+pub mod trace;
 pub mod trainer;
+pub mod view;

@@ -1,0 +1,52 @@
+//! `hrm serve`: the flags and the address line; the app is `hrm_train::serve`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use hrm_train::checkpoints::resolve_checkpoint;
+use hrm_train::serve::{serve, Models};
+
+/// Flags of `hrm serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A model file or run folder to serve, repeatable: each one's task (Sudoku, maze or ARC)
+    /// is read from its vocabulary, one model per task. Sudoku and maze without one get the
+    /// shipped model (models/sudoku-cpu.safetensors, models/maze-cpu.safetensors) where it is
+    /// found.
+    #[arg(long)]
+    pub checkpoint: Vec<PathBuf>,
+    /// The dataset an ARC checkpoint was trained on: the page offers the tasks of its test
+    /// split.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Address to listen on (loopback by default: the app has no authentication).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0: any free port). The first line printed is `listening on http://HOST:PORT`.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Matrix products in bf16 on Intel AMX (as `hrm solve --bf16`).
+    #[arg(long)]
+    pub bf16: bool,
+}
+
+/// `hrm serve`.
+pub fn serve_cmd(a: &ServeArgs) -> Result<()> {
+    let files = a
+        .checkpoint
+        .iter()
+        .map(|p| resolve_checkpoint(p))
+        .collect::<Result<Vec<_>>>()?;
+    let device = candle_core::Device::Cpu;
+    let models = Models::load(&files, a.data.as_deref(), &device, a.bf16)?;
+    let loaded: Vec<String> = models
+        .loaded()
+        .iter()
+        .map(|(task, path)| format!("{task} {}", path.display()))
+        .collect();
+    serve(models, &a.host, a.port, |addr| {
+        println!("listening on http://{addr}");
+        println!("models: {}", loaded.join(", "));
+    })
+}

@@ -99,6 +99,7 @@ impl Mirror {
         let mut c = hrm();
         c.env("HF_HOME", self.home.path())
             .env("HF_ENDPOINT", &self.url)
+            .env_remove("HF_HUB_CACHE")
             .env_remove("HF_TOKEN")
             .env_remove("HF_HUB_OFFLINE");
         c
@@ -207,6 +208,7 @@ fn a_hub_dataset_builds_like_its_files_then_comes_from_the_cache() {
 
     // the standard cache layout; LFS blobs named by their SHA-256
     let repo = m.cached("datasets--sapientinc--sudoku-extreme");
+    assert_eq!(hrm_testkit::entries(&repo.join("refs")), ["main"]);
     let commit = std::fs::read_to_string(repo.join("refs/main")).unwrap();
     let csv = repo.join("snapshots").join(commit.trim()).join("train.csv");
     let blob = std::fs::canonicalize(&csv).unwrap();

@@ -243,6 +243,21 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
         return reply(StatusCode::BAD_REQUEST, "", "bad path");
     }
     let p: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let file_at =
+        |(kind, owner, name, rev, file, stored): (&str, &str, &str, &str, &[&str], bool)| {
+            let file = file.join("/");
+            resolve(
+                &s,
+                kind,
+                owner,
+                name,
+                rev,
+                &file,
+                req.headers(),
+                stored,
+                cut.clone(),
+            )
+        };
     match p.as_slice() {
         ["api", kind @ ("models" | "datasets"), owner, name, "revision", rev] => {
             let Some((files, commit)) = repo(&s, kind, owner, name, rev) else {
@@ -262,39 +277,10 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
             );
             r
         }
-        ["datasets", owner, name, "resolve", rev, file @ ..] => resolve(
-            &s,
-            "datasets",
-            owner,
-            name,
-            rev,
-            &file.join("/"),
-            req.headers(),
-            false,
-            cut,
-        ),
-        ["lfs", kind @ ("models" | "datasets"), owner, name, rev, file @ ..] => resolve(
-            &s,
-            kind,
-            owner,
-            name,
-            rev,
-            &file.join("/"),
-            req.headers(),
-            true,
-            cut,
-        ),
-        [owner, name, "resolve", rev, file @ ..] => resolve(
-            &s,
-            "models",
-            owner,
-            name,
-            rev,
-            &file.join("/"),
-            req.headers(),
-            false,
-            cut,
-        ),
+        // (kind, owner, name, revision, file, whether this is the LFS storage URL)
+        ["datasets", o, n, "resolve", r, f @ ..] => file_at(("datasets", o, n, r, f, false)),
+        ["lfs", k @ ("models" | "datasets"), o, n, r, f @ ..] => file_at((k, o, n, r, f, true)),
+        [o, n, "resolve", r, f @ ..] => file_at(("models", o, n, r, f, false)),
         _ => reply(StatusCode::NOT_FOUND, "", "no such route"),
     }
 }

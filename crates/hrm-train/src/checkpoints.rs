@@ -49,10 +49,16 @@ pub fn resolve_checkpoint_for(path: &Path, seq_len: Option<usize>) -> Result<Pat
 /// [`resolve_checkpoint_for`] with the sequence length of the dataset folder `data` (its `test`
 /// split), what `hrm eval` runs the checkpoint on.
 pub fn resolve_checkpoint_for_dataset(path: &Path, data: &Path) -> Result<PathBuf> {
-    let seq_len = hrm_data::format::read_metadata(&data.join("test"))
-        .ok()
-        .map(|m| m.seq_len);
-    resolve_checkpoint_for(path, seq_len)
+    match HubCheckpoint::from_path(path)? {
+        Some(c) => {
+            // (an unreadable dataset is reported by the evaluation that reads it)
+            let seq_len = hrm_data::format::read_metadata(&data.join("test"))
+                .ok()
+                .map(|m| m.seq_len);
+            hub_checkpoint(&Hub::from_env()?, &c, seq_len)
+        }
+        None => resolve_checkpoint(path),
+    }
 }
 
 /// A Hub checkpoint as fetched: the snapshot, the checkpoint file's name and cached path, and

@@ -326,6 +326,11 @@ impl Hub {
             }
             return Ok(cached);
         }
+        if cached.symlink_metadata().is_ok() {
+            // a link to a blob deleted by hand: downloaded again below
+            std::fs::remove_file(&cached)
+                .with_context(|| format!("removing the dangling {}", cached.display()))?;
+        }
         if self.offline {
             bail!(
                 "{file} of {repo} is not in the Hub cache {} and HF_HUB_OFFLINE=1 is set: unset \
@@ -346,10 +351,8 @@ impl Hub {
                 let err = self.explain(&e, repo, file);
                 anyhow!("{err}{known}")
             })?;
-        if snap.commit != repo.revision {
-            // hf-hub also records the commit as a ref of itself; the Hub's own tools do not
-            let _ = std::fs::remove_file(snap.repo_dir.join("refs").join(&snap.commit));
-        }
+        // hf-hub also records the commit as a ref of itself; the Hub's own tools do not
+        let _ = std::fs::remove_file(snap.repo_dir.join("refs").join(&snap.commit));
         if let Some(bad) = check_blob(&path)? {
             let blob = std::fs::canonicalize(&path).ok();
             let _ = std::fs::remove_file(&path);

@@ -50,9 +50,9 @@ pub struct CsvSource {
     /// ($HF_HOME; HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE=1 apply) and built like --input-dir.
     #[arg(long)]
     pub hub: Option<String>,
-    /// The --hub repo's branch, tag or commit.
-    #[arg(long, requires = "hub", default_value = "main")]
-    pub revision: String,
+    /// The --hub repo's branch, tag or commit [default: main].
+    #[arg(long, requires = "hub", conflicts_with = "input_dir")]
+    pub revision: Option<String>,
 }
 
 impl CsvSource {
@@ -61,7 +61,7 @@ impl CsvSource {
         match (self.input_dir, self.hub) {
             (Some(d), _) => Ok(d),
             (None, Some(repo)) => {
-                let repo = RepoRef::new(RepoKind::Dataset, &repo, Some(&self.revision))?;
+                let repo = RepoRef::new(RepoKind::Dataset, &repo, self.revision.as_deref())?;
                 Hub::from_env()?.fetch_all(&repo, &["train.csv", "test.csv"])
             }
             (None, None) => anyhow::bail!("pass --input-dir DIR or --hub REPO"),

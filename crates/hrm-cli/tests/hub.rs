@@ -257,6 +257,19 @@ fn a_hub_dataset_builds_like_its_files_then_comes_from_the_cache() {
         "{err}"
     );
     assert_eq!(tree(&offline), tree(&local));
+    // nothing cached and no Hub: the error says so
+    fails(
+        m.hrm(),
+        &[
+            "data",
+            "maze",
+            "--hub",
+            MAZE,
+            "--output-dir",
+            p(&out.path().join("m")),
+        ],
+        &[MAZE, "cannot reach", "HF_ENDPOINT"],
+    );
 }
 
 #[test]

@@ -113,10 +113,12 @@ pub struct Hub {
     offline: bool,
 }
 
-/// Why a request failed: an HTTP status (with the Hub's `x-error-code`) or no answer at all.
+/// Why a request failed: an HTTP status (with the Hub's `x-error-code`), no connection, a
+/// transfer that kept breaking off, or something else.
 enum Failure {
     Status(u16, String),
     Unreachable(String),
+    Broken(String),
     Other(String),
 }
 
@@ -131,11 +133,11 @@ fn failure(e: &ApiError) -> Failure {
         },
         ApiError::TooManyRetries(inner) => match failure(inner) {
             Failure::Status(c, x) => Failure::Status(c, x),
-            Failure::Unreachable(m) | Failure::Other(m) => {
-                Failure::Unreachable(format!("{m}; gave up after {} retries", RETRIES))
+            Failure::Unreachable(m) | Failure::Broken(m) | Failure::Other(m) => {
+                Failure::Broken(format!("{m}; gave up after {RETRIES} retries"))
             }
         },
-        ApiError::IoError(io) => Failure::Unreachable(format!("the transfer broke off ({io})")),
+        ApiError::IoError(io) => Failure::Broken(format!("the transfer broke off ({io})")),
         other => Failure::Other(other.to_string()),
     }
 }
@@ -234,6 +236,11 @@ impl Hub {
                 anyhow!("{what} of {repo}: {at} answered HTTP {code} {x}")
             }
             Failure::Unreachable(m) => anyhow!(
+                "{what} of {repo}: cannot reach {at} ({m}); check the network and HF_ENDPOINT (what \
+                 is in the Hub cache {} is used without them)",
+                self.cache.path().display()
+            ),
+            Failure::Broken(m) => anyhow!(
                 "{what} of {repo}: no complete answer from {at} ({m}); nothing incomplete was kept \
                  as the file (run again to resume), or set HF_HUB_OFFLINE=1 to use the cache only"
             ),

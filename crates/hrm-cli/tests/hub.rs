@@ -419,11 +419,15 @@ fn a_transfer_cut_off_is_resumed_or_refused_without_a_corrupt_file() {
     m.server().cut_after("step_26040", 100_000, Cut::Once);
     let (_, err) = ok(m.hrm(), &["convert", CKPT, p(&conv), "--seq-len", "81"]);
     assert!(err.contains("downloaded step_26040"), "{err}");
-    assert!(
-        m.server()
-            .count("/lfs/models/sapientinc/HRM-checkpoint-sudoku-extreme/")
-            >= 3
-    );
+    let step = "/lfs/models/sapientinc/HRM-checkpoint-sudoku-extreme/";
+    assert!(m.server().count(step) >= 3);
+    // resumed where the cut left it, not from the start
+    let requests = m.server().requests();
+    let resumed = requests
+        .iter()
+        .filter(|r| r.contains(step) && r.ends_with(" bytes=100000-"))
+        .count();
+    assert_eq!(resumed, 1, "{requests:?}");
     let cached = m.cached("models--sapientinc--HRM-checkpoint-sudoku-extreme");
     let snap = std::fs::read_dir(cached.join("snapshots"))
         .unwrap()
@@ -460,6 +464,16 @@ fn a_transfer_cut_off_is_resumed_or_refused_without_a_corrupt_file() {
     m.server().uncut();
     ok(m.hrm(), &["convert", CKPT, p(&conv), "--seq-len", "81"]);
     assert!(cached.join("blobs").join(&want).exists());
+    let resumed: Vec<String> = m
+        .server()
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains(step))
+        .collect();
+    assert!(
+        resumed.last().unwrap().ends_with("bytes=100000-"),
+        "{resumed:?}"
+    );
 }
 
 #[test]

@@ -116,12 +116,12 @@ impl HubServer {
         self.shared.switches.lock().unwrap().cut = None;
     }
 
-    /// Every request so far, `METHOD PATH` each.
+    /// Every request so far, `METHOD PATH` each, plus its `Range` header's value if any.
     pub fn requests(&self) -> Vec<String> {
         self.shared.switches.lock().unwrap().log.clone()
     }
 
-    /// Requests so far whose `METHOD PATH` contains `needle`.
+    /// Requests so far whose log entry (see [`HubServer::requests`]) contains `needle`.
     pub fn count(&self, needle: &str) -> usize {
         self.requests()
             .iter()
@@ -214,7 +214,14 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let (token, cut) = {
         let mut sw = s.switches.lock().unwrap();
-        sw.log.push(format!("{} {path}", req.method()));
+        let range = req
+            .headers()
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok());
+        sw.log.push(match range {
+            Some(r) => format!("{} {path} {r}", req.method()),
+            None => format!("{} {path}", req.method()),
+        });
         (sw.token.clone(), sw.cut.clone())
     };
     if let Some(t) = token {
@@ -403,9 +410,14 @@ fn resolve(
     };
     let body = match broken {
         Some(n) => {
+            use futures_util::StreamExt;
             let first: Result<Vec<u8>, std::io::Error> = Ok(body[..n].to_vec());
-            let err: Result<Vec<u8>, std::io::Error> = Err(std::io::Error::other("cut off"));
-            Body::from_stream(futures_util::stream::iter([first, err]))
+            // the error after a pause, so that the bytes before it reach the client first
+            let err = futures_util::stream::once(async {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                Err::<Vec<u8>, _>(std::io::Error::other("cut off"))
+            });
+            Body::from_stream(futures_util::stream::iter([first]).chain(err))
         }
         None => Body::from(body),
     };

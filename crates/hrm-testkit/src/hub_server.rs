@@ -446,3 +446,51 @@ fn resolve(
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// The status line of a raw HTTP/1.1 GET of `path`.
+    fn status(server: &HubServer, path: &str) -> String {
+        let addr = server.url().trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.lines().next().unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn serves_a_repo_and_refuses_paths_outside_it() {
+        let root = tempfile::tempdir().unwrap();
+        let repo = root.path().join("models/o/r");
+        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::write(repo.join("all_config.yaml"), "arch:\n  H_cycles: 2\n").unwrap();
+        std::fs::write(root.path().join("secret"), "x").unwrap();
+        let server = HubServer::start(root.path());
+        assert!(status(&server, "/o/r/resolve/main/all_config.yaml").contains(" 200 "));
+        assert!(status(&server, "/api/models/o/r/revision/main").contains(" 200 "));
+        assert!(status(&server, "/o/r/resolve/main/missing").contains(" 404 "));
+        assert!(status(&server, "/o/r/resolve/v2/all_config.yaml").contains(" 404 "));
+        for hostile in [
+            "/o/r/resolve/main/../../../secret",
+            "/o/r/resolve/main/%2E%2E/secret",
+            "/o/r/resolve/..%2F..%2F..%2Fsecret/x",
+        ] {
+            let s = status(&server, hostile);
+            assert!(s.contains(" 400 ") || s.contains(" 404 "), "{hostile}: {s}");
+        }
+        assert_eq!(server.count("GET /o/r/resolve/"), 6);
+        server.require_token(Some("t"));
+        assert!(status(&server, "/api/models/o/r/revision/main").contains(" 401 "));
+        server.stop();
+    }
+}

@@ -573,6 +573,22 @@ fn solve_from_the_hub_matches_a_hand_conversion_and_converts_once() {
     let (got, err) = ok(m.hrm(), &["solve", "--checkpoint", CKPT, "sudoku", PUZZLE]);
     assert_eq!(answer(&got), answer(&want));
     assert!(err.contains("converted step_26040"), "{err}");
+    // a repo of this project's own checkpoints: used as it is, nothing converted
+    let ours = m.repo("models", "hrm-rs/sudoku-tiny");
+    std::fs::create_dir_all(&ours).unwrap();
+    std::fs::copy(&by_hand, ours.join("model.safetensors")).unwrap();
+    let (same, err) = ok(
+        m.hrm(),
+        &[
+            "solve",
+            "--checkpoint",
+            "hub:hrm-rs/sudoku-tiny",
+            "sudoku",
+            PUZZLE,
+        ],
+    );
+    assert_eq!(answer(&same), answer(&want));
+    assert!(!err.contains("converted"), "{err}");
     let cached = m.cached("models--sapientinc--HRM-checkpoint-sudoku-extreme");
     let commit = std::fs::read_to_string(cached.join("refs/main")).unwrap();
     let conv = cached

@@ -2,8 +2,9 @@
 //!
 //! Mirrors the command lines of sapientinc/HRM:dataset/build_{sudoku,maze,arc}_dataset.py (same
 //! kebab-case flags: `--output-dir`, `--subsample-size`, `--num-aug`, `--min-difficulty`,
-//! `--aug`, `--dataset-dirs`, `--seed`), reading local files instead of Hugging Face downloads,
-//! plus generators for the datasets that only exist on Hugging Face (`sudoku-generate`,
+//! `--aug`, `--dataset-dirs`, `--seed`), reading local CSVs (`--input-dir`) or those of a Hugging
+//! Face Hub dataset repo (`--hub REPO [--revision R]`, fetched into the Hub cache), plus
+//! generators for the datasets that only exist on Hugging Face (`sudoku-generate`,
 //! `maze-generate`).
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use clap::{Args, Subcommand};
 
 use hrm_data::sudoku::{build_sudoku, SudokuBuildOptions};
 use hrm_data::sudoku_gen::{generate_sudoku_csv, SudokuGenerateOptions};
+use hrm_train::hub::{Hub, RepoKind, RepoRef};
 
 /// The `hrm data` subcommands.
 #[derive(Debug, Subcommand)]
@@ -37,12 +39,42 @@ pub enum DataCommand {
     Arc(ArcArgs),
 }
 
+/// Where `hrm data sudoku` / `maze` read train.csv and test.csv.
+#[derive(Debug, Args)]
+pub struct CsvSource {
+    /// Folder holding train.csv and test.csv.
+    #[arg(long, required_unless_present = "hub", conflicts_with = "hub")]
+    pub input_dir: Option<PathBuf>,
+    /// A Hugging Face Hub dataset repo holding train.csv and test.csv (e.g.
+    /// sapientinc/sudoku-extreme, sapientinc/maze-30x30-hard-1k), fetched into the Hub cache
+    /// ($HF_HOME; HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE=1 apply) and built like --input-dir.
+    #[arg(long)]
+    pub hub: Option<String>,
+    /// The --hub repo's branch, tag or commit [default: main].
+    #[arg(long, requires = "hub", conflicts_with = "input_dir")]
+    pub revision: Option<String>,
+}
+
+impl CsvSource {
+    /// The folder to build from: --input-dir, or the snapshot of the --hub repo in the cache.
+    fn dir(self) -> Result<PathBuf> {
+        match (self.input_dir, self.hub) {
+            (Some(d), _) => Ok(d),
+            (None, Some(repo)) => {
+                let repo = RepoRef::new(RepoKind::Dataset, &repo, self.revision.as_deref())?;
+                Hub::from_env()?.fetch_all(&repo, &["train.csv", "test.csv"])
+            }
+            (None, None) => anyhow::bail!("pass --input-dir DIR or --hub REPO"),
+        }
+    }
+}
+
 /// Flags of `hrm data sudoku`.
 #[derive(Debug, Args)]
 pub struct SudokuArgs {
-    /// Folder holding train.csv and test.csv.
-    #[arg(long)]
-    pub input_dir: PathBuf,
+    /// The CSVs.
+    #[command(flatten)]
+    pub source: CsvSource,
     /// Dataset folder to create (train/, test/, identifiers.json).
     #[arg(long, default_value = "data/sudoku-extreme-full")]
     pub output_dir: PathBuf,
@@ -102,9 +134,9 @@ pub struct SudokuGenerateArgs {
 /// Flags of `hrm data maze`.
 #[derive(Debug, Args)]
 pub struct MazeArgs {
-    /// Folder holding train.csv and test.csv.
-    #[arg(long)]
-    pub input_dir: PathBuf,
+    /// The CSVs.
+    #[command(flatten)]
+    pub source: CsvSource,
     /// Dataset folder to create (train/, test/, identifiers.json).
     #[arg(long, default_value = "data/maze-30x30-hard-1k")]
     pub output_dir: PathBuf,
@@ -207,7 +239,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
         DataCommand::Sudoku(a) => {
             let report = build_sudoku(&SudokuBuildOptions {
-                input_dir: a.input_dir,
+                input_dir: a.source.dir()?,
                 output_dir: a.output_dir,
                 subsample_size: a.subsample_size,
                 min_difficulty: a.min_difficulty,
@@ -238,7 +270,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
         }
         DataCommand::Maze(a) => {
             let report = hrm_data::maze::build_maze(&hrm_data::maze::MazeBuildOptions {
-                input_dir: a.input_dir,
+                input_dir: a.source.dir()?,
                 output_dir: a.output_dir,
                 aug: a.aug,
                 subsample_size: a.subsample_size,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use hrm_model::loss::LossType;
+use hrm_train::checkpoints::resolve_checkpoint_for_dataset;
 use hrm_train::score::{evaluate_checkpoint, EvalRequest, Halting as HaltingRule, Task as Scoring};
 
 /// The puzzle family, for task-specific scoring.
@@ -49,8 +50,9 @@ pub enum Halting {
 /// Flags of `hrm eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Model checkpoint (safetensors; reference .pt files: `hrm convert` first), or a run folder
-    /// (its newest checkpoint).
+    /// Model checkpoint (safetensors; reference .pt files: `hrm convert` first), a run folder
+    /// (its newest checkpoint), or `hub:OWNER/REPO[@REVISION][/FILE]` on the Hugging Face Hub
+    /// (a reference checkpoint is fetched and converted once, cached beside the download).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Dataset folder (its `test` split is evaluated).
@@ -107,7 +109,7 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<()> {
     }
     let device = crate::device::open_device(&a.device)?;
     let req = EvalRequest {
-        checkpoint: a.checkpoint.clone(),
+        checkpoint: resolve_checkpoint_for_dataset(&a.checkpoint, &a.data)?,
         data: a.data.clone(),
         bf16: a.bf16,
         loss_type,

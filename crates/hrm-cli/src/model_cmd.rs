@@ -7,6 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use hrm_model::parity::{format_report, run_fixture_on};
+use hrm_train::checkpoints::fetch_hub_checkpoint;
+use hrm_train::hub::{Hub, HubCheckpoint};
 
 /// Flags of `hrm parity`.
 #[derive(Debug, Args)]
@@ -62,7 +64,8 @@ pub fn parity(args: &ParityArgs) -> Result<()> {
 /// Flags of `hrm convert`.
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// The reference checkpoint (torch.save of the state dict, e.g. `step_26040`).
+    /// The reference checkpoint (torch.save of the state dict, e.g. `step_26040`), or one on the
+    /// Hugging Face Hub: `hub:OWNER/REPO[@REVISION][/FILE]` (fetched with its all_config.yaml).
     pub input: PathBuf,
     /// The safetensors file to write.
     pub output: PathBuf,
@@ -79,10 +82,17 @@ pub struct ConvertArgs {
 
 /// `hrm convert`: read, check against the config, write atomically, report.
 pub fn convert(args: &ConvertArgs) -> Result<()> {
+    let (input, config) = match HubCheckpoint::from_path(&args.input)? {
+        Some(c) => {
+            let f = fetch_hub_checkpoint(&Hub::from_env()?, &c)?;
+            (f.checkpoint, args.config.clone().or(f.config))
+        }
+        None => (args.input.clone(), args.config.clone()),
+    };
     let done = hrm_train::convert::convert(
-        &args.input,
+        &input,
         &args.output,
-        args.config.as_deref(),
+        config.as_deref(),
         args.seq_len,
         &args.overrides,
     )?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use hrm_data::arc::Grid;
-use hrm_train::checkpoints::{default_model, resolve_checkpoint};
+use hrm_train::checkpoints::{default_model, resolve_checkpoint_for};
 use hrm_train::solve::{
     solve_arc, solve_grid, ArcSolution, ArcTask, GridKind, GridPuzzle, GridSolution, SolveOptions,
 };
@@ -52,7 +52,8 @@ pub enum SolveCommand {
 #[derive(Debug, Args)]
 pub struct SolveArgs {
     /// Model checkpoint or run folder (default for sudoku and maze: the model shipped under
-    /// models/; arc needs one).
+    /// models/; arc needs one), or `hub:OWNER/REPO[@REVISION][/FILE]` on the Hugging Face Hub
+    /// (a reference checkpoint is fetched and converted once, cached beside the download).
     #[arg(long, global = true)]
     pub checkpoint: Option<PathBuf>,
     /// Segments to run (default: the checkpoint's halt_max_steps).
@@ -107,7 +108,7 @@ pub fn solve_cmd(a: &SolveArgs) -> Result<()> {
         }
     };
     let ckpt = match a.checkpoint.as_deref() {
-        Some(p) => resolve_checkpoint(p)?,
+        Some(p) => resolve_checkpoint_for(p, Some(puzzle.tokens.len()))?,
         None => default_model(puzzle.default_model())?,
     };
     let device = crate::device::open_device(&a.device)?;
@@ -179,7 +180,7 @@ fn arc(
     }
     let task = ArcTask::load(task_path, data, max_variants)?;
     let ckpt = match a.checkpoint.as_deref() {
-        Some(p) => resolve_checkpoint(p)?,
+        Some(p) => resolve_checkpoint_for(p, Some(hrm_data::arc::SEQ_LEN))?,
         None => {
             bail!("ARC ships no default model: pass --checkpoint CKPT (a model trained on --data)")
         }

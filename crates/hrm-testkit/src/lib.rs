@@ -1,8 +1,9 @@
 //! Test support shared by the workspace's test suites (a dev-dependency of every crate): where
 //! the shared data and fixtures folder is, and what a missing one means; folder listings; headless
-//! Chromium for the HTML pages ([`browser`]).
+//! Chromium for the HTML pages ([`browser`]); a local Hugging Face Hub mirror ([`hub_server`]).
 
 pub mod browser;
+pub mod hub_server;
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,6 @@
 //! Checkpoints for inference (`hrm eval`, `hrm solve`): a model file or a run folder's newest
-//! checkpoint, the models shipped in `models/`, and loading with the inference kernels chosen.
+//! checkpoint, a `hub:OWNER/REPO[@REV][/FILE]` reference (fetched, converted once), the models
+//! shipped in `models/`, and loading with the inference kernels chosen.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use hrm_model::checkpoint::load_model;
 use hrm_model::config::{ForwardDtype, ModelConfig};
 use hrm_model::{Engine, Hrm, Kernels};
 
+use crate::hub::{pick_checkpoint, Hub, HubCheckpoint, Snapshot};
 use crate::rundir::RunDir;
 
 /// The shipped Sudoku model (`models/sudoku-cpu.safetensors`), `hrm solve sudoku`'s default.
@@ -17,8 +19,20 @@ pub const SUDOKU_MODEL: &str = "sudoku-cpu.safetensors";
 /// The shipped maze model (`models/maze-cpu.safetensors`), `hrm solve maze`'s default.
 pub const MAZE_MODEL: &str = "maze-cpu.safetensors";
 
-/// `--checkpoint` as given: a model file, or a run folder meaning its newest `step_N.safetensors`.
+/// `--checkpoint` as given: a model file, a run folder meaning its newest `step_N.safetensors`,
+/// or a Hub reference (see [`resolve_checkpoint_for`]; a reference `.pt` of a RoPE model then
+/// needs the sequence length, which this form does not know).
 pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    resolve_checkpoint_for(path, None)
+}
+
+/// [`resolve_checkpoint`] for a model run on sequences of `seq_len` tokens: a
+/// `hub:OWNER/REPO[@REV][/FILE]` reference is fetched into the Hub cache and, if it is a
+/// reference PyTorch checkpoint, converted once for that length (see [`hub_checkpoint`]).
+pub fn resolve_checkpoint_for(path: &Path, seq_len: Option<usize>) -> Result<PathBuf> {
+    if let Some(c) = HubCheckpoint::from_path(path)? {
+        return hub_checkpoint(&Hub::from_env()?, &c, seq_len);
+    }
     if !path.is_dir() {
         return Ok(path.to_path_buf());
     }
@@ -30,6 +44,116 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
             path.display()
         ),
     }
+}
+
+/// [`resolve_checkpoint_for`] with the sequence length of the dataset folder `data` (its `test`
+/// split), what `hrm eval` runs the checkpoint on.
+pub fn resolve_checkpoint_for_dataset(path: &Path, data: &Path) -> Result<PathBuf> {
+    match HubCheckpoint::from_path(path)? {
+        Some(c) => {
+            // (an unreadable dataset is reported by the evaluation that reads it)
+            let seq_len = hrm_data::format::read_metadata(&data.join("test"))
+                .ok()
+                .map(|m| m.seq_len);
+            hub_checkpoint(&Hub::from_env()?, &c, seq_len)
+        }
+        None => resolve_checkpoint(path),
+    }
+}
+
+/// A Hub checkpoint as fetched: the snapshot, the checkpoint file's name and cached path, and
+/// the run's `all_config.yaml` (beside the file in the repo, else at its root; `None`: none).
+#[derive(Debug, Clone)]
+pub struct HubFiles {
+    /// The repo at the commit used.
+    pub snapshot: Snapshot,
+    /// The checkpoint's path inside the repo.
+    pub file: String,
+    /// The checkpoint in the Hub cache.
+    pub checkpoint: PathBuf,
+    /// Its `all_config.yaml` in the Hub cache.
+    pub config: Option<PathBuf>,
+}
+
+/// Where the conversion of `file` of `snapshot` for `seq_len` tokens is cached: beside the
+/// download, `<repo dir>/hrm-converted/COMMIT/FILE.seqN.safetensors` (a new commit upstream is a
+/// new folder, so it is converted again).
+pub fn converted_path(snapshot: &Snapshot, file: &str, seq_len: Option<usize>) -> PathBuf {
+    let tag = seq_len.map_or_else(|| "seq-auto".to_string(), |n| format!("seq{n}"));
+    snapshot
+        .repo_dir
+        .join("hrm-converted")
+        .join(&snapshot.commit)
+        .join(format!("{file}.{tag}.safetensors"))
+}
+
+/// Fetch the checkpoint of `c` (its file, else the repo's one checkpoint file) and the run
+/// config beside it, into the Hub cache.
+pub fn fetch_hub_checkpoint(hub: &Hub, c: &HubCheckpoint) -> Result<HubFiles> {
+    let snapshot = hub.snapshot(&c.repo)?;
+    let file = checkpoint_file(&snapshot, c)?;
+    fetch_hub_files(hub, snapshot, file)
+}
+
+fn checkpoint_file(snapshot: &Snapshot, c: &HubCheckpoint) -> Result<String> {
+    match &c.file {
+        Some(f) => Ok(f.clone()),
+        None => pick_checkpoint(snapshot),
+    }
+}
+
+fn fetch_hub_files(hub: &Hub, snapshot: Snapshot, file: String) -> Result<HubFiles> {
+    let checkpoint = hub.fetch(&snapshot, &file)?;
+    let dir = file.rsplit_once('/').map(|(d, _)| format!("{d}/"));
+    let config = [
+        dir.map(|d| format!("{d}all_config.yaml")),
+        Some("all_config.yaml".into()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|y| snapshot.files.contains(y))
+    .map(|y| hub.fetch(&snapshot, &y))
+    .transpose()?;
+    Ok(HubFiles {
+        snapshot,
+        file,
+        checkpoint,
+        config,
+    })
+}
+
+/// The Hub checkpoint `c` ready to load: a `.safetensors` file as it is; a reference PyTorch
+/// checkpoint converted with its `all_config.yaml` for `seq_len` tokens, once: the conversion is
+/// cached beside the download ([`converted_path`]) and then used without fetching again.
+pub fn hub_checkpoint(hub: &Hub, c: &HubCheckpoint, seq_len: Option<usize>) -> Result<PathBuf> {
+    let snapshot = hub.snapshot(&c.repo)?;
+    let file = checkpoint_file(&snapshot, c)?;
+    if file.ends_with(".safetensors") {
+        return hub.fetch(&snapshot, &file);
+    }
+    let out = converted_path(&snapshot, &file, seq_len);
+    if out.exists() {
+        return Ok(out);
+    }
+    let files = fetch_hub_files(hub, snapshot, file)?;
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    crate::convert::convert(
+        &files.checkpoint,
+        &out,
+        files.config.as_deref(),
+        seq_len,
+        &[],
+    )
+    .with_context(|| format!("converting {} of {}", files.file, files.snapshot.repo))?;
+    eprintln!(
+        "converted {} of {} once, to {}",
+        files.file,
+        files.snapshot.repo,
+        out.display()
+    );
+    Ok(out)
 }
 
 /// The shipped model `name`: under `HRM_MODELS`, else `models/` of the current folder, else the

@@ -93,6 +93,31 @@ pub fn reference_config(
     };
     let d = shapes.hidden_size;
     let (num_ids, ndim) = shapes.puzzle;
+    // the config must be an HRM run's and agree with the tensors on what they fix
+    if let Some((name, s)) = get("name") {
+        if !(name.starts_with("hrm.") || name.contains("HierarchicalReasoningModel")) {
+            bail!(
+                "{s}: arch.name = `{name}` is not the HRM \
+                 (hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1): only HRM checkpoints convert"
+            );
+        }
+    }
+    for (key, tensors) in [
+        ("hidden_size", d),
+        ("H_layers", shapes.h_layers),
+        ("L_layers", shapes.l_layers),
+        ("puzzle_emb_ndim", ndim),
+    ] {
+        if let Some((v, s)) = get(key) {
+            let v: usize = parse(key, v, s)?;
+            if v != tensors {
+                bail!(
+                    "{s}: arch.{key} = {v} but the checkpoint's tensors have {tensors} (the \
+                     config of another model?)"
+                );
+            }
+        }
+    }
     let pos_encodings = match (get("pos_encodings"), shapes.learned_seq) {
         (_, Some(_)) => PosEncoding::Learned,
         (Some(("learned", s)), None) => {

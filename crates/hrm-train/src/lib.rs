@@ -11,8 +11,9 @@
 //!
 //! Around a trained model: task scoring and the whole `hrm eval` ([`score`]), solving one puzzle
 //! ([`solve`]), finding and loading a checkpoint for inference ([`checkpoints`]), importing a
-//! reference checkpoint ([`convert`]), speed measurements ([`bench`]) and the GPU-against-CPU
-//! checks ([`device_check`]). The page of a solve and the `hrm serve` app: [`view`], [`serve`].
+//! reference checkpoint ([`convert`]), the Hugging Face Hub's datasets and checkpoints ([`hub`]),
+//! speed measurements ([`bench`]) and the GPU-against-CPU checks ([`device_check`]). The page of a
+//! solve and the `hrm serve` app: [`view`], [`serve`].
 #![warn(missing_docs)]
 
 pub mod bench;
@@ -22,6 +23,7 @@ pub mod convert;
 pub mod device_check;
 pub mod dist;
 pub mod eval;
+pub mod hub;
 pub mod launch;
 pub mod progress;
 pub mod rundir;

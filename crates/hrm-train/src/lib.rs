@@ -15,6 +15,7 @@
 //! checks ([`device_check`]).
 #![warn(missing_docs)]
 
+pub mod analyze;
 pub mod bench;
 pub mod checkpoints;
 pub mod config;

@@ -31,29 +31,42 @@ fn sudoku_data() -> &'static Path {
     data
 }
 
+/// `hrm analyze --checkpoint CKPT --data DATA --out OUT`.
+fn analyze_args(ckpt: &Path, data: &Path, out: &Path) -> Vec<String> {
+    [
+        "analyze",
+        "--checkpoint",
+        p(ckpt),
+        "--data",
+        p(data),
+        "--out",
+        p(out),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// `hrm analyze` of the shipped Sudoku model into a fresh folder, once per test binary.
 fn analysed() -> &'static Path {
     static OUT: OnceLock<tempfile::TempDir> = OnceLock::new();
     OUT.get_or_init(|| {
         let out = tempfile::tempdir().unwrap();
         let ckpt = models().join("sudoku-cpu.safetensors");
-        let stdout = ok(&[
-            "analyze",
-            "--checkpoint",
-            p(&ckpt),
-            "--data",
-            p(sudoku_data()),
-            "--out",
-            p(out.path()),
-            "--max-segments",
-            "4",
-            "--show-puzzles",
-            "3",
-            "--pca-puzzles",
-            "5",
-            "--batch-size",
-            "5",
-        ]);
+        let mut args = analyze_args(&ckpt, sudoku_data(), out.path());
+        args.extend(
+            [
+                "--max-segments",
+                "4",
+                "--show-puzzles",
+                "3",
+                "--pca-puzzles",
+                "5",
+                "--batch-size",
+                "5",
+            ]
+            .map(String::from),
+        );
+        let stdout = ok(&args);
         assert!(stdout.contains("PR (one per puzzle"), "{stdout}");
         assert!(stdout.contains("accuracy by budget"), "{stdout}");
         out
@@ -204,7 +217,7 @@ fn report_renders_every_figure_and_the_segment_grids() {
     let dom = hrm_testkit::browser::dump_dom(
         &chrome,
         &hrm_testkit::browser::file_url(&out.join("report.html")),
-        5000,
+        1500,
     );
     for f in FIGURES {
         let at = dom
@@ -237,18 +250,8 @@ fn report_renders_every_figure_and_the_segment_grids() {
 fn a_dataset_of_another_shape_is_refused_in_one_line() {
     let out = tempfile::tempdir().unwrap();
     let ckpt = models().join("maze-cpu.safetensors");
-    let line = one_line_error(
-        &[
-            "analyze",
-            "--checkpoint",
-            p(&ckpt),
-            "--data",
-            p(sudoku_data()),
-            "--out",
-            p(out.path()),
-        ],
-        "seq_len 81 / vocab_size 11",
-    );
+    let args = analyze_args(&ckpt, sudoku_data(), out.path());
+    let line = one_line_error(&args, "seq_len 81 / vocab_size 11");
     assert!(
         line.contains("maze-cpu.safetensors") && line.contains("seq_len 36"),
         "{line}"
@@ -285,17 +288,7 @@ fn an_empty_or_missing_dataset_is_refused_in_one_line() {
     write_split(&data, "test", &meta, &sets).unwrap();
     let ckpt = models().join("sudoku-cpu.safetensors");
     let out = dir.path().join("out");
-    let args = |d: &Path| {
-        vec![
-            "analyze".to_string(),
-            "--checkpoint".into(),
-            p(&ckpt).into(),
-            "--data".into(),
-            p(d).into(),
-            "--out".into(),
-            p(&out).into(),
-        ]
-    };
+    let args = |d: &Path| analyze_args(&ckpt, d, &out);
     one_line_error(&args(&data), "the test split has no examples");
     one_line_error(&args(&dir.path().join("nowhere")), "nowhere");
     assert!(!out.join("analysis.json").exists());

@@ -315,14 +315,16 @@ mod tests {
     use hrm_model::ModelConfig;
     use rand::SeedableRng;
 
+    /// A tiny model of 2 H x 3 L cycles.
     fn model(seed: u64) -> Hrm {
-        let cfg = ModelConfig {
-            h_cycles: 2,
-            l_cycles: 3,
-            ..ModelConfig::tiny(3)
-        };
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap()
+        let mut cfg = ModelConfig::tiny(3);
+        (cfg.h_cycles, cfg.l_cycles) = (2, 3);
+        Hrm::new(
+            &cfg,
+            &Device::Cpu,
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+        )
+        .unwrap()
     }
 
     fn batch(m: &Hrm, effective: usize) -> Batch {

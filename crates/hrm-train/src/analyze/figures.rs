@@ -231,10 +231,14 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> R
     if let Some(n) = &p.x_names {
         (x0, x1) = (-0.6, n.len() as f64 - 0.4);
     }
-    let (y0, y1) = extent(
+    let (y0, mut y1) = extent(
         all_y.filter_map(|y| ys.map(y)),
         p.y_from_zero && ys == Scale::Linear,
     );
+    // headroom for the legend box in the upper right
+    if p.series.iter().any(|s| !s.name.is_empty()) {
+        y1 += (y1 - y0) * 0.2;
+    }
     let mut chart = ChartBuilder::on(area)
         .caption(&p.title, (FONT, 17))
         .margin(12)
@@ -362,6 +366,34 @@ fn call_positions(segments: usize, hc: usize, lc: usize) -> (Vec<f64>, Vec<f64>)
     (h, l)
 }
 
+/// A line with dots through (x, y) for integer x.
+fn counted(name: &str, xs: &[usize], ys: &[f64]) -> Series {
+    let points = xs.iter().zip(ys).map(|(&x, &y)| (x as f64, y)).collect();
+    Series::new(name, points, Kind::LinePoints)
+}
+
+/// Title, x label and y label of the saturation curve.
+const SATURATION_LABELS: [&str; 3] = [
+    "PR against trajectories included",
+    "trajectories (puzzles)",
+    "participation ratio",
+];
+/// Title, x label and y label of the scaling curve.
+const SCALING_LABELS: [&str; 3] = [
+    "Inference-time scaling",
+    "budget halt_max_steps (segments)",
+    "accuracy",
+];
+
+/// A panel ([title, x label, y label]) over a log2 x axis of counts, y from 0.
+fn log2_panel([title, x, y]: [&str; 3], series: Vec<Series>) -> Panel {
+    let mut p = Panel::new(title, x, y);
+    p.x_scale = Scale::Log2;
+    p.y_from_zero = true;
+    p.series = series;
+    p
+}
+
 /// Every figure of an analysis.
 pub fn all(a: &Analysis) -> Result<Vec<Figure>> {
     let own = a.config.halt_max_steps as f64;
@@ -402,30 +434,16 @@ pub fn all(a: &Analysis) -> Result<Vec<Figure>> {
     };
 
     let sat = &dim.saturation;
-    let curve = |name: &str, v: &[f64]| {
-        Series::new(
-            name,
-            sat.trajectories
-                .iter()
-                .zip(v)
-                .map(|(&n, &y)| (n as f64, y))
-                .collect(),
-            Kind::LinePoints,
-        )
-    };
-    let mut sp = Panel::new(
-        "PR against trajectories included",
-        "trajectories (puzzles)",
-        "participation ratio",
+    let curve = |name: &str, v: &[f64]| counted(name, &sat.trajectories, v);
+    let sp = log2_panel(
+        SATURATION_LABELS,
+        vec![
+            curve("z_H trained", &sat.trained_h),
+            curve("z_L trained", &sat.trained_l),
+            curve("z_H untrained", &sat.untrained_h),
+            curve("z_L untrained", &sat.untrained_l),
+        ],
     );
-    sp.x_scale = Scale::Log2;
-    sp.y_from_zero = true;
-    sp.series = vec![
-        curve("z_H trained", &sat.trained_h),
-        curve("z_L trained", &sat.trained_l),
-        curve("z_H untrained", &sat.untrained_h),
-        curve("z_L untrained", &sat.untrained_l),
-    ];
     let sat_fig = Figure {
         name: "analyze-pr-saturation".into(),
         caption: "Participation ratio (per-puzzle pooling) of the first n test puzzles against n."
@@ -544,28 +562,14 @@ pub fn all(a: &Analysis) -> Result<Vec<Figure>> {
         panels: vec![hp, hq],
     };
 
-    let budget_series = |name: &str, v: &[f64]| {
-        Series::new(
-            name,
-            ad.budgets
-                .iter()
-                .zip(v)
-                .map(|(&b, &y)| (b as f64, y))
-                .collect(),
-            Kind::LinePoints,
-        )
-    };
-    let mut sc = Panel::new(
-        "Inference-time scaling",
-        "budget halt_max_steps (segments)",
-        "accuracy",
+    let budget_series = |name: &str, v: &[f64]| counted(name, &ad.budgets, v);
+    let mut sc = log2_panel(
+        SCALING_LABELS,
+        vec![
+            budget_series("fixed budget", &ad.accuracy_fixed),
+            budget_series("learned halting", &ad.accuracy_learned),
+        ],
     );
-    sc.x_scale = Scale::Log2;
-    sc.y_from_zero = true;
-    sc.series = vec![
-        budget_series("fixed budget", &ad.accuracy_fixed),
-        budget_series("learned halting", &ad.accuracy_learned),
-    ];
     sc.vlines = vec![(own, own_label)];
     let scale_fig = Figure {
         name: "analyze-scaling".into(),

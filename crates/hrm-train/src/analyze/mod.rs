@@ -262,19 +262,17 @@ fn task_name(t: Task) -> &'static str {
     }
 }
 
+/// Tokens as bytes, out-of-range values clamped to 0..=255.
+fn bytes(v: &[i32]) -> Vec<u8> {
+    v.iter().map(|&x| x.clamp(0, 255) as u8).collect()
+}
+
 /// Whether `pred` answers the puzzle: Sudoku a complete valid grid keeping the givens, maze a
 /// valid and optimal path, otherwise every labelled position equal to the label.
 fn correct(task: Task, input: &[i32], label: &[i32], pred: &[i32]) -> bool {
     match task {
         Task::Sudoku if input.len() == 81 => sudoku_answer_ok(input, pred),
-        Task::Maze => {
-            let b = |v: &[i32]| {
-                v.iter()
-                    .map(|&t| t.clamp(0, 255) as u8)
-                    .collect::<Vec<u8>>()
-            };
-            hrm_data::maze::check_path(&b(input), &b(pred)).optimal
-        }
+        Task::Maze => hrm_data::maze::check_path(&bytes(input), &bytes(pred)).optimal,
         _ => label
             .iter()
             .zip(pred)
@@ -287,16 +285,9 @@ fn difficulty(task: Task, input: &[i32], label: &[i32]) -> usize {
     match task {
         // token 1 is a blank cell
         Task::Sudoku => input.iter().filter(|&&t| t == 1).count(),
-        Task::Maze => {
-            let b = |v: &[i32]| {
-                v.iter()
-                    .map(|&t| t.clamp(0, 255) as u8)
-                    .collect::<Vec<u8>>()
-            };
-            hrm_data::maze::check_path(&b(input), &b(label))
-                .shortest
-                .unwrap_or(0)
-        }
+        Task::Maze => hrm_data::maze::check_path(&bytes(input), &bytes(label))
+            .shortest
+            .unwrap_or(0),
         // colour tokens 2..=11 are grid cells (0 padding, 1 the end-of-row marker)
         Task::Arc => input.iter().filter(|&&t| t >= 2).count(),
         Task::Generic => input.iter().filter(|&&t| t != 0).count(),

@@ -58,8 +58,10 @@ impl Scale {
         match self {
             Scale::Linear if v.abs() >= 100.0 || v == v.round() => format!("{v:.0}"),
             Scale::Linear => format!("{v:.2}"),
-            Scale::Log10 => format!("{:.0e}", 10f64.powf(v)),
-            Scale::Log2 => format!("{:.0}", 2f64.powf(v)),
+            // ticks at whole powers only
+            _ if (v - v.round()).abs() > 1e-6 => String::new(),
+            Scale::Log10 => format!("{:.0e}", 10f64.powf(v.round())),
+            Scale::Log2 => format!("{:.0}", 2f64.powf(v.round())),
         }
     }
 }
@@ -615,6 +617,14 @@ mod tests {
         let png = std::fs::read(dir.path().join("t.png")).unwrap();
         assert_eq!(&png[1..4], b"PNG");
         assert!(dir.path().join("t.svg").exists());
+    }
+
+    #[test]
+    fn log_axes_label_whole_powers_only() {
+        assert_eq!(Scale::Log2.label(3.0), "8");
+        assert_eq!(Scale::Log2.label(1.5), "");
+        assert_eq!(Scale::Log10.label(-2.0), "1e-2");
+        assert_eq!(Scale::Linear.label(0.25), "0.25");
     }
 
     #[test]

@@ -206,10 +206,9 @@ fn analysis_json_has_its_schema() {
 fn report_renders_every_figure_and_the_segment_grids() {
     let out = analysed();
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(
-        !html.contains("http://") || !html.contains("src=\"http"),
-        "external resource"
-    );
+    for external in ["src=\"http", "href=\"http", "@import", "url(http"] {
+        assert!(!html.contains(external), "the report loads {external}...");
+    }
     assert!(!html.contains("<script"), "the report needs no script");
     let Some(chrome) = hrm_testkit::browser::chromium() else {
         return;

@@ -9,6 +9,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod analyze_cmd;
 mod bench_cmd;
 mod check_cmd;
 mod data_cmd;
@@ -54,6 +55,9 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Check a GPU against the CPU: optimizer kernels, an f32 training step, bf16 vs f32.
     DeviceCheck(check_cmd::CheckArgs),
+    /// How a checkpoint computes: dimensionality, convergence, adaptive compute, per-segment
+    /// answers (analysis.json, figures, report.html).
+    Analyze(analyze_cmd::AnalyzeArgs),
 }
 
 /// Keep freed memory in the heap for the next step instead of unmapping it: a training step
@@ -118,6 +122,7 @@ fn main() {
         Command::Serve(args) => serve_cmd::serve_cmd(&args),
         Command::Bench(args) => bench_cmd::bench_cmd(&args),
         Command::DeviceCheck(args) => check_cmd::check_cmd(&args),
+        Command::Analyze(args) => analyze_cmd::analyze_cmd(&args),
     };
     if let Err(e) = result {
         // One clear line (plus the cause chain) instead of a panic or a debug dump.

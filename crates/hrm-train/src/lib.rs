@@ -16,6 +16,7 @@
 //! solve and the `hrm serve` app: [`view`], [`serve`].
 #![warn(missing_docs)]
 
+pub mod analyze;
 pub mod bench;
 pub mod checkpoints;
 pub mod config;

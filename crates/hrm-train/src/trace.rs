@@ -52,7 +52,7 @@ pub struct SegmentTrace {
 /// Runs `segments` segments (no early stop) and returns one trace per batch row
 /// (rows beyond `batch.effective_size` are padding and are dropped).
 pub fn trace_rollout(engine: &Engine, batch: &Batch, segments: usize) -> Result<Vec<PuzzleTrace>> {
-    Ok(record_rollout(engine, batch, segments, false)?.traces)
+    Ok(record_rollout(engine, batch, segments, false, None)?.traces)
 }
 
 /// A rollout's traces with the final carry and, when asked, every call's state.
@@ -67,14 +67,18 @@ pub struct Recording {
     pub trajectory_l: Option<Vec<Vec<Vec<f32>>>>,
     /// The same for z_H after every H call.
     pub trajectory_h: Option<Vec<Vec<Vec<f32>>>>,
+    /// When asked: (z_H, z_L) `[B, S, D]` on the host after segment `states_at`.
+    pub states: Option<(Vec<f32>, Vec<f32>)>,
 }
 
-/// [`trace_rollout`] keeping the final carry, and the trajectories when `trajectories`.
+/// [`trace_rollout`] keeping the final carry, the trajectories when `trajectories`, and the
+/// states after segment `states_at` (1-based) when given.
 pub fn record_rollout(
     engine: &Engine,
     batch: &Batch,
     segments: usize,
     trajectories: bool,
+    states_at: Option<usize>,
 ) -> Result<Recording> {
     let model = engine.model();
     let cfg = &model.cfg;
@@ -88,7 +92,11 @@ pub fn record_rollout(
     let rows = batch.effective_size.min(batch.batch_size);
     let mut rec = Recorder::new(model, batch.batch_size, trajectories)?;
     let mut outs: Vec<(Vec<i32>, Vec<f32>, Vec<f32>)> = Vec::with_capacity(segments);
-    let (carry, _) = engine.rollout(batch, segments, &mut rec, |_, _, s| {
+    let mut states = None;
+    let (carry, _) = engine.rollout(batch, segments, &mut rec, |k, c, s| {
+        if Some(k) == states_at {
+            states = Some((to_host_f32(&c.z_h)?, to_host_f32(&c.z_l)?));
+        }
         let answers = s.logits.chunks(v).map(|r| argmax(r) as i32).collect();
         outs.push((answers, s.q_halt.clone(), s.q_continue.clone()));
         Ok(true)
@@ -151,6 +159,7 @@ pub fn record_rollout(
         trajectory_h: trajectories.then(|| take(&rec.h_calls)),
         traces,
         carry,
+        states,
     })
 }
 
@@ -306,14 +315,16 @@ mod tests {
     use hrm_model::ModelConfig;
     use rand::SeedableRng;
 
+    /// A tiny model of 2 H x 3 L cycles.
     fn model(seed: u64) -> Hrm {
-        let cfg = ModelConfig {
-            h_cycles: 2,
-            l_cycles: 3,
-            ..ModelConfig::tiny(3)
-        };
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap()
+        let mut cfg = ModelConfig::tiny(3);
+        (cfg.h_cycles, cfg.l_cycles) = (2, 3);
+        Hrm::new(
+            &cfg,
+            &Device::Cpu,
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+        )
+        .unwrap()
     }
 
     fn batch(m: &Hrm, effective: usize) -> Batch {
@@ -446,7 +457,7 @@ mod tests {
     fn recording_keeps_trajectories_and_the_carry() {
         let m = model(5);
         let b = batch(&m, 3);
-        let rec = record_rollout(&Engine::plain(&m), &b, 2, true).unwrap();
+        let rec = record_rollout(&Engine::plain(&m), &b, 2, true, Some(2)).unwrap();
         let (hc, lc) = (m.cfg.h_cycles, m.cfg.l_cycles);
         let th = rec.trajectory_h.unwrap();
         let tl = rec.trajectory_l.unwrap();
@@ -462,7 +473,9 @@ mod tests {
         for (a, b) in mean.iter().zip(last) {
             assert!((a - b).abs() < 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
         }
-        let e = record_rollout(&Engine::plain(&m), &Batch::zeros(3, 5), 1, false).unwrap_err();
+        assert_eq!(rec.states.unwrap().0, zh);
+        let e =
+            record_rollout(&Engine::plain(&m), &Batch::zeros(3, 5), 1, false, None).unwrap_err();
         assert!(e.to_string().contains("5 tokens"), "{e}");
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{hrm, p};
+use common::{configs, final_tensors, hrm, p, tensor_bytes};
 use hrm_testkit::hub_server::{Cut, HubServer};
 
 const SUDOKU: &str = "sapientinc/sudoku-extreme";
@@ -663,4 +663,62 @@ fn solve_from_the_hub_matches_a_hand_conversion_and_converts_once() {
     assert!(err.is_empty(), "{err}");
     assert_eq!(answer(&offline), answer(&cached_run));
     assert_eq!(answer(&offline), answer(&newer));
+}
+
+#[test]
+fn training_starts_from_a_hub_checkpoint() {
+    let m = Mirror::new();
+    let out = tempfile::tempdir().unwrap();
+    let data = out.path().join("data");
+    ok(
+        m.hrm(),
+        &["data", "sudoku", "--hub", SUDOKU, "--output-dir", p(&data)],
+    );
+    let run = out.path().join("run");
+    let tiny = configs().join("tiny.toml");
+    let data_path = format!("data_path={}", p(&data));
+    let init = format!("load_checkpoint={CKPT}");
+    // the fixture checkpoint's architecture, and rates of 0: one step leaves its weights as loaded
+    let mut args = vec![
+        "train",
+        p(&tiny),
+        &data_path,
+        &init,
+        "lr=0",
+        "puzzle_emb_lr=0",
+        "arch.H_cycles=3",
+        "arch.L_cycles=2",
+        "arch.L_layers=2",
+        "arch.hidden_size=32",
+        "arch.num_heads=2",
+        "arch.expansion=4",
+        "arch.puzzle_emb_ndim=32",
+        "--stop-after",
+        "1",
+        "--quiet",
+        "--run-dir",
+        p(&run),
+    ];
+    ok(m.hrm(), &args);
+    let (step, got) = final_tensors(&run);
+    assert_eq!(step, "step_1");
+    let want = tensor_bytes(&torch_ckpt().join("expected.safetensors"));
+    assert_eq!(got.len(), want.len());
+    for (k, v) in &want {
+        assert!(got[k] == *v, "{k}: not the checkpoint's weights");
+    }
+    // another width: refused by key and shape, naming the setting, before anything is written
+    args.retain(|a| *a != "arch.hidden_size=32");
+    let other = out.path().join("other");
+    let last = args.len() - 1;
+    args[last] = p(&other);
+    fails(
+        m.hrm(),
+        &args,
+        &[
+            "load_checkpoint = \"hub:sapientinc/HRM-checkpoint-sudoku-extreme\"",
+            "shape",
+        ],
+    );
+    assert!(!other.join("config.toml").exists());
 }

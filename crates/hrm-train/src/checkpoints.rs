@@ -1,14 +1,16 @@
 //! Checkpoints for inference (`hrm eval`, `hrm solve`): a model file or a run folder's newest
 //! checkpoint, a `hub:OWNER/REPO[@REV][/FILE]` reference (fetched, converted once), the models
-//! shipped in `models/`, and loading with the inference kernels chosen.
+//! shipped in `models/`, and loading with the inference kernels chosen; the weights a training
+//! run starts from (`load_checkpoint`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use hrm_model::checkpoint::load_model;
+use hrm_model::checkpoint::{load_model, read_safetensors};
 use hrm_model::config::{ForwardDtype, ModelConfig};
+use hrm_model::model::weights::Slot;
 use hrm_model::{Engine, Hrm, Kernels};
 
 use crate::hub::{pick_checkpoint, Hub, HubCheckpoint, Snapshot};
@@ -224,4 +226,48 @@ pub fn load_for_inference(
             Kernels::PackedF32
         },
     })
+}
+
+/// The model a training run starts from with `load_checkpoint = SRC` (TRM's key): the weights of
+/// SRC (a model file, a run folder's newest checkpoint, or `hub:OWNER/REPO[@REV][/FILE]`, a
+/// reference `.pt` converted for the dataset's sequence length) in the run's architecture `cfg`.
+/// Every tensor must be there with the run's shape, except the puzzle table: one with another
+/// number of rows (another dataset) is replaced, as TRM does, by its mean row in every row of the
+/// run's table. Returns the model and, when the table was resized, a note saying so.
+pub fn initial_model(
+    src: &str,
+    data_path: &Path,
+    cfg: &ModelConfig,
+    device: &Device,
+) -> Result<(Hrm, Option<String>)> {
+    let what = || format!("load_checkpoint = \"{src}\"");
+    let path = resolve_checkpoint_for_dataset(Path::new(src), data_path).with_context(what)?;
+    let mut file = read_safetensors(&path, device).with_context(what)?;
+    let key = Slot::PuzzleEmb.key();
+    let mut note = None;
+    if let Some(t) = file.tensors.get(&key) {
+        let (rows, cols) = t.dims2().with_context(what)?;
+        let want = cfg.num_puzzle_identifiers;
+        if cfg.puzzle_emb_ndim == cols && rows != want && rows > 0 {
+            let mean = t
+                .mean_keepdim(0)?
+                .broadcast_as((want, cols))?
+                .contiguous()?;
+            file.tensors.insert(key.clone(), mean);
+            note = Some(format!(
+                "{}: `{key}` has {rows} rows and the dataset {want} puzzle identifiers: every \
+                 row starts from the checkpoint's mean row",
+                path.display()
+            ));
+        }
+    }
+    let model = Hrm::from_state_dict(cfg, device, &file.tensors).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {} does not fit the run's arch: {e} (hint: the arch.* keys must match the \
+             checkpoint's)",
+            what(),
+            path.display()
+        )
+    })?;
+    Ok((model, note))
 }

@@ -373,7 +373,17 @@ fn start(
     };
     let mut init = ChaCha8Rng::seed_from_u64(cfg.seed);
     init.set_stream(STREAM_INIT);
-    let model = Hrm::new(&model_cfg, &device, &mut init)?;
+    let model = match &cfg.load_checkpoint {
+        None => Hrm::new(&model_cfg, &device, &mut init)?,
+        Some(src) => {
+            let data = std::path::Path::new(&cfg.data_path);
+            let (model, note) = crate::checkpoints::initial_model(src, data, &model_cfg, &device)?;
+            if let (Some(note), true, false) = (note, main, opts.quiet) {
+                println!("{note}");
+            }
+            model
+        }
+    };
     let opt = Optimizers::new(
         &model,
         (cfg.beta1, cfg.beta2),

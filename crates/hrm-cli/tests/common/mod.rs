@@ -232,15 +232,18 @@ pub fn final_tensors(run_dir: &Path) -> (String, std::collections::HashMap<Strin
         .latest_checkpoint()
         .unwrap()
         .expect("a checkpoint");
-    let (step, path) = (ckpt.step, ckpt.path);
-    let f = hrm_model::checkpoint::read_safetensors(&path, &candle_core::Device::Cpu).unwrap();
-    let bytes = f
-        .tensors
+    (format!("step_{}", ckpt.step), tensor_bytes(&ckpt.path))
+}
+
+/// Every tensor of a safetensors file (keys normalised) as its f32 bytes.
+pub fn tensor_bytes(path: &Path) -> std::collections::HashMap<String, Vec<u8>> {
+    let f = hrm_model::checkpoint::read_safetensors(path, &candle_core::Device::Cpu).unwrap();
+    f.tensors
         .into_iter()
         .map(|(k, t)| {
+            let t = t.to_dtype(candle_core::DType::F32).unwrap();
             let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             (k, v.iter().flat_map(|x| x.to_le_bytes()).collect())
         })
-        .collect();
-    (format!("step_{step}"), bytes)
+        .collect()
 }

@@ -95,6 +95,12 @@ pub struct TrainConfig {
     /// Run folder; absent = `runs/<project>-<run>` (the CLI's `--run-dir` takes precedence).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_path: Option<String>,
+    /// Addition (TRM's key): start from the weights of this checkpoint instead of a fresh
+    /// initialisation: a model file, a run folder (its newest checkpoint) or
+    /// `hub:OWNER/REPO[@REV][/FILE]`; the optimizers start fresh. The checkpoint must have the
+    /// run's architecture; a puzzle table of another size starts from its mean row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_checkpoint: Option<String>,
     /// Seed of every random stream of the run (default 0).
     #[serde(default)]
     pub seed: u64,
@@ -648,6 +654,7 @@ mod tests {
             project_name = "p"
             run_name = "r"
             checkpoint_path = "c"
+            load_checkpoint = "l"
             eval_save_outputs = ["logits"]
             eval_max_examples = 5
             log_interval = 3

@@ -11,7 +11,8 @@ use hrm_train::analyze::{analyze, AnalyzeOptions};
 /// Flags of `hrm analyze`.
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
-    /// Model checkpoint (safetensors) or run folder (its newest checkpoint).
+    /// Model checkpoint (safetensors), run folder (its newest checkpoint) or
+    /// `hub:OWNER/REPO[@REV][/FILE]` (a reference `.pt` is converted for the dataset).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Dataset folder (its `test` split is analysed).

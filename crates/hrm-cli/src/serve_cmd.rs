@@ -4,13 +4,14 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use hrm_train::checkpoints::resolve_checkpoint;
+use hrm_train::checkpoints::{resolve_checkpoint, resolve_checkpoint_for_dataset};
 use hrm_train::serve::{serve, Models};
 
 /// Flags of `hrm serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// A model file or run folder to serve, repeatable: each one's task (Sudoku, maze or ARC)
+    /// A model file, run folder or `hub:OWNER/REPO[@REV][/FILE]` to serve (a reference `.pt`
+    /// from the Hub is converted for the sequence length of `--data`), repeatable: each one's task (Sudoku, maze or ARC)
     /// is read from its vocabulary, one model per task. Sudoku and maze without one get the
     /// shipped model (models/sudoku-cpu.safetensors, models/maze-cpu.safetensors) where it is
     /// found.
@@ -36,7 +37,11 @@ pub fn serve_cmd(a: &ServeArgs) -> Result<()> {
     let files = a
         .checkpoint
         .iter()
-        .map(|p| resolve_checkpoint(p))
+        .map(|p| match a.data.as_deref() {
+            // a reference `.pt` from the Hub is converted for the dataset's sequence length
+            Some(data) => resolve_checkpoint_for_dataset(p, data),
+            None => resolve_checkpoint(p),
+        })
         .collect::<Result<Vec<_>>>()?;
     let device = candle_core::Device::Cpu;
     let models = Models::load(&files, a.data.as_deref(), &device, a.bf16)?;

@@ -652,6 +652,28 @@ fn solve_from_the_hub_matches_a_hand_conversion_and_converts_once() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["metrics"]["all"]["count"], 4.0, "{json}");
     assert_eq!(v["sudoku"]["examples"], 4, "{json}");
+    // and `hrm analyze` of it
+    let report = out.path().join("analysis");
+    ok(
+        m.hrm(),
+        &[
+            "analyze",
+            "--checkpoint",
+            CKPT,
+            "--data",
+            p(&data),
+            "--out",
+            p(&report),
+            "--max-examples",
+            "4",
+            "--max-segments",
+            "2",
+        ],
+    );
+    let a: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("analysis.json")).unwrap())
+            .unwrap();
+    assert!(a.is_object() && report.join("report.html").is_file(), "{a}");
 
     // the Hub gone: the cached conversion, offline as well as with a note
     m.server.take().unwrap().stop();

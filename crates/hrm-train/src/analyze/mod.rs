@@ -22,7 +22,7 @@ use hrm_model::{Engine, Hrm, ModelConfig};
 use rand::SeedableRng;
 use serde::Serialize;
 
-use crate::checkpoints::{load_for_inference, resolve_checkpoint};
+use crate::checkpoints::{load_for_inference, resolve_checkpoint_for_dataset};
 use crate::score::{detect_task, sudoku_answer_ok, Task};
 use crate::trace::{record_rollout, PuzzleTrace, Recording};
 
@@ -412,7 +412,7 @@ pub fn analyze(opts: &AnalyzeOptions, device: &Device) -> Result<Analysis> {
     if opts.max_examples == 0 || opts.max_segments == 0 || opts.batch_size == 0 {
         bail!("--max-examples, --max-segments and the batch size must be at least 1");
     }
-    let ckpt = resolve_checkpoint(&opts.checkpoint)?;
+    let ckpt = resolve_checkpoint_for_dataset(&opts.checkpoint, &opts.data)?;
     let bs = opts.batch_size;
     let loaded = load_for_inference(&ckpt, device, false, |c| c.batch_size = bs)?;
     let model = &loaded.model;

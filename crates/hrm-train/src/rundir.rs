@@ -386,22 +386,12 @@ impl RunDir {
     /// the removed paths.
     pub fn clear_unstarted(&self) -> Result<Vec<PathBuf>> {
         self.refuse_existing_run()?;
-        let mut removed = Vec::new();
-        for entry in std::fs::read_dir(&self.path).map_err(io_err(&self.path))? {
-            let entry = entry.map_err(io_err(&self.path))?;
-            let name = entry.file_name().to_string_lossy().to_string();
-            let partial = [RUN_INFO_FILE, crate::sinks::METRICS_FILE].contains(&name.as_str())
+        self.remove_entries(|name| {
+            let partial = [RUN_INFO_FILE, crate::sinks::METRICS_FILE].contains(&name)
                 || name.starts_with("events.out.tfevents.")
-                || parse_eval_outputs_file_name(&name).is_some();
-            if partial && entry.path().is_file() {
-                let p = entry.path();
-                std::fs::remove_file(&p).map_err(io_err(&p))?;
-                hrm_data::fsio::crash_point(&format!("pruning {}", p.display()));
-                removed.push(p);
-            }
-        }
-        removed.sort();
-        Ok(removed)
+                || parse_eval_outputs_file_name(name).is_some();
+            partial.then_some(())
+        })
     }
 
     /// Take the folder's exclusive lock for this process (kept by every clone of this value
@@ -425,17 +415,30 @@ impl RunDir {
     /// [`write_atomic`], older `<name>.tmp-<pid>`) whose process is no longer alive (a live
     /// pid's file is kept). Returns the removed paths.
     pub fn remove_stale_temp_files(&self) -> Result<Vec<PathBuf>> {
-        let mut removed = Vec::new();
+        self.remove_entries(|name| {
+            temp_name_pid(name)
+                .is_some_and(|pid| !pid_is_alive(pid))
+                .then_some(())
+        })
+    }
+
+    /// Delete the files of the folder that `doomed` picks (by name), in the order of the keys it
+    /// gives them; each removal is a crash point. Returns the removed paths, sorted.
+    fn remove_entries<K: Ord>(&self, doomed: impl Fn(&str) -> Option<K>) -> Result<Vec<PathBuf>> {
+        let mut picked = Vec::new();
         for entry in std::fs::read_dir(&self.path).map_err(io_err(&self.path))? {
             let entry = entry.map_err(io_err(&self.path))?;
             let name = entry.file_name().to_string_lossy().to_string();
-            let stale = temp_name_pid(&name).is_some_and(|pid| !pid_is_alive(pid));
-            if stale && entry.path().is_file() {
-                let p = entry.path();
-                std::fs::remove_file(&p).map_err(io_err(&p))?;
-                hrm_data::fsio::crash_point(&format!("pruning {}", p.display()));
-                removed.push(p);
+            if let Some(key) = doomed(&name).filter(|_| entry.path().is_file()) {
+                picked.push((key, entry.path()));
             }
+        }
+        picked.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut removed = Vec::new();
+        for (_, p) in picked {
+            std::fs::remove_file(&p).map_err(io_err(&p))?;
+            hrm_data::fsio::crash_point(&format!("pruning {}", p.display()));
+            removed.push(p);
         }
         removed.sort();
         Ok(removed)
@@ -556,30 +559,13 @@ impl RunDir {
             return Ok(Vec::new());
         };
         let kept: Vec<u64> = all.iter().rev().take(keep.max(1)).map(|c| c.step).collect();
-        // (step, is not the model file, path) of every file to delete
-        let mut doomed = Vec::new();
-        for entry in std::fs::read_dir(&self.path).map_err(io_err(&self.path))? {
-            let entry = entry.map_err(io_err(&self.path))?;
-            let name = entry.file_name().to_string_lossy().to_string();
+        // ordered by (step, is not the model file)
+        self.remove_entries(|name| {
             // (a temporary file is another writer's business: see remove_stale_temp_files)
-            let Some(step) = companion_step(&name).filter(|_| temp_name_pid(&name).is_none())
-            else {
-                continue;
-            };
-            if step < newest && !kept.contains(&step) && entry.path().is_file() {
-                let model = parse_checkpoint_file_name(&name).is_some();
-                doomed.push((step, !model, entry.path()));
-            }
-        }
-        doomed.sort();
-        let mut removed = Vec::new();
-        for (_, _, p) in doomed {
-            std::fs::remove_file(&p).map_err(io_err(&p))?;
-            hrm_data::fsio::crash_point(&format!("pruning {}", p.display()));
-            removed.push(p);
-        }
-        removed.sort();
-        Ok(removed)
+            let step = companion_step(name).filter(|_| temp_name_pid(name).is_none())?;
+            (step < newest && !kept.contains(&step))
+                .then(|| (step, parse_checkpoint_file_name(name).is_none()))
+        })
     }
 }
 

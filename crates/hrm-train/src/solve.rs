@@ -12,42 +12,13 @@ use hrm_data::arc::{
 };
 use hrm_data::format::{load_split, read_identifiers, IDENTIFIERS_FILE};
 use hrm_data::Batch;
-use hrm_model::loss::argmax;
 use hrm_model::loss::IGNORE_LABEL_ID;
-use hrm_model::Engine;
 
 use serde::Serialize;
 
 use crate::checkpoints::{load_for_inference, InferenceModel, MAZE_MODEL, SUDOKU_MODEL};
 use crate::score::sudoku_answer_ok;
 use crate::trace::{trace_rollout, PuzzleTrace, SegmentTrace};
-
-/// One ACT segment's outputs for every row of a batch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Segment {
-    /// Argmax tokens `[B * L]`.
-    pub predictions: Vec<i32>,
-    /// Q-halt logits `[B]`.
-    pub q_halt: Vec<f32>,
-    /// Q-continue logits `[B]`.
-    pub q_continue: Vec<f32>,
-}
-
-/// Run a batch through the ACT loop for `segments` segments (no halting) on `engine`; returns
-/// every segment's outputs.
-pub fn rollout(engine: &Engine, batch: &Batch, segments: usize) -> Result<Vec<Segment>> {
-    let v = engine.model().cfg.vocab_size;
-    let mut out = Vec::with_capacity(segments);
-    engine.rollout(batch, segments, &mut (), |_, _, s| {
-        out.push(Segment {
-            predictions: s.logits.chunks(v).map(|r| argmax(r) as i32).collect(),
-            q_halt: s.q_halt.clone(),
-            q_continue: s.q_continue.clone(),
-        });
-        Ok(true)
-    })?;
-    Ok(out)
-}
 
 /// A batch of questions (`rows` of `seq_len` tokens, one puzzle identifier each) without labels.
 fn question_batch(inputs: Vec<i32>, puzzle_identifiers: Vec<i32>, seq_len: usize) -> Batch {
@@ -352,7 +323,7 @@ impl RolloutView {
         let q_halt = trace.segments.last().map_or(0.0, |s| s.q_halt);
         RolloutView {
             segments: trace.segments.len(),
-            first_halt: first_halt(trace),
+            first_halt: trace.halted_at,
             q_halt,
             confidence: sigmoid(q_halt),
             seconds,
@@ -367,17 +338,8 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// The first segment (1-based) with q_halt > q_continue.
-fn first_halt(trace: &PuzzleTrace) -> Option<usize> {
-    trace
-        .segments
-        .iter()
-        .position(|s| s.q_halt > s.q_continue)
-        .map(|i| i + 1)
-}
-
 /// A Sudoku or maze model loaded once for many solves (`hrm serve` shares one across requests:
-/// each solve builds its own [`Engine`] on it).
+/// each solve builds its own [`hrm_model::Engine`] on it).
 #[derive(Debug)]
 pub struct GridModel {
     /// The model file.
@@ -441,7 +403,7 @@ impl GridModel {
             rows: puzzle.decode(&last.answer),
             verdict: puzzle.verify(&last.answer),
             segments,
-            first_halt: first_halt(&trace),
+            first_halt: trace.halted_at,
             q_halt: last.q_halt,
             seconds,
             trace,

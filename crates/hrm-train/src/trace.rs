@@ -343,7 +343,7 @@ mod tests {
 
     /// The trace against an independent computation: the parity `Trace` of the model's own
     /// candle path records every call's state, from which the residuals follow directly; the
-    /// answers and Q logits match `solve::rollout`.
+    /// answers and Q logits match the engine's rollout.
     #[test]
     fn trace_matches_a_direct_per_call_computation() {
         let m = model(3);
@@ -371,7 +371,16 @@ mod tests {
         };
         let (s, d) = (m.cfg.full_seq_len(), m.cfg.hidden_size);
         let n = s * d;
-        let steps = crate::solve::rollout(&engine, &b, segments).unwrap();
+        // every segment's argmax answers and Q logits, straight from the engine's rollout
+        let v = m.cfg.vocab_size;
+        let mut steps: Vec<(Vec<i32>, Vec<f32>, Vec<f32>)> = Vec::new();
+        engine
+            .rollout(&b, segments, &mut (), |_, _, s| {
+                let answers = s.logits.chunks(v).map(|r| argmax(r) as i32).collect();
+                steps.push((answers, s.q_halt.clone(), s.q_continue.clone()));
+                Ok(true)
+            })
+            .unwrap();
         for (r, tr) in traces.iter().enumerate() {
             let mut prev_h = init("inner.H_init").repeat(s);
             let mut prev_l = init("inner.L_init").repeat(s);
@@ -433,9 +442,9 @@ mod tests {
             assert_eq!(got, h_answers);
             let mut prev = b.inputs[r * l..(r + 1) * l].to_vec();
             for (k, seg) in tr.segments.iter().enumerate() {
-                assert_eq!(seg.answer, steps[k].predictions[r * l..(r + 1) * l]);
-                assert_eq!(seg.q_halt, steps[k].q_halt[r]);
-                assert_eq!(seg.q_continue, steps[k].q_continue[r]);
+                assert_eq!(seg.answer, steps[k].0[r * l..(r + 1) * l]);
+                assert_eq!(seg.q_halt, steps[k].1[r]);
+                assert_eq!(seg.q_continue, steps[k].2[r]);
                 assert_eq!(seg.h_cycle_answers.len(), hc);
                 assert_eq!(seg.h_cycle_answers.last(), Some(&seg.answer));
                 let changed: Vec<usize> = (0..l).filter(|&i| seg.answer[i] != prev[i]).collect();

@@ -255,6 +255,10 @@ pub struct InferredShapes {
     pub l_layers: usize,
     /// SwiGLU inner width.
     pub mlp_inner: usize,
+    /// TRM's `mlp_t`: the sequence SwiGLU's (S, I_t), when the blocks have one.
+    pub mlp_t: Option<(usize, usize)>,
+    /// Whether `inner.L_init` is present (not in the transformer baseline).
+    pub l_init: bool,
     /// Puzzle table rows and width (0, 0 without a table).
     pub puzzle: (usize, usize),
     /// S of the learned position table, if present.
@@ -276,10 +280,17 @@ pub fn infer_shapes(tensors: &HashMap<String, Tensor>) -> Result<InferredShapes>
     let (vocab_size, hidden_size) = get(&Slot::EmbedTokens.key())?.dims2()?;
     let count = |h_level: bool| {
         (0..)
-            .take_while(|&i| tensors.contains_key(&block(h_level, i, BlockWeight::Qkv).key()))
+            .take_while(|&i| tensors.contains_key(&block(h_level, i, BlockWeight::GateUp).key()))
             .count()
     };
-    let mlp_inner = get(&block(true, 0, BlockWeight::Down).key())?.dims2()?.1;
+    // the first block there is: H (HRM, the baseline) or L (TRM has no H blocks)
+    let first = (count(true) == 0) as usize;
+    let first = |w| block(first == 0, 0, w).key();
+    let mlp_inner = get(&first(BlockWeight::Down))?.dims2()?.1;
+    let mlp_t = match tensors.get(&first(BlockWeight::SeqDown)) {
+        Some(t) => Some(t.dims2()?),
+        None => None,
+    };
     let puzzle = match tensors.get(&Slot::PuzzleEmb.key()) {
         Some(t) => t.dims2()?,
         None => (0, 0),
@@ -294,6 +305,8 @@ pub fn infer_shapes(tensors: &HashMap<String, Tensor>) -> Result<InferredShapes>
         h_layers: count(true),
         l_layers: count(false),
         mlp_inner,
+        mlp_t,
+        l_init: tensors.contains_key(&Slot::LInit.key()),
         puzzle,
         learned_seq,
     })

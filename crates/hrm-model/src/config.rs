@@ -1,12 +1,65 @@
-//! Architecture configuration of the HRM ACT v1 model.
+//! Architecture configuration of the three models: HRM ACT v1, TRM and the transformer baseline.
 //!
-//! Mirrors the reference's pydantic config (sapientinc/HRM:models/hrm/hrm_act_v1.py) and
-//! `config/arch/hrm_v1.yaml`: the serde names are the reference's key names (`H_cycles`,
-//! `puzzle_emb_ndim`, ...) so a fixture's `config` JSON, a reference `all_config.yaml` arch block
-//! and our own TOML files all deserialise into the same struct. Validation happens once, in
-//! [`ModelConfig::validate`], with errors that name the offending key.
+//! Mirrors the references' pydantic configs (sapientinc/HRM:models/hrm/hrm_act_v1.py;
+//! SamsungSAILMontreal/TinyRecursiveModels: models/recursive_reasoning/trm.py and
+//! transformers_baseline.py) and their `config/arch/*.yaml`: the serde names are the reference's
+//! key names (`H_cycles`, `puzzle_emb_ndim`, `no_ACT_continue`, ...) so a fixture's `config` JSON,
+//! a reference `all_config.yaml` arch block and our own TOML files all deserialise into the same
+//! struct. Validation happens once, in [`ModelConfig::validate`], with errors that name the
+//! offending key; [`ModelConfig::warnings`] names the keys an architecture ignores.
 
 use serde::{Deserialize, Serialize};
+
+/// Which model (the `[arch]` table's `name`; the references' `module@class` names are accepted
+/// too).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Arch {
+    /// HRM: an L module (`L_layers` blocks) and an H module (`H_layers` blocks); the one-step
+    /// gradient (only the last L and the last H call of a segment).
+    #[default]
+    #[serde(
+        rename = "hrm",
+        alias = "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",
+        alias = "recursive_reasoning.hrm@HierarchicalReasoningModel_ACTV1"
+    )]
+    Hrm,
+    /// TRM: one network (`L_layers` blocks) for both updates; the whole last H cycle
+    /// (`L_cycles` + 1 calls) carries the gradient.
+    #[serde(
+        rename = "trm",
+        alias = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
+    )]
+    Trm,
+    /// The transformer baseline: `H_layers` blocks, called once per segment on `z_H + x̃`, with
+    /// the gradient; no z_L, no cycles.
+    #[serde(
+        rename = "transformer",
+        alias = "recursive_reasoning.transformers_baseline@Model_ACTV2"
+    )]
+    Transformer,
+}
+
+impl Arch {
+    /// The short name (`hrm`, `trm`, `transformer`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Hrm => "hrm",
+            Arch::Trm => "trm",
+            Arch::Transformer => "transformer",
+        }
+    }
+
+    /// Parse a name as the config accepts it: the short name or the reference's `module@class`.
+    pub fn parse(name: &str) -> Option<Arch> {
+        serde_json::from_value(serde_json::Value::String(name.into())).ok()
+    }
+
+    /// Every name [`Arch::parse`] accepts, for messages.
+    pub const NAMES: &'static str = "hrm, trm, transformer (or the references' \
+        hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1, \
+        recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1, \
+        recursive_reasoning.transformers_baseline@Model_ACTV2)";
+}
 
 /// Positional encoding of the sequence (reference key `pos_encodings`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +69,18 @@ pub enum PosEncoding {
     Rope,
     /// A learned `[S, D]` table added to the input embeddings, then scaled by 1/sqrt(2).
     Learned,
+    /// None (TRM only; its `mlp_t` Sudoku run mixes positions with the sequence MLP).
+    None,
+}
+
+/// One reasoning-module call of a segment ([`ModelConfig::schedule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Call {
+    /// Updates z_H (else z_L): `z_L = f(z_L + z_H + x̃)`, `z_H = f(z_H + z_L)` (the
+    /// transformer's `z_H = f(z_H + x̃)`).
+    pub h: bool,
+    /// Carries the gradient in a training step.
+    pub grad: bool,
 }
 
 /// Activation dtype of the forward pass (reference key `forward_dtype`). Parameters are always
@@ -34,6 +99,9 @@ pub enum ForwardDtype {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    /// The model (`hrm` when absent: configs and checkpoints from before TRM).
+    #[serde(default, skip_serializing_if = "is_hrm")]
+    pub arch: Arch,
     /// Per-rank batch size (`global_batch_size / world_size`), e.g. 768.
     pub batch_size: usize,
     /// Tokens per example, without the puzzle prefix (81 Sudoku, 900 Maze/ARC).
@@ -45,16 +113,16 @@ pub struct ModelConfig {
     /// Token vocabulary (11 Sudoku, 6 Maze, 12 ARC).
     pub vocab_size: usize,
     /// H-module updates per segment (N in the paper), e.g. 2.
-    #[serde(rename = "H_cycles")]
+    #[serde(rename = "H_cycles", default)]
     pub h_cycles: usize,
     /// L-module updates per H update (T in the paper), e.g. 2.
-    #[serde(rename = "L_cycles")]
+    #[serde(rename = "L_cycles", default)]
     pub l_cycles: usize,
     /// Transformer blocks in the H module, e.g. 4.
-    #[serde(rename = "H_layers")]
+    #[serde(rename = "H_layers", default)]
     pub h_layers: usize,
     /// Transformer blocks in the L module, e.g. 4.
-    #[serde(rename = "L_layers")]
+    #[serde(rename = "L_layers", default)]
     pub l_layers: usize,
     /// Model width D, e.g. 512.
     pub hidden_size: usize,
@@ -77,6 +145,36 @@ pub struct ModelConfig {
     /// `float32` or `bfloat16`.
     #[serde(default = "default_dtype")]
     pub forward_dtype: ForwardDtype,
+    /// TRM: puzzle-prefix positions P; 0 = HRM's ceil(puzzle_emb_ndim / hidden_size); absent =
+    /// TRM's default 16 (HRM and the baseline: the ceil rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub puzzle_emb_len: Option<usize>,
+    /// TRM: a SwiGLU across the sequence instead of attention in every block (default false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub mlp_t: bool,
+    /// TRM: halt on `q_halt > 0` alone, with no Q-continue target or loss (TRM's default true;
+    /// HRM's rule, `q_halt > q_continue` with the bootstrapped target, when false).
+    #[serde(
+        rename = "no_ACT_continue",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub no_act_continue: Option<bool>,
+    /// Transformer baseline: Q-halting in training (default true; false always runs
+    /// `halt_max_steps` segments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act_enabled: Option<bool>,
+    /// Transformer baseline: Q-halting in evaluation (default false; only false is implemented,
+    /// `hrm eval --halting q` halts on the Q head for any model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act_inference: Option<bool>,
+}
+
+fn is_hrm(a: &Arch) -> bool {
+    *a == Arch::Hrm
+}
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_eps() -> f64 {
@@ -103,6 +201,7 @@ impl ModelConfig {
     /// The reference's Sudoku-Extreme architecture (27,275,266 parameters) at a given batch size.
     pub fn sudoku(batch_size: usize) -> Self {
         Self {
+            arch: Arch::Hrm,
             batch_size,
             seq_len: 81,
             puzzle_emb_ndim: 512,
@@ -121,6 +220,11 @@ impl ModelConfig {
             halt_max_steps: 16,
             halt_exploration_prob: 0.1,
             forward_dtype: ForwardDtype::F32,
+            puzzle_emb_len: None,
+            mlp_t: false,
+            no_act_continue: None,
+            act_enabled: None,
+            act_inference: None,
         }
     }
 
@@ -145,24 +249,100 @@ impl ModelConfig {
         }
     }
 
+    /// TRM as its README trains Sudoku-Extreme (attention variant): one 2-layer network, 3 x 6
+    /// recursions, a 16-position prefix, halting on q_halt alone.
+    pub fn trm_sudoku(batch_size: usize) -> Self {
+        Self {
+            arch: Arch::Trm,
+            h_cycles: 3,
+            l_cycles: 6,
+            h_layers: 0,
+            l_layers: 2,
+            puzzle_emb_len: Some(16),
+            no_act_continue: Some(true),
+            ..Self::sudoku(batch_size)
+        }
+    }
+
     /// Check every invariant once; the error names the key and says what would work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |key, problem: String| Err(ConfigError { key, problem });
-        for (key, v) in [
+        let arch = self.arch;
+        let mut positive = vec![
             ("batch_size", self.batch_size),
             ("seq_len", self.seq_len),
             ("vocab_size", self.vocab_size),
-            ("H_cycles", self.h_cycles),
-            ("L_cycles", self.l_cycles),
-            ("H_layers", self.h_layers),
-            ("L_layers", self.l_layers),
             ("hidden_size", self.hidden_size),
             ("num_heads", self.num_heads),
             ("halt_max_steps", self.halt_max_steps),
-        ] {
+        ];
+        match arch {
+            Arch::Hrm => positive.extend([
+                ("H_cycles", self.h_cycles),
+                ("L_cycles", self.l_cycles),
+                ("H_layers", self.h_layers),
+                ("L_layers", self.l_layers),
+            ]),
+            Arch::Trm => positive.extend([
+                ("H_cycles", self.h_cycles),
+                ("L_cycles", self.l_cycles),
+                ("L_layers", self.l_layers),
+            ]),
+            Arch::Transformer => positive.push(("H_layers", self.h_layers)),
+        }
+        for (key, v) in positive {
             if v == 0 {
-                return err(key, "must be at least 1".into());
+                return err(key, format!("must be at least 1 (arch {})", arch.name()));
             }
+        }
+        let trm_only = |key, set: bool| {
+            if set && arch != Arch::Trm {
+                err(
+                    key,
+                    format!(
+                        "is a TRM key and arch {} has no such setting (remove it, or set arch \
+                         name = \"trm\")",
+                        arch.name()
+                    ),
+                )
+            } else {
+                Ok(())
+            }
+        };
+        trm_only("mlp_t", self.mlp_t)?;
+        trm_only("puzzle_emb_len", self.puzzle_emb_len.is_some_and(|p| p > 0))?;
+        trm_only("pos_encodings", self.pos_encodings == PosEncoding::None)?;
+        if arch == Arch::Transformer && self.no_act_continue.is_some() {
+            return err(
+                "no_ACT_continue",
+                "is not a key of the transformer baseline (it halts on q_halt > q_continue and \
+                 learns no Q-continue target)"
+                    .into(),
+            );
+        }
+        if arch != Arch::Transformer {
+            for (key, v) in [
+                ("act_enabled", self.act_enabled),
+                ("act_inference", self.act_inference),
+            ] {
+                if v.is_some() {
+                    return err(
+                        key,
+                        format!(
+                            "is a key of the transformer baseline, not of arch {}",
+                            arch.name()
+                        ),
+                    );
+                }
+            }
+        }
+        if self.act_inference == Some(true) {
+            return err(
+                "act_inference",
+                "= true is not implemented: evaluation runs every segment; `hrm eval --halting q` \
+                 halts on the Q head instead"
+                    .into(),
+            );
         }
         if !self.hidden_size.is_multiple_of(self.num_heads) {
             return err(
@@ -188,6 +368,34 @@ impl ModelConfig {
                 "is 0 but puzzle_emb_ndim > 0 (set puzzle_emb_ndim = 0 to disable)".into(),
             );
         }
+        let p = self.puzzle_emb_len();
+        if self.puzzle_emb_ndim > p.saturating_mul(self.hidden_size) {
+            return err(
+                "puzzle_emb_ndim",
+                format!(
+                    "= {} does not fit the prefix of puzzle_emb_len x hidden_size = {p} x {} \
+                     values (raise puzzle_emb_len to at least {}, or set it to 0 for \
+                     ceil(puzzle_emb_ndim / hidden_size))",
+                    self.puzzle_emb_ndim,
+                    self.hidden_size,
+                    self.puzzle_emb_ndim.div_ceil(self.hidden_size)
+                ),
+            );
+        }
+        if self.puzzle_emb_ndim == 0 && p > 0 {
+            return err(
+                "puzzle_emb_len",
+                format!(
+                    "= {p}{} but puzzle_emb_ndim = 0: there is no puzzle embedding to put in the \
+                     prefix (set puzzle_emb_len = 0)",
+                    if self.puzzle_emb_len.is_none() {
+                        " (TRM's default)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
         if !self.expansion.is_finite() || self.expansion <= 0.0 {
             return err(
                 "expansion",
@@ -204,6 +412,129 @@ impl ModelConfig {
             return err("halt_exploration_prob", "must lie in [0, 1]".into());
         }
         Ok(())
+    }
+
+    /// Keys this architecture ignores although they are set, each with a one-line reason (the
+    /// CLI prints them as warnings).
+    pub fn warnings(&self) -> Vec<(&'static str, String)> {
+        let mut w = Vec::new();
+        match self.arch {
+            Arch::Hrm => {}
+            Arch::Trm => {
+                if self.h_layers != 0 {
+                    w.push((
+                        "H_layers",
+                        format!(
+                            "= {} is ignored by TRM (one network of L_layers blocks does both \
+                             updates)",
+                            self.h_layers
+                        ),
+                    ));
+                }
+                if self.mlp_t && self.pos_encodings == PosEncoding::Rope {
+                    w.push((
+                        "pos_encodings",
+                        "= rope has no effect with mlp_t (the blocks have no attention)".into(),
+                    ));
+                }
+            }
+            Arch::Transformer => {
+                for (key, v) in [
+                    ("H_cycles", self.h_cycles),
+                    ("L_cycles", self.l_cycles),
+                    ("L_layers", self.l_layers),
+                ] {
+                    let meant = if key == "H_cycles" { 1 } else { 0 };
+                    if v != 0 && v != meant {
+                        w.push((
+                            key,
+                            format!(
+                                "= {v} is ignored by the transformer baseline (one call of \
+                                 H_layers blocks per segment)"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        w
+    }
+
+    /// Whether the carry has a z_L (not the transformer baseline).
+    pub fn has_z_l(&self) -> bool {
+        self.arch != Arch::Transformer
+    }
+
+    /// Blocks of the H (`h`) and the L weights: HRM both, TRM only L, the baseline only H.
+    pub fn module_layers(&self, h: bool) -> usize {
+        match (self.arch, h) {
+            (Arch::Hrm, true) | (Arch::Transformer, true) => self.h_layers,
+            (Arch::Hrm, false) | (Arch::Trm, false) => self.l_layers,
+            _ => 0,
+        }
+    }
+
+    /// Whether a z_H update runs the H blocks (HRM, the baseline) or the L blocks (TRM's one
+    /// network).
+    pub fn h_update_uses_h_blocks(&self) -> bool {
+        self.arch != Arch::Trm
+    }
+
+    /// The module calls of one segment, in order, with the ones that carry the gradient in a
+    /// training step (always the tail):
+    /// - HRM: `H_cycles` x (`L_cycles` z_L updates, one z_H update); only the last z_L and the
+    ///   last z_H update carry the gradient (the one-step gradient).
+    /// - TRM: the same calls; the whole last H cycle (`L_cycles` + 1 calls) carries it.
+    /// - Transformer: one z_H update, with the gradient.
+    pub fn schedule(&self) -> Vec<Call> {
+        let (hc, lc) = (self.h_cycles, self.l_cycles);
+        match self.arch {
+            Arch::Transformer => vec![Call {
+                h: true,
+                grad: true,
+            }],
+            arch => {
+                let mut calls = Vec::with_capacity(hc * (lc + 1));
+                for n in 0..hc {
+                    let last_cycle = n + 1 == hc;
+                    for t in 0..lc {
+                        let grad = match arch {
+                            Arch::Trm => last_cycle,
+                            _ => last_cycle && t + 1 == lc,
+                        };
+                        calls.push(Call { h: false, grad });
+                    }
+                    calls.push(Call {
+                        h: true,
+                        grad: last_cycle,
+                    });
+                }
+                calls
+            }
+        }
+    }
+
+    /// Halting in training: on `q_halt > 0` alone (TRM's `no_ACT_continue`), else on
+    /// `q_halt > q_continue`.
+    pub fn halts_on_q_halt_alone(&self) -> bool {
+        match self.arch {
+            Arch::Trm => self.no_act_continue.unwrap_or(true),
+            Arch::Hrm => self.no_act_continue.unwrap_or(false),
+            Arch::Transformer => false,
+        }
+    }
+
+    /// Whether a training step halts on the Q head at all (`halt_max_steps > 1`, and the
+    /// baseline's `act_enabled`).
+    pub fn adaptive_halting(&self) -> bool {
+        self.halt_max_steps > 1 && self.act_enabled.unwrap_or(true)
+    }
+
+    /// Whether a training step bootstraps the Q-continue target with one more no-gradient
+    /// segment (HRM; TRM with `no_ACT_continue = false`; never the baseline, whose loss head
+    /// does not ask for it).
+    pub fn learns_q_continue(&self) -> bool {
+        self.adaptive_halting() && self.arch != Arch::Transformer && !self.halts_on_q_halt_alone()
     }
 
     /// Refuse a configuration whose [`ModelConfig::memory_lower_bound`] exceeds the memory this
@@ -242,9 +573,10 @@ impl ModelConfig {
     pub fn memory_lower_bound(&self) -> (f64, (&'static str, usize)) {
         let f = |x: usize| x as f64;
         let (d, i) = (f(self.hidden_size), f(self.mlp_inner()));
-        let s = f(self.seq_len) + (f(self.puzzle_emb_ndim) / d).ceil();
+        let s = f(self.seq_len) + f(self.puzzle_emb_len());
         let block = 4.0 * d * d + 3.0 * i * d;
-        let params = f(self.h_layers + self.l_layers) * block + 2.0 * f(self.vocab_size) * d;
+        let layers = self.module_layers(true) + self.module_layers(false);
+        let params = f(layers) * block + 2.0 * f(self.vocab_size) * d;
         let (ids, ndim) = (
             ("num_puzzle_identifiers", self.num_puzzle_identifiers),
             ("puzzle_emb_ndim", self.puzzle_emb_ndim),
@@ -280,9 +612,15 @@ impl ModelConfig {
         self.hidden_size / self.num_heads
     }
 
-    /// Puzzle-prefix positions P = ceil(puzzle_emb_ndim / hidden_size) (0 without puzzle embedding).
+    /// Puzzle-prefix positions P: `puzzle_emb_len` when set and non-zero; absent, TRM's 16;
+    /// otherwise (HRM, the baseline, or 0) ceil(puzzle_emb_ndim / hidden_size), 0 without puzzle
+    /// embedding.
     pub fn puzzle_emb_len(&self) -> usize {
-        self.puzzle_emb_ndim.div_ceil(self.hidden_size)
+        match (self.puzzle_emb_len, self.arch) {
+            (Some(p), _) if p > 0 => p,
+            (None, Arch::Trm) => 16,
+            _ => self.puzzle_emb_ndim.div_ceil(self.hidden_size.max(1)),
+        }
     }
 
     /// Full sequence S = P + seq_len seen by the blocks.
@@ -293,20 +631,32 @@ impl ModelConfig {
     /// SwiGLU inner width: round(expansion * D * 2/3) rounded up to a multiple of 256
     /// (1536 for D = 512, expansion 4; 256 for D = 64).
     pub fn mlp_inner(&self) -> usize {
-        // Python's round() is round-half-to-even; the product is never exactly .5 for the
-        // shipped values, but follow it anyway.
-        let x = self.expansion * self.hidden_size as f64 * 2.0 / 3.0;
-        let r = x.round_ties_even() as usize;
-        r.div_ceil(256) * 256
+        swiglu_width(self.expansion, self.hidden_size)
+    }
+
+    /// TRM's `mlp_t`: inner width of the SwiGLU across the S positions,
+    /// 256 * ceil(round(expansion * S * 2/3) / 256).
+    pub fn mlp_t_inner(&self) -> usize {
+        swiglu_width(self.expansion, self.full_seq_len())
+    }
+
+    /// Parameters of one block: the mixer (attention or `mlp_t`) and the channel SwiGLU.
+    fn block_params(&self) -> usize {
+        let (d, i) = (self.hidden_size, self.mlp_inner());
+        let mixer = if self.mlp_t {
+            let (s, it) = (self.full_seq_len(), self.mlp_t_inner());
+            3 * s * it
+        } else {
+            4 * d * d
+        };
+        mixer + 3 * i * d
     }
 
     /// Number of trainable parameters (the reference's `num_params`: the puzzle table and
     /// H_init/L_init are buffers and not counted).
     pub fn num_params(&self) -> usize {
         let d = self.hidden_size;
-        let i = self.mlp_inner();
-        let block = 3 * d * d + d * d + 2 * i * d + d * i;
-        let mut n = (self.h_layers + self.l_layers) * block;
+        let mut n = (self.module_layers(true) + self.module_layers(false)) * self.block_params();
         n += 2 * self.vocab_size * d; // embed_tokens + lm_head
         n += 2 * d + 2; // q_head
         if self.pos_encodings == PosEncoding::Learned {
@@ -314,6 +664,15 @@ impl ModelConfig {
         }
         n
     }
+}
+
+/// SwiGLU inner width for a `width`-wide input: round(expansion * width * 2/3) rounded up to a
+/// multiple of 256 (Python's round() is round-half-to-even; the product is never exactly .5 for
+/// the shipped values, but follow it anyway).
+fn swiglu_width(expansion: f64, width: usize) -> usize {
+    let x = expansion * width as f64 * 2.0 / 3.0;
+    let r = x.round_ties_even() as usize;
+    r.div_ceil(256) * 256
 }
 
 /// Memory this machine has available now, in bytes (Linux: `MemAvailable` of /proc/meminfo;

@@ -1,5 +1,6 @@
-//! Importing a reference PyTorch checkpoint (`hrm convert`): its model config from the tensor
-//! shapes, the run's `all_config.yaml` and `KEY=VALUE` overrides, and the conversion itself.
+//! Importing a reference PyTorch checkpoint (`hrm convert`; HRM's, or TRM's `pretrain.py` ones of
+//! TRM and its transformer baseline): its model config from the tensor shapes, the run's
+//! `all_config.yaml` and `KEY=VALUE` overrides, and the conversion itself.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -7,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use hrm_model::checkpoint::{convert_torch, infer_shapes, read_torch};
-use hrm_model::config::{ForwardDtype, ModelConfig, PosEncoding};
+use hrm_model::config::{Arch, ForwardDtype, ModelConfig, PosEncoding};
 
 /// A tiny reader for the YAML that OmegaConf writes (`all_config.yaml`): nested maps of scalars.
 /// Returns dotted keys (`arch.H_cycles`) -> raw scalar text; list items are skipped.
@@ -91,26 +92,59 @@ pub fn reference_config(
             None => Ok(default),
         }
     };
+    let flag = |k: &str, default: Option<bool>| -> Result<Option<bool>> {
+        match get(k) {
+            Some((v, s)) => match v.to_ascii_lowercase().as_str() {
+                "true" => Ok(Some(true)),
+                "false" => Ok(Some(false)),
+                _ => bail!("{s}: `{k}` = `{v}` is not true or false"),
+            },
+            None => Ok(default),
+        }
+    };
     let d = shapes.hidden_size;
     let (num_ids, ndim) = shapes.puzzle;
-    // the config must be an HRM run's and agree with the tensors on what they fix
-    if let Some((name, s)) = get("name") {
-        if !(name.starts_with("hrm.") || name.contains("HierarchicalReasoningModel")) {
-            bail!(
-                "{s}: arch.name = `{name}` is not the HRM \
-                 (hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1): only HRM checkpoints convert"
-            );
+    // the architecture: the config's name, else what the tensors hold (TRM: L blocks only; the
+    // baseline: H blocks and no L_init)
+    let from_tensors = if shapes.h_layers == 0 {
+        Arch::Trm
+    } else if shapes.l_layers == 0 && !shapes.l_init {
+        Arch::Transformer
+    } else {
+        Arch::Hrm
+    };
+    let arch = match get("name") {
+        Some((name, s)) => {
+            let arch = Arch::parse(name).with_context(|| {
+                format!(
+                    "{s}: arch.name = `{name}` is not a model hrm converts (one of {})",
+                    Arch::NAMES
+                )
+            })?;
+            if arch != from_tensors {
+                bail!(
+                    "{s}: arch.name = `{name}` but the checkpoint's tensors are a {} model's (the \
+                     config of another run?)",
+                    from_tensors.name()
+                );
+            }
+            arch
         }
-    }
-    for (key, tensors) in [
+        None => from_tensors,
+    };
+    // the config must agree with the tensors on what they fix (TRM ignores H_layers)
+    let mut fixed = vec![
         ("hidden_size", d),
-        ("H_layers", shapes.h_layers),
         ("L_layers", shapes.l_layers),
         ("puzzle_emb_ndim", ndim),
-    ] {
+    ];
+    if arch != Arch::Trm {
+        fixed.push(("H_layers", shapes.h_layers));
+    }
+    for (key, tensors) in fixed {
         if let Some((v, s)) = get(key) {
             let v: usize = parse(key, v, s)?;
-            if v != tensors {
+            if v != tensors && !(arch == Arch::Transformer && key == "L_layers") {
                 bail!(
                     "{s}: arch.{key} = {v} but the checkpoint's tensors have {tensors} (the \
                      config of another model?)"
@@ -118,36 +152,35 @@ pub fn reference_config(
             }
         }
     }
+    let mlp_t = shapes.mlp_t.is_some();
+    if let Some(false) = flag("mlp_t", None)?.filter(|&m| m != mlp_t) {
+        bail!("the config says mlp_t = false but the checkpoint's blocks have mlp_t weights");
+    }
+    if let Some(true) = flag("mlp_t", None)?.filter(|&m| m != mlp_t) {
+        bail!("the config says mlp_t = true but the checkpoint's blocks have attention weights");
+    }
     let pos_encodings = match (get("pos_encodings"), shapes.learned_seq) {
         (_, Some(_)) => PosEncoding::Learned,
         (Some(("learned", s)), None) => {
             bail!("{s}: pos_encodings = learned but the checkpoint has no embed_pos table")
         }
+        (Some((v, _)), None) if arch == Arch::Trm && v != "rope" => PosEncoding::None,
         _ => PosEncoding::Rope,
     };
-    let p = ndim.div_ceil(d);
-    let seq_len = match (shapes.learned_seq, seq_len, get("seq_len")) {
-        (Some(s), _, _) => s - p,
-        (None, Some(s), _) => s,
-        (None, None, Some((v, s))) => parse("seq_len", v, s)?,
-        _ => bail!(
-            "{}: the sequence length is not stored in reference checkpoints; pass --seq-len \
-             (81 for Sudoku, 900 for Maze and ARC)",
-            input.display()
-        ),
-    };
+    let trm = arch == Arch::Trm;
     let forward_dtype = match get("forward_dtype") {
         Some(("bfloat16", _)) => ForwardDtype::BF16,
         _ => ForwardDtype::F32,
     };
     let mut cfg = ModelConfig {
+        arch,
         batch_size: num("batch_size", num("global_batch_size", 1)?)?,
-        seq_len,
+        seq_len: 0,
         puzzle_emb_ndim: ndim,
         num_puzzle_identifiers: num_ids.max(1),
         vocab_size: shapes.vocab_size,
-        h_cycles: num("H_cycles", 2)?,
-        l_cycles: num("L_cycles", 2)?,
+        h_cycles: num("H_cycles", if trm { 3 } else { 2 })?,
+        l_cycles: num("L_cycles", if trm { 6 } else { 2 })?,
         h_layers: shapes.h_layers,
         l_layers: shapes.l_layers,
         hidden_size: d,
@@ -159,6 +192,47 @@ pub fn reference_config(
         halt_max_steps: num("halt_max_steps", 16)?,
         halt_exploration_prob: float("halt_exploration_prob", 0.1)?,
         forward_dtype,
+        puzzle_emb_len: if trm {
+            Some(num("puzzle_emb_len", 16)?)
+        } else {
+            None
+        },
+        mlp_t,
+        no_act_continue: if trm {
+            flag("no_ACT_continue", Some(true))?
+        } else {
+            None
+        },
+        act_enabled: if arch == Arch::Transformer {
+            flag("act_enabled", None)?
+        } else {
+            None
+        },
+        act_inference: if arch == Arch::Transformer {
+            flag("act_inference", None)?
+        } else {
+            None
+        },
+    };
+    let p = cfg.puzzle_emb_len();
+    let stored_seq = shapes
+        .learned_seq
+        .or(shapes.mlp_t.map(|(s, _)| s))
+        .map(|s| s.checked_sub(p));
+    cfg.seq_len = match (stored_seq, seq_len, get("seq_len")) {
+        (Some(Some(s)), _, _) => s,
+        (Some(None), _, _) => bail!(
+            "{}: the checkpoint's sequence tables are shorter than the puzzle prefix of {p} \
+             positions (wrong puzzle_emb_len?)",
+            input.display()
+        ),
+        (None, Some(s), _) => s,
+        (None, None, Some((v, s))) => parse("seq_len", v, s)?,
+        _ => bail!(
+            "{}: the sequence length is not stored in reference checkpoints; pass --seq-len \
+             (81 for Sudoku, 900 for Maze and ARC)",
+            input.display()
+        ),
     };
     if cfg.puzzle_emb_ndim == 0 {
         cfg.num_puzzle_identifiers = 0;

@@ -360,6 +360,11 @@ fn start(
         cfg.check_memory(&model_cfg)?;
     }
     let main = dist.is_main();
+    if main && !opts.quiet {
+        for (key, why) in model_cfg.warnings() {
+            eprintln!("warning: `arch.{key}` {why}");
+        }
+    }
     let dir = if main {
         match locked {
             Some(dir) => dir,

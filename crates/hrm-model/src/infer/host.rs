@@ -22,6 +22,8 @@ pub(super) enum PackedBlocks {
 /// Scratch buffers of the host path, kept between calls (no per-op allocation).
 #[derive(Debug, Default)]
 pub(super) struct Workspace {
+    /// `mlp_t`: the block input transposed to `[B, D, S]`.
+    seq: Vec<f32>,
     qkv: Vec<f32>,
     attn: Vec<f32>,
     tmp: Vec<f32>,
@@ -71,9 +73,9 @@ impl<'a> HostWeights<'a> {
         }
     }
 
-    /// Index of block `i` of the H (`h_level`) or L module among all blocks.
-    fn index(&self, h_level: bool, i: usize) -> usize {
-        if h_level {
+    /// Index of block `i` of the H (`h_blocks`) or L weights among all blocks.
+    fn index(&self, h_blocks: bool, i: usize) -> usize {
+        if h_blocks {
             i
         } else {
             self.blocks_h + i
@@ -118,9 +120,10 @@ pub(super) fn pack_blocks<P>(
         .collect()
 }
 
-/// A segment's no-gradient calls on host buffers: every call when `heads` (and then the heads
-/// too: logits `[B, L, V]`, Q `[B, 2]`), else all but the last L and the last H (the cycles
-/// before a gradient step). Returns the new (z_H, z_L) `[B, S, D]`.
+/// A segment's no-gradient calls on host buffers, in [`crate::config::ModelConfig::schedule`]
+/// order: every call when `heads` (and then the heads too: logits `[B, L, V]`, Q `[B, 2]`), else
+/// the calls before the ones that carry the gradient (the cycles before a gradient step).
+/// Returns the new (z_H, z_L) `[B, S, D]` (the baseline's z_L stays empty).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn segment(
     m: &Hrm,
@@ -132,8 +135,8 @@ pub(super) fn segment(
     heads: bool,
     obs: &mut dyn Observer,
 ) -> Result<(Tensor, Tensor, Option<(Tensor, Tensor)>)> {
-    let (hc, lc) = (m.cfg.h_cycles, m.cfg.l_cycles);
     let (b, s, d) = z_h.dims3()?;
+    let l_shape = z_l.dims3()?;
     let mut zh = to_host_f32(z_h)?;
     let mut zl = to_host_f32(z_l)?;
     let xv = to_host_f32(x)?;
@@ -144,28 +147,32 @@ pub(super) fn segment(
         weights: &weights,
         shape: (b, s),
     };
+    let calls = m.cfg.schedule();
+    let n = if heads {
+        calls.len()
+    } else {
+        calls.iter().take_while(|c| !c.grad).count()
+    };
     ws.inj.resize(b * s * d, 0.0);
-    for n in 0..hc {
-        for t in 0..lc {
-            let last = n == hc - 1 && t == lc - 1;
-            if !last || heads {
-                let mut inj = std::mem::take(&mut ws.inj);
-                for ((o, &a), &c) in inj.iter_mut().zip(&zh).zip(&xv) {
-                    *o = a + c;
-                }
-                call.module(false, &mut zl, &inj, ws, obs)?;
-                ws.inj = inj;
+    for c in &calls[..n] {
+        if !c.h {
+            let mut inj = std::mem::take(&mut ws.inj);
+            for ((o, &a), &c) in inj.iter_mut().zip(&zh).zip(&xv) {
+                *o = a + c;
             }
-        }
-        if n < hc - 1 || heads {
+            call.module(false, &mut zl, &inj, ws, obs)?;
+            ws.inj = inj;
+        } else if m.cfg.has_z_l() {
             call.module(true, &mut zh, &zl, ws, obs)?;
+        } else {
+            call.module(true, &mut zh, &xv, ws, obs)?;
         }
     }
     let out = if heads { Some(call.heads(&zh)?) } else { None };
     drop(weights);
     Ok((
         Tensor::from_vec(zh, (b, s, d), m.device())?,
-        Tensor::from_vec(zl, (b, s, d), m.device())?,
+        Tensor::from_vec(zl, l_shape, m.device())?,
         out,
     ))
 }
@@ -180,21 +187,19 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
-    /// A host tensor of `[B, S, D]` values (for an observer).
-    fn tensor(&self, v: &[f32]) -> Result<Tensor> {
-        let (b, s) = self.shape;
-        Ok(Tensor::from_slice(
-            v,
-            (b, s, self.m.cfg.hidden_size),
-            self.m.device(),
-        )?)
+    /// Show `v`, `[B, S, D]` values (`transposed`: `[B, D, S]`), to an observer that wants `e`.
+    fn show_as(&self, obs: &mut dyn Observer, e: Event, v: &[f32], transposed: bool) -> Result<()> {
+        if obs.wants(&e) {
+            let (b, s) = self.shape;
+            let d = self.m.cfg.hidden_size;
+            let shape = if transposed { (b, d, s) } else { (b, s, d) };
+            obs.observe(e, &Tensor::from_slice(v, shape, self.m.device())?);
+        }
+        Ok(())
     }
 
     fn show(&self, obs: &mut dyn Observer, e: Event, v: &[f32]) -> Result<()> {
-        if obs.wants(&e) {
-            obs.observe(e, &self.tensor(v)?);
-        }
-        Ok(())
+        self.show_as(obs, e, v, false)
     }
 
     /// A reasoning module: `z = blocks(z + inj)` in place.
@@ -210,7 +215,7 @@ impl Call<'_> {
             *zi += ii;
         }
         for layer in 0..self.m.blocks(h_level).len() {
-            let j = self.weights.index(h_level, layer);
+            let j = self.weights.index(self.m.runs_h_blocks(h_level), layer);
             let packs = match self.packs {
                 None => BlockPacks::None,
                 Some(PackedBlocks::Bf16(p)) => BlockPacks::Bf16(&p[j]),
@@ -241,11 +246,6 @@ impl Call<'_> {
         let norm = ops::AddRmsNorm {
             eps: cfg.rms_norm_eps,
         };
-        ws.qkv.resize(n * 3 * d, 0.0);
-        ws.attn.resize(n * d, 0.0);
-        ws.tmp.resize(n * d, 0.0);
-        ws.gate_up.resize(n * 2 * i, 0.0);
-        ws.act.resize(n * i, 0.0);
         // x · Wᵀ for weight `j` of the block (`[out, in]`): bf16 on AMX, the small-batch f32
         // kernel, or the general one
         let small = packed::fast(n);
@@ -262,17 +262,87 @@ impl Call<'_> {
             layer,
             part,
         };
-        lin(0, h, qkv_w, &mut ws.qkv);
-        self.m.attention().forward_into(&ws.qkv, b, s, &mut ws.attn);
-        lin(1, &ws.attn, o_w, &mut ws.tmp);
-        self.show(obs, part("attn"), &ws.tmp)?;
-        norm.forward_inplace(h, &ws.tmp, d, false);
+        if cfg.mlp_t {
+            self.seq_mlp([qkv_w, o_w], h, ws, obs, part("mlp_t"))?;
+        } else {
+            ws.qkv.resize(n * 3 * d, 0.0);
+            ws.attn.resize(n * d, 0.0);
+            ws.tmp.resize(n * d, 0.0);
+            lin(0, h, qkv_w, &mut ws.qkv);
+            self.m.attention().forward_into(&ws.qkv, b, s, &mut ws.attn);
+            lin(1, &ws.attn, o_w, &mut ws.tmp);
+            self.show(obs, part("attn"), &ws.tmp)?;
+            norm.forward_inplace(h, &ws.tmp, d, false);
+        }
+        ws.tmp.resize(n * d, 0.0);
+        ws.gate_up.resize(n * 2 * i, 0.0);
+        ws.act.resize(n * i, 0.0);
         lin(2, h, gu_w, &mut ws.gate_up);
         ops::SwiGlu::forward_into(&ws.gate_up, i, &mut ws.act);
         lin(3, &ws.act, down_w, &mut ws.tmp);
         self.show(obs, part("mlp"), &ws.tmp)?;
         norm.forward_inplace(h, &ws.tmp, d, false);
         self.show(obs, part("out"), h)
+    }
+
+    /// TRM's `mlp_t` in place on `h` `[B, S, D]`: `u = hᵀ [B, D, S]`, `u = norm(u +
+    /// down(swiglu(gate_up(u))))` over S, `h = uᵀ` (the general f32 product: its rows are
+    /// B x D, not the tokens the packed kernels were packed for).
+    fn seq_mlp(
+        &self,
+        [gu_w, down_w]: [&[f32]; 2],
+        h: &mut [f32],
+        ws: &mut Workspace,
+        obs: &mut dyn Observer,
+        e: Event,
+    ) -> Result<()> {
+        let cfg = &self.m.cfg;
+        let (b, s) = self.shape;
+        let (d, it) = (cfg.hidden_size, cfg.mlp_t_inner());
+        let rows = b * d;
+        ws.seq.resize(rows * s, 0.0);
+        ws.gate_up.resize(rows * 2 * it, 0.0);
+        ws.act.resize(rows * it, 0.0);
+        ws.tmp.resize(rows * s, 0.0);
+        let transpose = |from: &[f32], to: &mut [f32], (r, c): (usize, usize)| {
+            for bi in 0..b {
+                let (f, t) = (&from[bi * r * c..][..r * c], &mut to[bi * r * c..][..r * c]);
+                for i in 0..r {
+                    for j in 0..c {
+                        t[j * r + i] = f[i * c + j];
+                    }
+                }
+            }
+        };
+        transpose(h, &mut ws.seq, (s, d));
+        gemm::sgemm_into(
+            rows,
+            2 * it,
+            s,
+            &ws.seq,
+            gemm::Op::N,
+            gu_w,
+            gemm::Op::T,
+            &mut ws.gate_up,
+        );
+        ops::SwiGlu::forward_into(&ws.gate_up, it, &mut ws.act);
+        gemm::sgemm_into(
+            rows,
+            s,
+            it,
+            &ws.act,
+            gemm::Op::N,
+            down_w,
+            gemm::Op::T,
+            &mut ws.tmp,
+        );
+        self.show_as(obs, e, &ws.tmp, true)?;
+        let norm = ops::AddRmsNorm {
+            eps: cfg.rms_norm_eps,
+        };
+        norm.forward_inplace(&mut ws.seq, &ws.tmp, s, false);
+        transpose(&ws.seq, h, (d, s));
+        Ok(())
     }
 
     /// The heads on z_H `[B*S*D]`: logits `[B, L, V]` of positions P.., Q `[B, 2]` from

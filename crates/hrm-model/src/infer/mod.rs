@@ -145,13 +145,20 @@ impl<'m> Engine<'m> {
     /// An engine with `kernels`, packing the block weights from their current values.
     /// [`Kernels::AmxBf16`] needs an f32 model on the CPU and a CPU with AMX-BF16 (Intel Xeon 4th
     /// generation or newer) under Linux, else it is an error; [`Kernels::PackedF32`] packs only
-    /// where its kernel would run (an f32 model on the CPU whose batch, `cfg.batch_size` x the
-    /// full sequence, is small enough, on a CPU with AVX-512) and is plain elsewhere.
+    /// where its kernel would run (an f32 model with attention blocks on the CPU whose batch,
+    /// `cfg.batch_size` x the full sequence, is small enough, on a CPU with AVX-512) and is plain
+    /// elsewhere.
     pub fn new(model: &'m Hrm, kernels: Kernels) -> Result<Self> {
         let mut e = Self::plain(model);
         match kernels {
             Kernels::Plain => {}
             Kernels::AmxBf16 => {
+                if model.cfg.mlp_t {
+                    return Err(Error::msg(
+                        "bf16 matrix products (AMX) are for attention blocks; this TRM model uses \
+                         mlp_t: run without the bf16 option",
+                    ));
+                }
                 if !e.host {
                     return Err(Error::msg(
                         "bf16 matrix products (AMX) need an f32 model on the CPU; on a GPU use a \
@@ -172,7 +179,7 @@ impl<'m> Engine<'m> {
             }
             Kernels::PackedF32 => {
                 let rows = model.cfg.batch_size * model.cfg.full_seq_len();
-                if e.host && packed::fast(rows) {
+                if e.host && !model.cfg.mlp_t && packed::fast(rows) {
                     e.packed = Some(PackedBlocks::F32(host::pack_blocks(
                         model,
                         packed::PackedF32::pack,

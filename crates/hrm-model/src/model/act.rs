@@ -12,8 +12,9 @@ use crate::{Batch, Error, Result};
 /// Train or eval behaviour of the ACT wrapper (halting, exploration, Q target, sparse embedding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Gradient through the last L and H calls; Q-halting with exploration; the extra
-    /// no-gradient forward for the Q-continue target.
+    /// Gradient through the calls the schedule marks (HRM: the last L and H); Q-halting with
+    /// exploration; the extra no-gradient forward for the Q-continue target where the model
+    /// learns one.
     Train,
     /// No gradient anywhere; every row runs exactly `halt_max_steps` segments.
     Eval,
@@ -59,17 +60,23 @@ impl Hrm {
             self.cfg.hidden_size,
         );
         let z = Tensor::zeros((b, s, d), self.fdt, &self.device)?;
+        // the baseline has no z_L: an empty [B, 0, D] keeps the carry's shape uniform
+        let s_l = if self.cfg.has_z_l() { s } else { 0 };
         Ok(Carry {
-            z_h: z.clone(),
-            z_l: z,
+            z_h: z,
+            z_l: Tensor::zeros((b, s_l, d), self.fdt, &self.device)?,
             steps: vec![0; b],
             halted: vec![true; b],
             data: Batch::zeros(b, batch.seq_len),
         })
     }
 
-    /// Rows of `init` `[D]` where `halted`, else the carry's rows.
-    fn reset_rows(&self, init: &Var, z: &Tensor, halted: &[bool]) -> Result<Tensor> {
+    /// Rows of `init` `[D]` where `halted`, else the carry's rows (no `init`: the carry, the
+    /// baseline's empty z_L).
+    fn reset_rows(&self, init: Option<&Var>, z: &Tensor, halted: &[bool]) -> Result<Tensor> {
+        let Some(init) = init else {
+            return Ok(z.clone());
+        };
         let init = init.as_detached_tensor().to_dtype(self.fdt)?;
         let init = init
             .reshape((1, 1, self.cfg.hidden_size))?
@@ -142,8 +149,8 @@ pub(crate) fn step(
     }
     // 1. reset halted rows
     let w = &model.weights;
-    let z_h = model.reset_rows(&w.h_init, &carry.z_h, &carry.halted)?;
-    let z_l = model.reset_rows(&w.l_init, &carry.z_l, &carry.halted)?;
+    let z_h = model.reset_rows(Some(&w.h_init), &carry.z_h, &carry.halted)?;
+    let z_l = model.reset_rows(w.l_init.as_ref(), &carry.z_l, &carry.halted)?;
     let mut steps: Vec<u32> = carry
         .steps
         .iter()
@@ -206,11 +213,14 @@ pub(crate) fn step(
     let is_last: Vec<bool> = steps.iter().map(|&s| s >= m).collect();
     let mut halted = is_last.clone();
     let mut target_q_continue = None;
-    if mode == Mode::Train && cfg.halt_max_steps > 1 {
+    if mode == Mode::Train && cfg.adaptive_halting() {
         let qh = q_halt.detach().to_vec1::<f32>()?;
         let qc = q_continue.detach().to_vec1::<f32>()?;
+        let alone = cfg.halts_on_q_halt_alone();
         for i in 0..b {
-            halted[i] = halted[i] || qh[i] > qc[i];
+            // TRM's no_ACT_continue: the halt logit alone (a sigmoid above 1/2)
+            let q = if alone { qh[i] > 0.0 } else { qh[i] > qc[i] };
+            halted[i] = halted[i] || q;
         }
         // exploration: a minimum segment count redrawn every step (prob eps, uniform 2..=M)
         for i in 0..b {
@@ -224,23 +234,26 @@ pub(crate) fn step(
             halted[i] = halted[i] && steps[i] >= min_steps;
         }
         // Q-learning target from one more no-gradient segment on the new carry (no replay
-        // buffer or target network: many parallel rows stand in for them, as in PQN)
-        let q2 = engine.segment(&z_h, &z_l, &x.detach(), &mut ())?.q;
-        // the backward comes next: hand the scratch buffers back to the allocator for it
-        engine.release_workspace();
-        let q2 = q2.to_vec2::<f32>()?;
-        target_q_continue = Some(
-            (0..b)
-                .map(|i| {
-                    let v = if is_last[i] {
-                        q2[i][0]
-                    } else {
-                        q2[i][0].max(q2[i][1])
-                    };
-                    sigmoid_f32(v)
-                })
-                .collect(),
-        );
+        // buffer or target network: many parallel rows stand in for them, as in PQN); TRM with
+        // no_ACT_continue and the baseline learn no Q-continue
+        if cfg.learns_q_continue() {
+            let q2 = engine.segment(&z_h, &z_l, &x.detach(), &mut ())?.q;
+            // the backward comes next: hand the scratch buffers back to the allocator for it
+            engine.release_workspace();
+            let q2 = q2.to_vec2::<f32>()?;
+            target_q_continue = Some(
+                (0..b)
+                    .map(|i| {
+                        let v = if is_last[i] {
+                            q2[i][0]
+                        } else {
+                            q2[i][0].max(q2[i][1])
+                        };
+                        sigmoid_f32(v)
+                    })
+                    .collect(),
+            );
+        }
     }
     let new_carry = Carry {
         z_h,

@@ -1,5 +1,9 @@
 //! The Hierarchical Reasoning Model, ACT v1, on candle: weights, block, reasoning module, input
-//! embedding and one segment, in the order of the reference's `hrm_act_v1.py`.
+//! embedding and one segment, in the order of the reference's `hrm_act_v1.py`. The same file runs
+//! TRM (one network for both updates, the gradient through the whole last H cycle, optionally the
+//! `mlp_t` sequence SwiGLU instead of attention) and the transformer baseline (one call of the H
+//! blocks per segment): what differs is the call schedule ([`ModelConfig::schedule`]), which
+//! blocks a z_H update runs, and the block's mixer.
 //!
 //! The ACT wrapper and its carry are in [`act`], the table of tensors in [`weights`], observers
 //! of the forward in [`observe`]. The no-gradient calls run through an inference engine
@@ -24,7 +28,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
 
-use crate::config::{ForwardDtype, ModelConfig, PosEncoding};
+use crate::config::{Call, ForwardDtype, ModelConfig, PosEncoding};
 use crate::init::trunc_normal;
 use crate::ops::{self, Attention, RopeTables};
 use crate::Result;
@@ -122,7 +126,7 @@ impl Hrm {
                 cfg.head_dim(),
                 cfg.rope_theta,
             ))),
-            PosEncoding::Learned => None,
+            PosEncoding::Learned | PosEncoding::None => None,
         };
         Self {
             cfg: cfg.clone(),
@@ -200,11 +204,13 @@ impl Hrm {
     }
 
     // --------------------------------------------------------------------------------------------
-    // Block: post-norm, attention then SwiGLU
+    // Block: post-norm, attention (or TRM's mlp_t) then SwiGLU
     // --------------------------------------------------------------------------------------------
 
-    /// `h = norm(h + attn(h)); h = norm(h + mlp(h))` for block `layer` of the H or L module;
-    /// `h` `[B, S, D]`. `CastedLinear` is `x [.., in] @ w^T` with `w [out, in]`.
+    /// `h = norm(h + attn(h)); h = norm(h + mlp(h))` for block `layer` of a z_H (`h_level`) or
+    /// z_L update; `h` `[B, S, D]`. `CastedLinear` is `x [.., in] @ w^T` with `w [out, in]`.
+    /// With `mlp_t` the attention is TRM's SwiGLU across the sequence, normalised over S:
+    /// `u = hᵀ [B, D, S]; u = norm(u + mlp_t(u)); h = uᵀ`.
     fn block(
         &self,
         (h_level, layer): (bool, usize),
@@ -212,17 +218,9 @@ impl Hrm {
         grad: bool,
         obs: &mut dyn Observer,
     ) -> Result<Tensor> {
-        let [qkv_w, o_w, gu_w, down_w] = &self.blocks(h_level)[layer];
+        let [w0, w1, gu_w, down_w] = &self.blocks(h_level)[layer];
         let eps = self.cfg.rms_norm_eps;
-        let qkv = ops::linear(h, &self.weight(qkv_w, grad)?)?; // [B, S, 3D]
-                                                               // attention and SwiGLU each fused with the projection after them: their outputs are
-                                                               // recomputed in the backward instead of held by the graph (peak memory)
-        let a = ops::then_linear(&qkv, &self.attn, &self.weight(o_w, grad)?)?; // [B, S, D]
-        let h = ops::add_rms_norm(h, &a, eps)?;
-        let gu = ops::linear(&h, &self.weight(gu_w, grad)?)?; // [B, S, 2I]
-        let m = ops::then_linear(&gu, &ops::SwiGlu, &self.weight(down_w, grad)?)?; // [B, S, D]
-        let out = ops::add_rms_norm(&h, &m, eps)?;
-        for (part, t) in [("attn", &a), ("mlp", &m), ("out", &out)] {
+        let mut show = |part, t: &Tensor| {
             let e = Event::Block {
                 h_level,
                 layer,
@@ -231,13 +229,40 @@ impl Hrm {
             if obs.wants(&e) {
                 obs.observe(e, t);
             }
-        }
+        };
+        // attention and SwiGLU each fused with the projection after them: their outputs are
+        // recomputed in the backward instead of held by the graph (peak memory)
+        let h = if self.cfg.mlp_t {
+            let u = h.transpose(1, 2)?.contiguous()?; // [B, D, S]
+            let gu = ops::linear(&u, &self.weight(w0, grad)?)?; // [B, D, 2 I_t]
+            let m = ops::then_linear(&gu, &ops::SwiGlu, &self.weight(w1, grad)?)?; // [B, D, S]
+            show("mlp_t", &m);
+            ops::add_rms_norm(&u, &m, eps)?
+                .transpose(1, 2)?
+                .contiguous()? // [B, S, D]
+        } else {
+            let qkv = ops::linear(h, &self.weight(w0, grad)?)?; // [B, S, 3D]
+            let a = ops::then_linear(&qkv, &self.attn, &self.weight(w1, grad)?)?; // [B, S, D]
+            show("attn", &a);
+            ops::add_rms_norm(h, &a, eps)?
+        };
+        let gu = ops::linear(&h, &self.weight(gu_w, grad)?)?; // [B, S, 2I]
+        let m = ops::then_linear(&gu, &ops::SwiGlu, &self.weight(down_w, grad)?)?; // [B, S, D]
+        show("mlp", &m);
+        let out = ops::add_rms_norm(&h, &m, eps)?;
+        show("out", &out);
         Ok(out)
     }
 
-    /// The blocks of the H (`h_level`) or L module.
+    /// Whether a z_H (`h_update`) or z_L update runs the H blocks (else the L blocks): HRM's two
+    /// modules, TRM's one network (always L), the baseline's one stack (H).
+    pub(crate) fn runs_h_blocks(&self, h_update: bool) -> bool {
+        h_update && self.cfg.h_update_uses_h_blocks()
+    }
+
+    /// The blocks a z_H (`h_level`) or z_L update runs.
     pub(crate) fn blocks(&self, h_level: bool) -> &[[Var; 4]] {
-        if h_level {
+        if self.runs_h_blocks(h_level) {
             &self.weights.h_level
         } else {
             &self.weights.l_level
@@ -320,9 +345,9 @@ impl Hrm {
     // Segment: H_cycles x L_cycles module calls, then the heads
     // --------------------------------------------------------------------------------------------
 
-    /// One segment (the reference's inner forward): every call but the last L and the last H
-    /// without gradient ([`Hrm::segment_cycles`]), then those two with a gradient when `grad`,
-    /// and the heads ([`Hrm::segment_last`]). With `grad == false` nothing records a graph.
+    /// One segment (the reference's inner forward): the calls of [`ModelConfig::schedule`] that
+    /// carry no gradient ([`Hrm::segment_cycles`]), then the ones that do, with a gradient when
+    /// `grad`, and the heads ([`Hrm::segment_last`]). With `grad == false` nothing records a graph.
     pub fn segment(
         &self,
         z_h: &Tensor,
@@ -335,8 +360,32 @@ impl Hrm {
         self.segment_last(z_h, z_l, x, grad, obs)
     }
 
-    /// The no-gradient part of a segment (the one-step gradient approximation of the paper):
-    /// `H_cycles x L_cycles` calls minus the last L and the last H, on detached tensors.
+    /// The calls of a segment in [`ModelConfig::schedule`] order: `z_L = f(z_L, z_H + x̃)`,
+    /// `z_H = f(z_H, z_L)` (the baseline: `z_H = f(z_H, x̃)`). The injection is (z_H + x̃) first,
+    /// then added to z_L, as in the reference (the order matters for bitwise bf16 parity).
+    fn run_calls(
+        &self,
+        calls: &[Call],
+        (mut z_h, mut z_l): (Tensor, Tensor),
+        x: &Tensor,
+        grad: bool,
+        obs: &mut dyn Observer,
+    ) -> Result<(Tensor, Tensor)> {
+        for c in calls {
+            if !c.h {
+                z_l = self.module(false, &z_l, &(&z_h + x)?, grad, obs)?;
+            } else if self.cfg.has_z_l() {
+                z_h = self.module(true, &z_h, &z_l, grad, obs)?;
+            } else {
+                z_h = self.module(true, &z_h, x, grad, obs)?;
+            }
+        }
+        Ok((z_h, z_l))
+    }
+
+    /// The no-gradient part of a segment, on detached tensors: HRM's one-step gradient
+    /// approximation leaves all calls but the last L and the last H here, TRM the first
+    /// `H_cycles - 1` cycles, the baseline nothing.
     pub(crate) fn segment_cycles(
         &self,
         z_h: &Tensor,
@@ -344,25 +393,19 @@ impl Hrm {
         x: &Tensor,
         obs: &mut dyn Observer,
     ) -> Result<(Tensor, Tensor)> {
-        let (hc, lc) = (self.cfg.h_cycles, self.cfg.l_cycles);
-        let (mut z_h, mut z_l) = (z_h.detach(), z_l.detach());
-        let x = x.detach();
-        for n in 0..hc {
-            for t in 0..lc {
-                if !(n == hc - 1 && t == lc - 1) {
-                    z_l = self.module(false, &z_l, &(&z_h + &x)?, false, obs)?;
-                }
-            }
-            if n < hc - 1 {
-                z_h = self.module(true, &z_h, &z_l, false, obs)?;
-            }
-        }
-        Ok((z_h, z_l))
+        let calls = self.cfg.schedule();
+        let n = calls.iter().take_while(|c| !c.grad).count();
+        self.run_calls(
+            &calls[..n],
+            (z_h.detach(), z_l.detach()),
+            &x.detach(),
+            false,
+            obs,
+        )
     }
 
-    /// The last L and H calls (with the gradient when `grad`) and the heads: logits of positions
-    /// P.. of z_H, Q logits from position 0. The injection is (z_H + x̃) first, then added to z_L,
-    /// as in the reference (the order matters for bitwise bf16 parity).
+    /// The calls of a segment that carry the gradient (with it when `grad`) and the heads:
+    /// logits of positions P.. of z_H, Q logits from position 0.
     pub(crate) fn segment_last(
         &self,
         z_h: Tensor,
@@ -371,13 +414,10 @@ impl Hrm {
         grad: bool,
         obs: &mut dyn Observer,
     ) -> Result<Segment> {
-        let inj = if grad {
-            (&z_h + x)?
-        } else {
-            (&z_h + &x.detach())?
-        };
-        let z_l = self.module(false, &z_l, &inj, grad, obs)?;
-        let z_h = self.module(true, &z_h, &z_l, grad, obs)?;
+        let calls = self.cfg.schedule();
+        let n = calls.iter().take_while(|c| !c.grad).count();
+        let x = if grad { x.clone() } else { x.detach() };
+        let (z_h, z_l) = self.run_calls(&calls[n..], (z_h, z_l), &x, grad, obs)?;
         let p = self.cfg.puzzle_emb_len();
         let w = &self.weights;
         let logits = ops::linear(&z_h, &self.weight(&w.lm_head, grad)?)?; // [B, S, V]

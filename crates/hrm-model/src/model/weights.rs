@@ -18,13 +18,18 @@ pub enum TensorKind {
     Buffer,
 }
 
-/// One of a block's four weight matrices.
+/// One of a block's four weight matrices: two of the mixer (attention, or TRM's `mlp_t`), two of
+/// the channel SwiGLU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BlockWeight {
     /// `self_attn.qkv_proj.weight` `[3D, D]`.
     Qkv,
     /// `self_attn.o_proj.weight` `[D, D]`.
     O,
+    /// `mlp_t.gate_up_proj.weight` `[2 I_t, S]` (TRM's SwiGLU across the sequence).
+    SeqGateUp,
+    /// `mlp_t.down_proj.weight` `[S, I_t]`.
+    SeqDown,
     /// `mlp.gate_up_proj.weight` `[2I, D]`.
     GateUp,
     /// `mlp.down_proj.weight` `[D, I]`.
@@ -32,14 +37,37 @@ pub enum BlockWeight {
 }
 
 impl BlockWeight {
-    /// The four, in the reference's order within a block.
+    /// The four of an attention block, in the reference's order within a block.
     pub const ALL: [BlockWeight; 4] = [Self::Qkv, Self::O, Self::GateUp, Self::Down];
+    /// The four of an `mlp_t` block.
+    pub const MLP_T: [BlockWeight; 4] = [Self::SeqGateUp, Self::SeqDown, Self::GateUp, Self::Down];
+
+    /// The four of a block of `cfg`.
+    pub fn of(cfg: &ModelConfig) -> [BlockWeight; 4] {
+        if cfg.mlp_t {
+            Self::MLP_T
+        } else {
+            Self::ALL
+        }
+    }
+
+    /// Position within the block's four (mixer 0, 1; SwiGLU 2, 3).
+    pub fn index(self) -> usize {
+        match self {
+            Self::Qkv | Self::SeqGateUp => 0,
+            Self::O | Self::SeqDown => 1,
+            Self::GateUp => 2,
+            Self::Down => 3,
+        }
+    }
 
     /// The weight's name within a block.
     fn name(self) -> &'static str {
         match self {
             Self::Qkv => "self_attn.qkv_proj.weight",
             Self::O => "self_attn.o_proj.weight",
+            Self::SeqGateUp => "mlp_t.gate_up_proj.weight",
+            Self::SeqDown => "mlp_t.down_proj.weight",
             Self::GateUp => "mlp.gate_up_proj.weight",
             Self::Down => "mlp.down_proj.weight",
         }
@@ -51,7 +79,7 @@ impl BlockWeight {
 pub enum Slot {
     /// `inner.H_init` `[D]`.
     HInit,
-    /// `inner.L_init` `[D]`.
+    /// `inner.L_init` `[D]` (not in the transformer baseline).
     LInit,
     /// `inner.embed_tokens.embedding_weight` `[V, D]`.
     EmbedTokens,
@@ -132,6 +160,7 @@ pub struct Entry {
 pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
     use TensorKind::*;
     let (d, i, v) = (cfg.hidden_size, cfg.mlp_inner(), cfg.vocab_size);
+    let (s, it) = (cfg.full_seq_len(), cfg.mlp_t_inner());
     let std_d = 1.0 / (d as f64).sqrt();
     let e = |slot: Slot, shape: Vec<usize>, kind, init| Entry {
         slot,
@@ -140,9 +169,11 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
         kind,
         init,
     };
-    let mut t = vec![
-        e(Slot::HInit, vec![d], Buffer, Init::TruncNormal(1.0)),
-        e(Slot::LInit, vec![d], Buffer, Init::TruncNormal(1.0)),
+    let mut t = vec![e(Slot::HInit, vec![d], Buffer, Init::TruncNormal(1.0))];
+    if cfg.has_z_l() {
+        t.push(e(Slot::LInit, vec![d], Buffer, Init::TruncNormal(1.0)));
+    }
+    t.extend([
         e(
             Slot::EmbedTokens,
             vec![v, d],
@@ -160,7 +191,7 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
         // during bootstrapping")
         e(Slot::QHeadW, vec![2, d], Parameter, Init::Zeros),
         e(Slot::QHeadB, vec![2], Parameter, Init::Fill(-5.0)),
-    ];
+    ]);
     if cfg.puzzle_emb_ndim > 0 {
         let shape = vec![cfg.num_puzzle_identifiers, cfg.puzzle_emb_ndim];
         t.push(e(Slot::PuzzleEmb, shape, Buffer, Init::Zeros));
@@ -174,12 +205,14 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
             Init::TruncNormal(std_d),
         ));
     }
-    for (h_level, n) in [(true, cfg.h_layers), (false, cfg.l_layers)] {
-        for layer in 0..n {
-            for weight in BlockWeight::ALL {
+    for h_level in [true, false] {
+        for layer in 0..cfg.module_layers(h_level) {
+            for weight in BlockWeight::of(cfg) {
                 let (shape, std) = match weight {
                     BlockWeight::Qkv => (vec![3 * d, d], std_d),
                     BlockWeight::O => (vec![d, d], std_d),
+                    BlockWeight::SeqGateUp => (vec![2 * it, s], 1.0 / (s as f64).sqrt()),
+                    BlockWeight::SeqDown => (vec![s, it], 1.0 / (it as f64).sqrt()),
                     BlockWeight::GateUp => (vec![2 * i, d], std_d),
                     BlockWeight::Down => (vec![d, i], 1.0 / (i as f64).sqrt()),
                 };
@@ -236,8 +269,8 @@ pub fn check_state_dict(cfg: &ModelConfig, tensors: &HashMap<String, Tensor>) ->
 pub struct Weights {
     /// `inner.H_init`: initial z_H (buffer, never trained).
     pub h_init: Var,
-    /// `inner.L_init`: initial z_L (buffer, never trained).
-    pub l_init: Var,
+    /// `inner.L_init`: initial z_L (buffer, never trained; not in the transformer baseline).
+    pub l_init: Option<Var>,
     /// `inner.embed_tokens.embedding_weight`.
     pub embed_tokens: Var,
     /// `inner.embed_pos.embedding_weight` with learned positions.
@@ -250,7 +283,8 @@ pub struct Weights {
     pub q_head_b: Var,
     /// `inner.puzzle_emb.weights` (buffer, trained by SignSGD).
     pub puzzle_emb: Option<Var>,
-    /// `inner.H_level.layers.*`: per block (qkv, o, gate_up, down).
+    /// `inner.H_level.layers.*`: per block the four of [`BlockWeight::of`] (qkv, o, gate_up,
+    /// down; with `mlp_t` the sequence SwiGLU's two instead of qkv and o).
     pub h_level: Vec<[Var; 4]>,
     /// `inner.L_level.layers.*`.
     pub l_level: Vec<[Var; 4]>,
@@ -266,6 +300,7 @@ impl Weights {
         let mut take = |s: Slot| made.remove(&s);
         let mut need =
             |s: Slot| take(s).ok_or_else(|| Error::msg(format!("internal: no tensor for {s:?}")));
+        let kinds = BlockWeight::of(cfg);
         let blocks = |need: &mut dyn FnMut(Slot) -> Result<Var>, h_level: bool, n: usize| {
             (0..n)
                 .map(|layer| -> Result<[Var; 4]> {
@@ -276,26 +311,21 @@ impl Weights {
                             weight,
                         })
                     };
-                    Ok([
-                        w(BlockWeight::Qkv)?,
-                        w(BlockWeight::O)?,
-                        w(BlockWeight::GateUp)?,
-                        w(BlockWeight::Down)?,
-                    ])
+                    Ok([w(kinds[0])?, w(kinds[1])?, w(kinds[2])?, w(kinds[3])?])
                 })
                 .collect::<Result<Vec<_>>>()
         };
-        let h_level = blocks(&mut need, true, cfg.h_layers)?;
-        let l_level = blocks(&mut need, false, cfg.l_layers)?;
+        let h_level = blocks(&mut need, true, cfg.module_layers(true))?;
+        let l_level = blocks(&mut need, false, cfg.module_layers(false))?;
         Ok(Self {
             h_init: need(Slot::HInit)?,
-            l_init: need(Slot::LInit)?,
             embed_tokens: need(Slot::EmbedTokens)?,
             lm_head: need(Slot::LmHead)?,
             q_head_w: need(Slot::QHeadW)?,
             q_head_b: need(Slot::QHeadB)?,
             h_level,
             l_level,
+            l_init: made.remove(&Slot::LInit),
             embed_pos: made.remove(&Slot::EmbedPos),
             puzzle_emb: made.remove(&Slot::PuzzleEmb),
         })
@@ -326,7 +356,8 @@ impl Weights {
             let bad = values.iter().filter(|x| !x.is_finite()).count();
             if bad > 0 {
                 problems.push(format!(
-                    "key `{}` holds {bad} NaN or infinite value(s): the checkpoint is corrupt or                      from a run that diverged (use an earlier checkpoint)",
+                    "key `{}` holds {bad} NaN or infinite value(s): the checkpoint is corrupt or \
+                     from a run that diverged (use an earlier checkpoint)",
                     e.key
                 ));
             }
@@ -345,7 +376,7 @@ impl Weights {
         let missing = "slot absent in this configuration";
         match slot {
             Slot::HInit => &self.h_init,
-            Slot::LInit => &self.l_init,
+            Slot::LInit => self.l_init.as_ref().expect(missing),
             Slot::EmbedTokens => &self.embed_tokens,
             Slot::LmHead => &self.lm_head,
             Slot::QHeadW => &self.q_head_w,
@@ -362,7 +393,7 @@ impl Weights {
                 } else {
                     &self.l_level
                 };
-                &blocks[layer][weight as usize]
+                &blocks[layer][weight.index()]
             }
         }
     }

@@ -208,12 +208,13 @@ impl TrainConfig {
 
     /// Check every invariant that does not need the dataset (done by [`TrainConfig::load`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.arch.name != ARCH_NAME {
+        if hrm_model::config::Arch::parse(&self.arch.name).is_none() {
             return Err(self.invalid(
                 "arch.name",
                 format!(
-                    "= \"{}\" is not implemented (only \"{ARCH_NAME}\")",
-                    self.arch.name
+                    "= \"{}\" is not a model hrm has (one of {})",
+                    self.arch.name,
+                    hrm_model::config::Arch::NAMES
                 ),
             ));
         }

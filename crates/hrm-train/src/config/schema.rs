@@ -6,7 +6,9 @@ use hrm_model::config::{ForwardDtype, ModelConfig};
 use hrm_model::loss::LossType;
 use serde::{Deserialize, Serialize};
 
-/// The only architecture implemented (the reference's `arch.name`, `module@class`).
+/// HRM's `arch.name` as the reference writes it (`module@class`); `hrm`, `trm` and
+/// `transformer` (or the TRM repository's `module@class` names) select the others
+/// ([`hrm_model::config::Arch`]).
 pub const ARCH_NAME: &str = "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1";
 /// The only loss head implemented (the reference's `arch.loss.name`).
 pub const LOSS_NAME: &str = "losses@ACTLossHead";
@@ -51,7 +53,9 @@ pub(super) const RUN_SIZES: [&str; 4] = [
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "toml::Table")]
 pub struct ArchConfig {
-    /// `hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1` (the only model implemented).
+    /// The model: `hrm` (or the reference's `hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1`),
+    /// `trm` or `transformer` (or the TRM repository's names), as written; parsed into
+    /// `model.arch`.
     pub name: String,
     /// The loss head.
     pub loss: LossConfig,
@@ -87,14 +91,19 @@ impl TryFrom<toml::Table> for ArchConfig {
                 "unknown field `{k}` (set from the dataset and the world size)"
             ));
         }
-        let name = take(&mut t, "name")?.ok_or("missing field `name`")?;
+        let name: String = take(&mut t, "name")?.ok_or("missing field `name`")?;
         let loss = take(&mut t, "loss")?.ok_or("missing field `loss`")?;
         let puzzle_emb_ndim = take(&mut t, "puzzle_emb_ndim")?;
         let forward_dtype = take(&mut t, "forward_dtype")?;
+        if t.contains_key("arch") {
+            return Err("unknown field `arch` (the model is `name`)".into());
+        }
         for k in RUN_SIZES.into_iter().chain(["puzzle_emb_ndim"]) {
             t.insert(k.into(), toml::Value::Integer(0));
         }
-        let model = t.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        let mut model: ModelConfig = t.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        // an unknown name is reported by `TrainConfig::validate`, naming the key
+        model.arch = hrm_model::config::Arch::parse(&name).unwrap_or_default();
         Ok(Self {
             name,
             loss,
@@ -115,7 +124,7 @@ impl Serialize for ArchConfig {
         };
         for k in RUN_SIZES
             .into_iter()
-            .chain(["puzzle_emb_ndim", "forward_dtype"])
+            .chain(["puzzle_emb_ndim", "forward_dtype", "arch"])
         {
             t.remove(k);
         }
@@ -209,7 +218,7 @@ const fn spec(key: &'static str, kind: Kind, required: bool) -> KeySpec {
 }
 
 const LOSS_TYPES: &[&str] = &["stablemax_cross_entropy", "softmax_cross_entropy"];
-const POS_ENCODINGS: &[&str] = &["rope", "learned"];
+const POS_ENCODINGS: &[&str] = &["rope", "learned", "none"];
 const DTYPES: &[&str] = &["float32", "bfloat16"];
 
 /// Every key, its type and whether it is required, in display order (the order of
@@ -248,9 +257,9 @@ pub(super) const SCHEMA: &[KeySpec] = &[
     spec("arch.halt_max_steps", Kind::Int, true),
     spec("arch.halt_exploration_prob", Kind::Float, true),
     spec("arch.H_cycles", Kind::Int, true),
-    spec("arch.L_cycles", Kind::Int, true),
-    spec("arch.H_layers", Kind::Int, true),
-    spec("arch.L_layers", Kind::Int, true),
+    spec("arch.L_cycles", Kind::Int, false),
+    spec("arch.H_layers", Kind::Int, false),
+    spec("arch.L_layers", Kind::Int, false),
     spec("arch.hidden_size", Kind::Int, true),
     spec("arch.num_heads", Kind::Int, true),
     spec("arch.expansion", Kind::Float, true),
@@ -259,6 +268,11 @@ pub(super) const SCHEMA: &[KeySpec] = &[
     spec("arch.rms_norm_eps", Kind::Float, false),
     spec("arch.rope_theta", Kind::Float, false),
     spec("arch.forward_dtype", Kind::Enum(DTYPES), false),
+    spec("arch.puzzle_emb_len", Kind::Int, false),
+    spec("arch.mlp_t", Kind::Bool, false),
+    spec("arch.no_ACT_continue", Kind::Bool, false),
+    spec("arch.act_enabled", Kind::Bool, false),
+    spec("arch.act_inference", Kind::Bool, false),
     spec("arch.loss", Kind::Table, true),
     spec("arch.loss.name", Kind::Str, true),
     spec("arch.loss.loss_type", Kind::Enum(LOSS_TYPES), true),
@@ -286,6 +300,12 @@ pub(super) fn unset_meaning(key: &str) -> &'static str {
         "checkpoint_interval" => "at evaluations only",
         "threads" => "all cores",
         "arch.forward_dtype" => "bfloat16 on cuda, float32 on cpu",
+        "arch.L_cycles" | "arch.L_layers" => "0 (transformer baseline only)",
+        "arch.H_layers" => "0 (TRM only)",
+        "arch.puzzle_emb_len" => "trm: 16; hrm, transformer: ceil(puzzle_emb_ndim / hidden_size)",
+        "arch.mlp_t" => "false (attention)",
+        "arch.no_ACT_continue" => "trm: true; hrm: false",
+        "arch.act_enabled" | "arch.act_inference" => "transformer: true / false",
         _ => "default",
     }
 }

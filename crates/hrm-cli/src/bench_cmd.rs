@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use hrm_train::bench::{
     bench_config, peak_rss_mib, Bench, BenchMode as Timed, Preset as ModelPreset,
 };
+use hrm_model::config::Arch;
 use serde_json::json;
 
 /// What to time.
@@ -71,6 +72,13 @@ pub struct BenchArgs {
     /// --bf16` and `hrm solve --bf16`.
     #[arg(long)]
     pub bf16: bool,
+    /// The preset as this model: `hrm`, `trm` (one 2-block network, 3x6 cycles, a 16-position
+    /// prefix) or `transformer` (8 blocks, one call per segment).
+    #[arg(long, default_value = "hrm", value_parser = ["hrm", "trm", "transformer"])]
+    pub arch: String,
+    /// TRM: the sequence SwiGLU instead of attention (no positional encoding).
+    #[arg(long)]
+    pub mlp_t: bool,
 }
 
 impl Preset {
@@ -107,6 +115,7 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
         batch,
         a.cycles.as_deref(),
         a.dtype == "bfloat16",
+        (Arch::parse(&a.arch).unwrap_or_default(), a.mlp_t),
     )?;
     let device = crate::device::open_device(&a.device)?;
     let threads = candle_core::utils::get_num_threads();
@@ -129,6 +138,8 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
         "impl": "hrm-rs",
         "mode": format!("{:?}", a.mode).to_lowercase(),
         "preset": format!("{:?}", a.preset).to_lowercase(),
+        "arch": cfg.arch.name(),
+        "mlp_t": cfg.mlp_t,
         "batch": batch,
         "threads": threads,
         "device": crate::device::describe(&device),

@@ -249,18 +249,38 @@ impl ModelConfig {
         }
     }
 
-    /// TRM as its README trains Sudoku-Extreme (attention variant): one 2-layer network, 3 x 6
-    /// recursions, a 16-position prefix, halting on q_halt alone.
-    pub fn trm_sudoku(batch_size: usize) -> Self {
-        Self {
-            arch: Arch::Trm,
-            h_cycles: 3,
-            l_cycles: 6,
-            h_layers: 0,
-            l_layers: 2,
-            puzzle_emb_len: Some(16),
-            no_act_continue: Some(true),
-            ..Self::sudoku(batch_size)
+    /// This configuration's sizes (width, heads, sequence, vocabulary, puzzle table, halting) as
+    /// `arch`, with that reference's defaults for the rest: TRM's one network of 2 blocks, 3 x 6
+    /// cycles, a 16-position prefix (none without a puzzle embedding), halting on q_halt alone,
+    /// and with `mlp_t` the sequence SwiGLU and no positional encoding; the baseline's 8 blocks
+    /// called once per segment. `Arch::Hrm` returns it unchanged (`mlp_t` is TRM's only).
+    pub fn with_arch(self, arch: Arch, mlp_t: bool) -> Self {
+        match arch {
+            Arch::Hrm => self,
+            Arch::Trm => Self {
+                arch,
+                h_cycles: 3,
+                l_cycles: 6,
+                h_layers: 0,
+                l_layers: 2,
+                puzzle_emb_len: Some(if self.puzzle_emb_ndim > 0 { 16 } else { 0 }),
+                no_act_continue: Some(true),
+                mlp_t,
+                pos_encodings: if mlp_t {
+                    PosEncoding::None
+                } else {
+                    self.pos_encodings
+                },
+                ..self
+            },
+            Arch::Transformer => Self {
+                arch,
+                h_cycles: 1,
+                l_cycles: 0,
+                h_layers: 8,
+                l_layers: 0,
+                ..self
+            },
         }
     }
 

@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use candle_core::Device;
 use hrm_data::Batch;
-use hrm_model::config::{ForwardDtype, ModelConfig};
+use hrm_model::config::{Arch, ForwardDtype, ModelConfig};
 use hrm_model::loss::LossType;
 use hrm_model::train::{forward_backward, Optimizers};
 use hrm_model::{Engine, Hrm, Kernels};
@@ -56,15 +56,20 @@ pub enum BenchMode {
     Solve,
 }
 
-/// The preset's config with an `HxL` cycles override (e.g. `4x4`) and the forward in bf16 when
-/// `bf16_forward` (parameters and optimizer stay f32).
+/// The preset's config as `arch` ([`ModelConfig::with_arch`]; `mlp_t` for TRM), with an `HxL`
+/// cycles override (e.g. `4x4`) and the forward in bf16 when `bf16_forward` (parameters and
+/// optimizer stay f32).
 pub fn bench_config(
     preset: Preset,
     batch: usize,
     cycles: Option<&str>,
     bf16_forward: bool,
+    (arch, mlp_t): (Arch, bool),
 ) -> Result<ModelConfig> {
-    let mut cfg = preset.config(batch);
+    if mlp_t && arch != Arch::Trm {
+        bail!("--mlp-t is TRM's (add --arch trm)");
+    }
+    let mut cfg = preset.config(batch).with_arch(arch, mlp_t);
     if let Some(c) = cycles {
         let Some((h, l)) = c.split_once('x') else {
             bail!("--cycles expects HxL, e.g. 2x2")
@@ -72,6 +77,7 @@ pub fn bench_config(
         cfg.h_cycles = h.parse()?;
         cfg.l_cycles = l.parse()?;
     }
+    cfg.validate()?;
     if bf16_forward {
         cfg.forward_dtype = ForwardDtype::BF16;
     }
@@ -249,21 +255,30 @@ mod tests {
 
     #[test]
     fn cycles_override_and_its_error() {
-        let c = bench_config(Preset::Tiny, 2, Some("3x5"), true).unwrap();
+        let c = bench_config(Preset::Tiny, 2, Some("3x5"), true, (Arch::Hrm, false)).unwrap();
         assert_eq!((c.h_cycles, c.l_cycles, c.batch_size), (3, 5, 2));
         assert_eq!(c.forward_dtype, ForwardDtype::BF16);
-        let e = bench_config(Preset::Tiny, 2, Some("3"), false).unwrap_err();
+        let e = bench_config(Preset::Tiny, 2, Some("3"), false, (Arch::Hrm, false)).unwrap_err();
         assert!(e.to_string().contains("HxL"), "{e}");
     }
 
     #[test]
     fn a_tiny_training_step_is_timed() {
-        let cfg = bench_config(Preset::Tiny, 2, Some("1x1"), false).unwrap();
+        let cfg = bench_config(Preset::Tiny, 2, Some("1x1"), false, (Arch::Hrm, false)).unwrap();
         let mut b = Bench::new(&cfg, &Device::Cpu, false, Some(BenchMode::Train)).unwrap();
         let mut seen = Vec::new();
         let t = b.run(BenchMode::Train, 1, 1, |i, _| seen.push(i)).unwrap();
         assert_eq!(seen, vec![0, 1]);
         assert!(t.median_s > 0.0);
+        // every architecture trains under the bench
+        for arch in [(Arch::Trm, false), (Arch::Trm, true), (Arch::Transformer, false)] {
+            let cfg = bench_config(Preset::Tiny, 2, None, false, arch).unwrap();
+            assert_eq!((cfg.arch, cfg.mlp_t), arch);
+            let mut b = Bench::new(&cfg, &Device::Cpu, false, Some(BenchMode::Train)).unwrap();
+            assert!(b.run(BenchMode::Train, 0, 1, |_, _| {}).unwrap().median_s > 0.0);
+        }
+        let e = bench_config(Preset::Tiny, 2, None, false, (Arch::Hrm, true)).unwrap_err();
+        assert!(e.to_string().contains("--arch trm"), "{e}");
         let e = b.run(BenchMode::Eval, 0, 0, |_, _| {}).unwrap_err();
         assert!(e.to_string().contains("--steps"), "{e}");
     }

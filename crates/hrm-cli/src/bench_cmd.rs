@@ -7,10 +7,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use hrm_model::config::Arch;
 use hrm_train::bench::{
     bench_config, peak_rss_mib, Bench, BenchMode as Timed, Preset as ModelPreset,
 };
-use hrm_model::config::Arch;
 use serde_json::json;
 
 /// What to time.

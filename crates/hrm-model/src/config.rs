@@ -810,6 +810,139 @@ mod tests {
         c.validate().unwrap();
     }
 
+    /// Which calls of a segment carry the gradient: HRM the last z_L and the last z_H update,
+    /// TRM the whole last H cycle, the baseline its one call.
+    #[test]
+    fn call_schedules() {
+        let show = |cfg: &ModelConfig| -> String {
+            cfg.schedule()
+                .iter()
+                .map(|c| match (c.h, c.grad) {
+                    (false, false) => "l",
+                    (false, true) => "L",
+                    (true, false) => "h",
+                    (true, true) => "H",
+                })
+                .collect()
+        };
+        let hrm = ModelConfig {
+            h_cycles: 2,
+            l_cycles: 3,
+            ..ModelConfig::tiny(1)
+        };
+        assert_eq!(show(&hrm), "lllhllLH");
+        let trm = ModelConfig {
+            h_cycles: 2,
+            l_cycles: 3,
+            ..ModelConfig::tiny(1).with_arch(Arch::Trm, false)
+        };
+        assert_eq!(show(&trm), "lllhLLLH");
+        assert_eq!(show(&ModelConfig { h_cycles: 1, ..trm }), "LLLH");
+        let base = ModelConfig::tiny(1).with_arch(Arch::Transformer, false);
+        assert_eq!(show(&base), "H");
+        assert_eq!(
+            show(&ModelConfig {
+                h_cycles: 4,
+                ..base
+            }),
+            "H"
+        );
+    }
+
+    /// What the TRM reference crashes on or ignores: one-line errors or warnings naming the key.
+    #[test]
+    fn trm_configs_the_reference_mishandles() {
+        let trm = ModelConfig::tiny(1).with_arch(Arch::Trm, false);
+        trm.validate().unwrap();
+        assert_eq!(trm.puzzle_emb_len(), 16);
+        let cases = [
+            (
+                ModelConfig {
+                    puzzle_emb_ndim: 200,
+                    puzzle_emb_len: Some(3),
+                    ..trm.clone()
+                },
+                "puzzle_emb_ndim",
+                "at least 4",
+            ),
+            (
+                ModelConfig {
+                    puzzle_emb_ndim: 0,
+                    puzzle_emb_len: None,
+                    ..trm.clone()
+                },
+                "puzzle_emb_len",
+                "TRM's default",
+            ),
+            (
+                ModelConfig {
+                    mlp_t: true,
+                    ..ModelConfig::tiny(1)
+                },
+                "mlp_t",
+                "TRM key",
+            ),
+            (
+                ModelConfig {
+                    pos_encodings: PosEncoding::None,
+                    ..ModelConfig::tiny(1)
+                },
+                "pos_encodings",
+                "TRM key",
+            ),
+            (
+                ModelConfig {
+                    l_layers: 0,
+                    ..trm.clone()
+                },
+                "L_layers",
+                "at least 1",
+            ),
+            (
+                ModelConfig {
+                    act_inference: Some(true),
+                    ..ModelConfig::tiny(1).with_arch(Arch::Transformer, false)
+                },
+                "act_inference",
+                "not implemented",
+            ),
+            (
+                ModelConfig {
+                    no_act_continue: Some(true),
+                    ..ModelConfig::tiny(1).with_arch(Arch::Transformer, false)
+                },
+                "no_ACT_continue",
+                "not a key",
+            ),
+        ];
+        for (cfg, key, text) in cases {
+            let e = cfg.validate().unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(
+                e.to_string().contains(text) && !e.to_string().contains('\n'),
+                "{e}"
+            );
+        }
+        // 0 selects HRM's ceil rule, which a puzzle_emb_ndim of 0 also satisfies
+        let ceil = ModelConfig {
+            puzzle_emb_ndim: 200,
+            puzzle_emb_len: Some(0),
+            ..trm.clone()
+        };
+        ceil.validate().unwrap();
+        assert_eq!(ceil.puzzle_emb_len(), 4);
+        // H_layers set for TRM is ignored, with a warning naming it
+        let w = ModelConfig { h_layers: 4, ..trm }.warnings();
+        assert!(w.len() == 1 && w[0].0 == "H_layers", "{w:?}");
+        assert!(ModelConfig::tiny(1).warnings().is_empty());
+        // an unknown model is refused by name
+        assert!(Arch::parse("trm").is_some() && Arch::parse("hrm-v9").is_none());
+        assert_eq!(
+            Arch::parse("recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"),
+            Some(Arch::Trm)
+        );
+    }
+
     #[test]
     fn validation_names_the_key() {
         let c = ModelConfig {

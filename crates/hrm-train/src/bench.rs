@@ -271,7 +271,11 @@ mod tests {
         assert_eq!(seen, vec![0, 1]);
         assert!(t.median_s > 0.0);
         // every architecture trains under the bench
-        for arch in [(Arch::Trm, false), (Arch::Trm, true), (Arch::Transformer, false)] {
+        for arch in [
+            (Arch::Trm, false),
+            (Arch::Trm, true),
+            (Arch::Transformer, false),
+        ] {
             let cfg = bench_config(Preset::Tiny, 2, None, false, arch).unwrap();
             assert_eq!((cfg.arch, cfg.mlp_t), arch);
             let mut b = Bench::new(&cfg, &Device::Cpu, false, Some(BenchMode::Train)).unwrap();

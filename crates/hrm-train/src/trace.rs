@@ -82,7 +82,12 @@ pub fn record_rollout(
 ) -> Result<Recording> {
     let model = engine.model();
     let cfg = &model.cfg;
-    let (hc, lc, v, l) = (cfg.h_cycles, cfg.l_cycles, cfg.vocab_size, cfg.seq_len);
+    let (v, l) = (cfg.vocab_size, cfg.seq_len);
+    // z_H and z_L updates per segment (HRM and TRM: H_cycles and H_cycles x L_cycles; the
+    // baseline: one and none)
+    let schedule = cfg.schedule();
+    let hc = schedule.iter().filter(|c| c.h).count();
+    let l_calls = schedule.len() - hc;
     if batch.seq_len != l {
         bail!(
             "the batch has sequences of {} tokens but the model takes {l}",
@@ -104,9 +109,10 @@ pub fn record_rollout(
     if let Some(e) = rec.error.take() {
         return Err(e.context("recording the rollout"));
     }
-    if rec.h_calls.len() != segments * hc || rec.l_calls.len() != segments * hc * lc {
+    if rec.h_calls.len() != segments * hc || rec.l_calls.len() != segments * l_calls {
         bail!(
-            "internal: {} H and {} L calls seen for {segments} segments of {hc}x{lc} cycles",
+            "internal: {} H and {} L calls seen for {segments} segments of {hc} H and {l_calls} \
+             L calls",
             rec.h_calls.len(),
             rec.l_calls.len()
         );
@@ -137,8 +143,8 @@ pub fn record_rollout(
                 residual_h: (0..hc)
                     .map(|n| rec.h_calls[k * hc + n].residual[r])
                     .collect(),
-                residual_l: (0..hc * lc)
-                    .map(|n| rec.l_calls[k * hc * lc + n].residual[r])
+                residual_l: (0..l_calls)
+                    .map(|n| rec.l_calls[k * l_calls + n].residual[r])
                     .collect(),
                 answer: answer.clone(),
             });
@@ -215,7 +221,12 @@ impl Recorder {
             v: cfg.vocab_size,
             lm_head: get("inner.lm_head.weight")?,
             prev_h: tile(get("inner.H_init")?),
-            prev_l: tile(get("inner.L_init")?),
+            // the baseline has no z_L (and no L call to compare with it)
+            prev_l: if cfg.has_z_l() {
+                tile(get("inner.L_init")?)
+            } else {
+                Vec::new()
+            },
             trajectories,
             h_calls: Vec::new(),
             l_calls: Vec::new(),

@@ -317,24 +317,49 @@ mod tests {
     }
 
     /// The host path against the model's own candle path on the CPU (the reference path the
-    /// host kernels must reproduce): the same numbers.
+    /// host kernels must reproduce): the same numbers, for HRM, TRM (attention and mlp_t) and
+    /// the baseline.
     #[test]
     fn host_path_follows_the_candle_path() {
-        let m = model_128(4);
-        let b = batch(&m, 5);
-        let (host, candle) = (Engine::plain(&m), Engine::candle(&m));
+        use crate::config::Arch;
+        for (arch, mlp_t) in [
+            (Arch::Hrm, false),
+            (Arch::Trm, false),
+            (Arch::Trm, true),
+            (Arch::Transformer, false),
+        ] {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+            let cfg = ModelConfig {
+                puzzle_emb_len: (arch == Arch::Trm).then_some(2),
+                h_cycles: if arch == Arch::Trm { 2 } else { 1 },
+                l_cycles: if arch == Arch::Trm { 2 } else { 0 },
+                ..model_128(0).cfg.with_arch(arch, mlp_t)
+            };
+            let cfg = if arch == Arch::Hrm {
+                model_128(0).cfg
+            } else {
+                cfg
+            };
+            let m = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
+            host_matches_candle(&m, &format!("{arch:?} mlp_t {mlp_t}"));
+        }
+    }
+
+    fn host_matches_candle(m: &Hrm, what: &str) {
+        let b = batch(m, 5);
+        let (host, candle) = (Engine::plain(m), Engine::candle(m));
         assert!(host.host && !candle.host);
         let (hl, hq) = last_segment(&host, &b);
         let (cl, cq) = last_segment(&candle, &b);
         let spread = max_abs(&cl);
         assert!(
             max_diff(&hl, &cl) <= 1e-5 * spread,
-            "logits differ by {} of spread {spread}",
+            "{what}: logits differ by {} of spread {spread}",
             max_diff(&hl, &cl)
         );
         assert!(
             max_diff(&hq, &cq) <= 1e-5 * (1.0 + max_abs(&cq)),
-            "{hq:?} vs {cq:?}"
+            "{what}: {hq:?} vs {cq:?}"
         );
     }
 

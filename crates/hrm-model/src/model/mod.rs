@@ -233,13 +233,8 @@ impl Hrm {
         // attention and SwiGLU each fused with the projection after them: their outputs are
         // recomputed in the backward instead of held by the graph (peak memory)
         let h = if self.cfg.mlp_t {
-            let u = h.transpose(1, 2)?.contiguous()?; // [B, D, S]
-            let gu = ops::linear(&u, &self.weight(w0, grad)?)?; // [B, D, 2 I_t]
-            let m = ops::then_linear(&gu, &ops::SwiGlu, &self.weight(w1, grad)?)?; // [B, D, S]
-            show("mlp_t", &m);
-            ops::add_rms_norm(&u, &m, eps)?
-                .transpose(1, 2)?
-                .contiguous()? // [B, S, D]
+            let (gu, down) = (self.weight(w0, grad)?, self.weight(w1, grad)?);
+            ops::mlp_t_block(h, &gu, &down, eps, &mut |m| show("mlp_t", m))? // [B, S, D]
         } else {
             let qkv = ops::linear(h, &self.weight(w0, grad)?)?; // [B, S, 3D]
             let a = ops::then_linear(&qkv, &self.attn, &self.weight(w1, grad)?)?; // [B, S, D]
@@ -520,6 +515,154 @@ mod tests {
             assert!(out.target_q_continue.is_none());
             carry = c;
         }
+    }
+
+    /// A tiny TRM (attention or mlp_t) or baseline of `tiny`'s sizes.
+    fn tiny_as(arch: crate::config::Arch, mlp_t: bool, batch: usize) -> ModelConfig {
+        ModelConfig {
+            puzzle_emb_len: (arch == crate::config::Arch::Trm).then_some(2),
+            ..tiny(batch).with_arch(arch, mlp_t)
+        }
+    }
+
+    /// TRM back-propagates through the whole last H cycle: its graph grows with L_cycles (the
+    /// L_cycles + 1 calls that carry the gradient) but not with H_cycles (the others run without
+    /// it); the baseline's one call always carries it.
+    #[test]
+    fn trm_gradient_spans_the_last_cycle_only() {
+        use crate::config::Arch;
+        let count = |arch, mlp_t, h: usize, l: usize| {
+            let cfg = ModelConfig {
+                h_cycles: h,
+                l_cycles: l,
+                ..tiny_as(arch, mlp_t, 2)
+            };
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+            let m = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
+            let b = batch(&cfg, 4);
+            let carry = m.initial_carry(&b).unwrap();
+            let (_, out) = m.act_step(&carry, &b, Mode::Train, &mut rng).unwrap();
+            out.logits.sum_all().unwrap().sorted_nodes().len()
+        };
+        for mlp_t in [false, true] {
+            let (one, three) = (count(Arch::Trm, mlp_t, 1, 2), count(Arch::Trm, mlp_t, 3, 2));
+            assert_eq!(one, three, "TRM's no-gradient cycles recorded graph nodes");
+            let (l2, l4) = (count(Arch::Trm, mlp_t, 2, 2), count(Arch::Trm, mlp_t, 2, 4));
+            // two more L calls in the gradient cycle: each adds the same number of nodes
+            let l3 = count(Arch::Trm, mlp_t, 2, 3);
+            assert!(l2 < l3 && l3 < l4 && l4 - l3 == l3 - l2, "{l2} {l3} {l4}");
+        }
+        let t = count(Arch::Transformer, false, 1, 0);
+        assert_eq!(
+            t,
+            count(Arch::Transformer, false, 5, 7),
+            "the baseline ignores the cycles"
+        );
+    }
+
+    /// The halting rule of a training step and whether it learns a Q-continue target, per
+    /// model, with the Q head's bias alone deciding (weights 0): q_halt = 0.5 > 0 but below
+    /// q_continue = 2.
+    #[test]
+    fn halting_rules_of_each_model() {
+        use crate::config::Arch;
+        let cases = [
+            // (arch, no_ACT_continue, halts at step 1, learns a target)
+            (Arch::Hrm, None, false, true),
+            (Arch::Trm, None, true, false),
+            (Arch::Trm, Some(false), false, true),
+            (Arch::Transformer, None, false, false),
+        ];
+        for (arch, no_act, halts, target) in cases {
+            let cfg = ModelConfig {
+                no_act_continue: no_act,
+                halt_exploration_prob: 0.0,
+                ..tiny_as(arch, false, 3)
+            };
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+            let m = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
+            let bias = Tensor::new(&[0.5f32, 2.0], &Device::Cpu).unwrap();
+            m.weights.q_head_b.set(&bias).unwrap();
+            let b = batch(&cfg, 6);
+            let carry = m.initial_carry(&b).unwrap();
+            let (c, out) = m.act_step(&carry, &b, Mode::Train, &mut rng).unwrap();
+            let what = format!("{arch:?} no_ACT_continue {no_act:?}");
+            assert!(
+                c.halted.iter().all(|&h| h == halts),
+                "{what}: {:?}",
+                c.halted
+            );
+            assert_eq!(out.target_q_continue.is_some(), target, "{what}");
+            // evaluation never halts early, whatever the rule
+            let (c, _) = m.act_step(&carry, &b, Mode::Eval, &mut rng).unwrap();
+            assert!(c.halted.iter().all(|&h| !h), "{what}");
+        }
+        // the baseline with act_enabled = false never halts on the Q head in training
+        let cfg = ModelConfig {
+            act_enabled: Some(false),
+            halt_exploration_prob: 0.0,
+            ..tiny_as(Arch::Transformer, false, 3)
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let m = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
+        let bias = Tensor::new(&[9.0f32, -9.0], &Device::Cpu).unwrap();
+        m.weights.q_head_b.set(&bias).unwrap();
+        let b = batch(&cfg, 6);
+        let (c, _) = m
+            .act_step(&m.initial_carry(&b).unwrap(), &b, Mode::Train, &mut rng)
+            .unwrap();
+        assert!(c.halted.iter().all(|&h| !h));
+    }
+
+    /// Each model's state dict: TRM has no H blocks (and mlp_t blocks no attention), the
+    /// baseline no L blocks and no L_init; both load back strictly.
+    #[test]
+    fn state_dicts_of_trm_and_the_baseline() {
+        use crate::config::Arch;
+        for (arch, mlp_t, has, lacks) in [
+            (
+                Arch::Trm,
+                false,
+                "inner.L_level.layers.1.self_attn.qkv_proj.weight",
+                "inner.H_level",
+            ),
+            (
+                Arch::Trm,
+                true,
+                "inner.L_level.layers.0.mlp_t.down_proj.weight",
+                "self_attn",
+            ),
+            (
+                Arch::Transformer,
+                false,
+                "inner.H_level.layers.7.mlp.down_proj.weight",
+                "L_",
+            ),
+        ] {
+            let cfg = tiny_as(arch, mlp_t, 2);
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+            let m = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
+            let sd: HashMap<String, Tensor> = m.state_dict().into_iter().collect();
+            assert!(sd.contains_key(has), "{arch:?}: no {has}");
+            assert!(
+                sd.keys().all(|k| !k.contains(lacks)),
+                "{arch:?}: has {lacks}"
+            );
+            let n: usize = m.parameters().iter().map(|(_, v)| v.elem_count()).sum();
+            assert_eq!(n, cfg.num_params(), "{arch:?}");
+            Hrm::from_state_dict(&cfg, &Device::Cpu, &sd).unwrap();
+        }
+        // mlp_t's widths: I_t = 256 * ceil(round(4 * S * 2/3) / 256) for S = 81 + 2
+        let cfg = tiny_as(Arch::Trm, true, 2);
+        let shapes: HashMap<String, Vec<usize>> = Hrm::expected_shapes(&cfg).into_iter().collect();
+        assert_eq!(
+            shapes["inner.L_level.layers.0.mlp_t.gate_up_proj.weight"],
+            [512, 83]
+        );
+        assert_eq!(
+            shapes["inner.L_level.layers.0.mlp_t.down_proj.weight"],
+            [83, 256]
+        );
     }
 
     #[test]

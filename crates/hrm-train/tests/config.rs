@@ -218,6 +218,77 @@ fn presets_carry_the_readme_settings() {
     assert_eq!(h.arch.loss.name, "losses@ACTLossHead");
     assert_eq!((h.global_batch_size, h.lr_min_ratio), (2304, 0.1));
 
+    // TRM's README runs: the model and the settings of its commands
+    use hrm_model::config::Arch;
+    for (file, mlp_t, l_cycles, data) in [
+        (
+            "trm-sudoku-extreme-mlp-t.toml",
+            true,
+            6,
+            "data/sudoku-extreme-1k-aug-1000",
+        ),
+        (
+            "trm-sudoku-extreme-att.toml",
+            false,
+            6,
+            "data/sudoku-extreme-1k-aug-1000",
+        ),
+        (
+            "trm-maze-30x30-hard.toml",
+            false,
+            4,
+            "data/maze-30x30-hard-1k",
+        ),
+        ("trm-arc-1.toml", false, 4, "data/arc-aug-1000"),
+        ("trm-arc-2.toml", false, 4, "data/arc2concept-aug-1000"),
+    ] {
+        let c = load(file, &[]).unwrap();
+        let m = c.model_config(&SUDOKU).unwrap();
+        assert_eq!(m.arch, Arch::Trm, "{file}");
+        assert_eq!(
+            (m.mlp_t, m.h_cycles, m.l_cycles, m.l_layers),
+            (mlp_t, 3, l_cycles, 2),
+            "{file}"
+        );
+        assert_eq!(m.pos_encodings == PosEncoding::None, mlp_t, "{file}");
+        assert_eq!(
+            (m.puzzle_emb_len(), m.halts_on_q_halt_alone()),
+            (16, true),
+            "{file}"
+        );
+        assert!(c.ema && c.ema_rate == 0.999, "{file}");
+        assert_eq!(c.data_path, data, "{file}");
+        assert!(m.warnings().is_empty(), "{file}: {:?}", m.warnings());
+        if !file.contains("arc") {
+            assert_eq!(
+                (c.epochs, c.eval_interval, c.lr, c.weight_decay),
+                (50_000, Some(5000), 1e-4, 1.0)
+            );
+        }
+    }
+    let b = load("transformer-pretrain.toml", &[])
+        .unwrap()
+        .model_config(&SUDOKU)
+        .unwrap();
+    assert_eq!(
+        (b.arch, b.h_layers, b.has_z_l()),
+        (Arch::Transformer, 8, false)
+    );
+    assert!(b.warnings().is_empty(), "{:?}", b.warnings());
+    for (file, arch, mlp_t) in [
+        ("trm-sudoku-cpu.toml", Arch::Trm, false),
+        ("trm-mlp-t-sudoku-cpu.toml", Arch::Trm, true),
+        ("transformer-sudoku-cpu.toml", Arch::Transformer, false),
+    ] {
+        let c = load(file, &[]).unwrap();
+        let m = c.model_config(&SUDOKU).unwrap();
+        assert_eq!(
+            (m.arch, m.mlp_t, m.hidden_size, c.global_batch_size),
+            (arch, mlp_t, 128, 32)
+        );
+        assert!(m.warnings().is_empty(), "{file}: {:?}", m.warnings());
+    }
+
     let t = load("tiny.toml", &[]).unwrap();
     assert!(t.arch.model.hidden_size <= 128 && t.global_batch_size <= 32);
     assert_eq!(t.forward_dtype(), ForwardDtype::F32);
@@ -546,7 +617,7 @@ fn invariants_name_the_key() {
     );
     assert_tiny_error(
         &["arch.name=hrm.other@Model"],
-        &["`arch.name` = \"hrm.other@Model\" is not implemented"],
+        &["`arch.name` = \"hrm.other@Model\" is not a model hrm has (one of hrm, trm, transformer"],
     );
     assert_has(
         &error_of(&preset("tiny.toml"), &["arch.halt_exploration_prob=2"]),

@@ -681,10 +681,16 @@ mod tests {
             rms_norm_eps = 1e-5
             rope_theta = 10000.0
             forward_dtype = "float32"
+            puzzle_emb_len = 2
+            mlp_t = true
+            no_ACT_continue = true
+            act_enabled = true
+            act_inference = false
             [arch.loss]
             name = "losses@ACTLossHead"
             loss_type = "stablemax_cross_entropy"
         "#;
+        // every key set (deserialising does not validate: some are other models' keys)
         let cfg: TrainConfig = toml::from_str(text).unwrap();
         let table = toml::Table::try_from(&cfg).unwrap();
         let mut ser_keys = BTreeSet::new();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{configs, final_tensors, hrm, json, metrics, ok, one_line_error, tiny_sudoku_dataset};
+use common::{final_tensors, hrm, json, metrics, ok, one_line_error, tiny_sudoku_dataset};
 
 /// The tiny preset as each model (`arch.*` overrides).
 const ARCHS: [(&str, &[&str]); 3] = [
@@ -46,19 +46,8 @@ const ARCHS: [(&str, &[&str]); 3] = [
 ];
 
 fn train_args(data: &str, run_dir: &str, arch: &[&str], extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = vec![
-        "train".into(),
-        configs().join("tiny.toml").display().to_string(),
-        format!("data_path={data}"),
-        "epochs=4".into(),
-        "eval_interval=2".into(),
-        "checkpoint_interval=5".into(),
-        "--run-dir".into(),
-        run_dir.into(),
-        "--quiet".into(),
-    ];
-    v.extend(arch.iter().chain(extra).map(|s| s.to_string()));
-    v
+    let extra: Vec<&str> = arch.iter().chain(extra).copied().collect();
+    common::tiny_train_args(data, run_dir, &extra)
 }
 
 /// Every model trains, resumes bit for bit from a mid-run checkpoint, evaluates and solves.
@@ -106,6 +95,33 @@ fn every_model_trains_resumes_exactly_evaluates_and_solves() {
             puzzle,
         ]);
         assert!(out.contains("verified:"), "{name}: {out}");
+        // the analysis: TRM's two states; the baseline has one and is refused in one line
+        let an = dir.path().join(format!("{name}-analysis"));
+        let args = [
+            "analyze",
+            "--checkpoint",
+            a.to_str().unwrap(),
+            "--data",
+            d,
+            "--out",
+            an.to_str().unwrap(),
+            "--max-examples",
+            "8",
+            "--max-segments",
+            "2",
+            "--batch-size",
+            "8",
+            "--pca-puzzles",
+            "2",
+            "--show-puzzles",
+            "1",
+        ];
+        if name == "transformer" {
+            one_line_error(&args, "only z_H");
+        } else {
+            ok(&args);
+            assert!(an.join("report.html").exists(), "{name}");
+        }
     }
 }
 

@@ -21,19 +21,7 @@ fn dataset(dir: &Path) -> PathBuf {
 }
 
 fn tiny_args<'a>(data: &'a str, run_dir: &'a str, extra: &[&'a str]) -> Vec<String> {
-    let mut v: Vec<String> = vec![
-        "train".into(),
-        configs().join("tiny.toml").display().to_string(),
-        format!("data_path={data}"),
-        "epochs=4".into(),
-        "eval_interval=2".into(),
-        "checkpoint_interval=5".into(),
-        "--run-dir".into(),
-        run_dir.into(),
-        "--quiet".into(),
-    ];
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+    common::tiny_train_args(data, run_dir, extra)
 }
 
 #[test]

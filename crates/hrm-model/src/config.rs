@@ -534,6 +534,12 @@ impl ModelConfig {
         }
     }
 
+    /// How many calls of [`ModelConfig::schedule`] come before the ones that carry the gradient
+    /// (the calls a training step runs without it).
+    pub fn no_grad_calls(&self) -> usize {
+        self.schedule().iter().take_while(|c| !c.grad).count()
+    }
+
     /// Halting in training: on `q_halt > 0` alone (TRM's `no_ACT_continue`), else on
     /// `q_halt > q_continue`.
     pub fn halts_on_q_halt_alone(&self) -> bool {

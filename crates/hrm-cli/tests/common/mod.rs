@@ -161,6 +161,25 @@ pub fn generated_dataset(
     (csv, data)
 }
 
+/// `hrm train configs/tiny.toml` on `data` into `run_dir` (4 epochs, evaluations every 2, a
+/// checkpoint every 5 steps, quiet), then `extra`.
+#[allow(dead_code)] // not every test file trains
+pub fn tiny_train_args(data: &str, run_dir: &str, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        "train".into(),
+        configs().join("tiny.toml").display().to_string(),
+        format!("data_path={data}"),
+        "epochs=4".into(),
+        "eval_interval=2".into(),
+        "checkpoint_interval=5".into(),
+        "--run-dir".into(),
+        run_dir.into(),
+        "--quiet".into(),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
 /// A small Sudoku dataset from random minimal puzzles in `dir` (no shared data needed).
 #[allow(dead_code)] // not every test file trains
 pub fn tiny_sudoku_dataset(dir: &Path) -> PathBuf {

@@ -151,7 +151,7 @@ pub(super) fn segment(
     let n = if heads {
         calls.len()
     } else {
-        calls.iter().take_while(|c| !c.grad).count()
+        m.cfg.no_grad_calls()
     };
     ws.inj.resize(b * s * d, 0.0);
     for c in &calls[..n] {

@@ -417,6 +417,14 @@ pub fn analyze(opts: &AnalyzeOptions, device: &Device) -> Result<Analysis> {
     let loaded = load_for_inference(&ckpt, device, false, |c| c.batch_size = bs)?;
     let model = &loaded.model;
     let cfg = model.cfg.clone();
+    if !cfg.has_z_l() {
+        bail!(
+            "{}: the analysis compares the two states z_H and z_L, and this model (arch {}) has \
+             only z_H; `hrm solve --trace` shows its per-segment answers",
+            ckpt.display(),
+            cfg.arch.name()
+        );
+    }
     let split = open_data(&opts.data, &ckpt, &cfg)?;
     let task = detect_task(&split);
     let engine = loaded.engine()?;

@@ -213,6 +213,8 @@ def bench(args):
     trainer, times = H.Trainer(model, hp), []
     ema = EMA(model, args.ema) if args.ema else None
     for i in range(args.warmup + args.steps):
+        if i == args.warmup:
+            cpu0 = time.process_time()
         t0 = time.perf_counter()
         trainer.forward_backward(batches[i % len(batches)])   # carry kept across steps
         trainer.optimizer_step()                              # SignSGD, then AdamATan2
@@ -226,7 +228,9 @@ def bench(args):
         impl="torch-trm-peer", mode="train", preset=args.preset, arch="trm", mlp_t=cfg.mlp_t, batch=args.batch,
         threads=args.threads, dtype=args.dtype, ema=args.ema, cycles=f"{h}x{l}", steps=args.steps,
         median_s_per_step=round(med, 4), samples_per_s=round(args.batch / med, 2),
-        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), torch=torch.__version__)))
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        # CPU time per timed step (robust to other load on a shared machine; ~threads x wall)
+        cpu_s_per_step=round((time.process_time() - cpu0) / args.steps, 3), torch=torch.__version__)))
 
 
 # README section 8 tolerances: (attention fixtures, mlp_t fixtures)

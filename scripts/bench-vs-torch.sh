@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side speed of `hrm` and the PyTorch peer (../shared/peers/torch_hrm.py), run alternately
-# (A B A B ...) with the same settings in one session, printing the ratios ours / peer.
+# Side-by-side speed of `hrm` and the PyTorch peers (../shared/peers/torch_hrm.py for HRM,
+# scripts/torch_trm_peer.py for TRM), run alternately (A B A B ...) with the same settings in one
+# session, printing the ratios ours / peer.
 #
 #   scripts/bench-vs-torch.sh [ROUNDS]            # default 3 rounds of every measurement
 #
@@ -8,9 +9,11 @@
 #   HRM        the hrm binary (default target/release/hrm; build with `cargo build --release`)
 #   PYTHON     a Python with torch, numpy, safetensors (default .venv/bin/python, else python3)
 #   PEER       the peer script (default ../shared/peers/torch_hrm.py)
+#   TRM_PEER   the TRM peer (default scripts/torch_trm_peer.py; it imports PEER's layers)
+#   TRM_STEPS  timed steps per trm run (default 2, after 1 warm-up step; a step takes seconds)
 #   THREADS    threads for both (default 2)
 #   ONLY       run only these measurements (space-separated: train eval solve rss eval-bf16
-#              solve-bf16)
+#              solve-bf16 trm)
 #
 # Measurements (the targets of the speed issue):
 #   train  training step, Sudoku preset (hidden 512, 4+4 layers, 2x2 cycles, seq 81), batch 32
@@ -18,6 +21,9 @@
 #   solve  `hrm solve` vs a python process that imports torch, builds the model and runs 16
 #          segments at batch 1: process start included, both with random weights of that size
 #   rss    peak RSS of a training step (from the train runs), and ours from 2x2 to 8x8 cycles
+#   trm    TRM training step (--arch trm: one 2-block network, hidden 512, 16-position prefix,
+#          seq 81) at 3xN cycles for N = 2, 4, 6, batch 32: median s/step and peak RSS of each
+#          process, ours / the TRM peer
 #   eval-bf16, solve-bf16   the same in bf16: ours with `--bf16` (matrix products on AMX, f32
 #          activations), the peer with a bfloat16 forward (PyTorch's oneDNN uses AMX too); they
 #          are outside the f32 targets and need a CPU with AMX-BF16
@@ -28,8 +34,11 @@ cd "$(dirname "$0")/.."
 ROUNDS="${1:-3}"
 HRM="${HRM:-target/release/hrm}"
 PEER="${PEER:-../shared/peers/torch_hrm.py}"
+TRM_PEER="${TRM_PEER:-scripts/torch_trm_peer.py}"
+TRM_STEPS="${TRM_STEPS:-2}"
 THREADS="${THREADS:-2}"
-ONLY="${ONLY:-train eval solve rss eval-bf16 solve-bf16}"
+ONLY="${ONLY:-train eval solve rss eval-bf16 solve-bf16 trm}"
+TRM_N="2 4 6"
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
@@ -89,6 +98,15 @@ for round in $(seq 1 "$ROUNDS"); do
         R[eval-bf16_ours]+=" $("$HRM" --threads "$THREADS" bench eval --bf16 --preset sudoku --batch 64 --steps 4 --warmup 1 2>/dev/null | tee -a "$OUT/eval-bf16-ours.jsonl" | json median_s_per_step)"
         R[eval-bf16_peer]+=" $("$PYTHON" "$PEER" bench-eval --dtype bfloat16 --preset sudoku --batch 64 --steps 4 --warmup 1 --threads "$THREADS" 2>/dev/null | tee -a "$OUT/eval-bf16-peer.jsonl" | json median_s_per_step)"
         ;;
+      trm)
+        for n in $TRM_N; do
+          args=(--preset sudoku --cycles "3x$n" --batch 32 --steps "$TRM_STEPS" --warmup 1)
+          o=$("$HRM" --threads "$THREADS" bench train --arch trm "${args[@]}" 2>/dev/null | tee -a "$OUT/trm-ours.jsonl")
+          p=$(TORCH_HRM_PEER="$PEER" "$PYTHON" "$TRM_PEER" bench "${args[@]}" --threads "$THREADS" 2>/dev/null | tee -a "$OUT/trm-peer.jsonl")
+          R[trm_ours_$n]+=" $(json median_s_per_step <<<"$o")"; R[trm_rss_ours_$n]+=" $(json peak_rss_mb <<<"$o")"
+          R[trm_peer_$n]+=" $(json median_s_per_step <<<"$p")"; R[trm_rss_peer_$n]+=" $(json peak_rss_mb <<<"$p")"
+        done
+        ;;
       rss)
         for c in 2x2 4x4 8x8; do
           R[rss_$c]+=" $("$HRM" --threads "$THREADS" bench train --preset sudoku --batch 32 --steps 1 --warmup 1 --cycles "$c" 2>/dev/null | json peak_rss_mb)"
@@ -119,6 +137,14 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 EOF
 )
   printf '%-34s %12.0f %12.0f %8s\n' "peak RSS, train step (MiB)" "$o" "$pk" "$(ratio "$o" "$pk")"
+fi
+if [[ " $ONLY " == *" trm "* ]]; then
+  for n in $TRM_N; do
+    o=$(median ${R[trm_ours_$n]}); p=$(median ${R[trm_peer_$n]})
+    printf '%-34s %12.3f %12.3f %8s\n' "trm train 3x$n (s/step)" "$o" "$p" "$(ratio "$o" "$p")"
+    o=$(median ${R[trm_rss_ours_$n]}); p=$(median ${R[trm_rss_peer_$n]})
+    printf '%-34s %12.0f %12.0f %8s\n' "trm peak RSS 3x$n (MiB)" "$o" "$p" "$(ratio "$o" "$p")"
+  done
 fi
 if [[ " $ONLY " == *" rss "* ]]; then
   a=$(median ${R[rss_2x2]}); b=$(median ${R[rss_4x4]}); c=$(median ${R[rss_8x8]})

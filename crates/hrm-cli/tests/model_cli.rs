@@ -159,19 +159,11 @@ fn convert_reads_a_reference_checkpoint() {
         "81",
     ]);
     assert_eq!(code, 0, "{o}\n{e}");
-    let (model, _) = load_model(&out, &Device::Cpu, |_| {}).unwrap();
-    assert_eq!(model.cfg.h_cycles, 3, "H_cycles comes from all_config.yaml");
-    assert_eq!(model.cfg.l_layers, 2);
-    assert_eq!(model.cfg.num_heads, 2);
-    assert_eq!(model.cfg.halt_max_steps, 5);
-    let expected =
-        read_safetensors(&torch_ckpt().join("expected.safetensors"), &Device::Cpu).unwrap();
-    let sd: HashMap<String, Tensor> = model.state_dict().into_iter().collect();
-    assert_eq!(sd.len(), expected.tensors.len());
-    for (k, t) in &expected.tensors {
-        let d = hrm_model::parity::max_abs_diff(&sd[k], t).unwrap();
-        assert_eq!(d, 0.0, "{k} differs");
-    }
+    let cfg = assert_tensors_equal_expected(&out, &torch_ckpt());
+    assert_eq!(cfg.h_cycles, 3, "H_cycles comes from all_config.yaml");
+    assert_eq!(cfg.l_layers, 2);
+    assert_eq!(cfg.num_heads, 2);
+    assert_eq!(cfg.halt_max_steps, 5);
 }
 
 #[test]
@@ -194,6 +186,80 @@ fn convert_errors_name_what_is_wrong() {
     assert_one_line_error(
         &["convert", garbage.to_str().unwrap(), o, "--seq-len", "81"],
         "step_1",
+    );
+    assert!(!out.exists(), "nothing may be written on failure");
+}
+
+fn torch_ckpt_trm() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/torch-ckpt-trm"
+    ))
+}
+
+/// The tensors of the checkpoint at `path` equal `expected.safetensors` in `fixture`, key by key.
+fn assert_tensors_equal_expected(path: &Path, fixture: &Path) -> hrm_model::config::ModelConfig {
+    let (model, _) = load_model(path, &Device::Cpu, |_| {}).unwrap();
+    let expected = read_safetensors(&fixture.join("expected.safetensors"), &Device::Cpu).unwrap();
+    let sd: HashMap<String, Tensor> = model.state_dict().into_iter().collect();
+    let mut keys: Vec<&String> = sd.keys().collect();
+    keys.sort();
+    let mut want: Vec<&String> = expected.tensors.keys().collect();
+    want.sort();
+    assert_eq!(keys, want);
+    for (k, t) in &expected.tensors {
+        let d = hrm_model::parity::max_abs_diff(&sd[k], t).unwrap();
+        assert_eq!(d, 0.0, "{k} differs");
+    }
+    model.cfg
+}
+
+#[test]
+fn convert_reads_a_trm_checkpoint() {
+    // step_1302: a torch.save'd state dict of TRM's compiled loss head (`_orig_mod.model.inner.*`,
+    // mlp_t blocks, bf16 H_init/L_init) with TRM's all_config.yaml beside it, written by
+    // `scripts/make_torch_checkpoint.py --trm`; no --seq-len: the mlp_t weights fix it
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("trm.safetensors");
+    let input = torch_ckpt_trm().join("step_1302");
+    let (code, o, e) = run(&["convert", input.to_str().unwrap(), out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}\n{e}");
+    let cfg = assert_tensors_equal_expected(&out, &torch_ckpt_trm());
+    assert_eq!(cfg.arch, hrm_model::config::Arch::Trm);
+    assert!(cfg.mlp_t);
+    assert_eq!(cfg.puzzle_emb_len, Some(2));
+    assert_eq!(cfg.seq_len, 9, "seq_len = mlp_t width 11 - prefix 2");
+    assert_eq!(cfg.pos_encodings, hrm_model::config::PosEncoding::None);
+    assert_eq!(
+        (cfg.h_cycles, cfg.l_cycles),
+        (2, 2),
+        "cycles come from all_config.yaml"
+    );
+    assert_eq!((cfg.h_layers, cfg.l_layers), (0, 2));
+    assert_eq!((cfg.hidden_size, cfg.num_heads), (32, 2));
+    assert_eq!(cfg.num_puzzle_identifiers, 3);
+    assert_eq!(cfg.no_act_continue, Some(true));
+}
+
+#[test]
+fn convert_rejects_a_trm_config_on_hrm_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.safetensors");
+    let input = torch_ckpt().join("step_26040");
+    let yaml = torch_ckpt_trm().join("all_config.yaml");
+    let args = [
+        "convert",
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--seq-len",
+        "81",
+        "--config",
+        yaml.to_str().unwrap(),
+    ];
+    let line = one_line_error(&args, "arch.name");
+    assert!(
+        line.starts_with("error: ") && line.contains("all_config.yaml"),
+        "{line}"
     );
     assert!(!out.exists(), "nothing may be written on failure");
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 use common::{configs, hrm, json, models, ok, one_line_error, p};
 use page::{check_solved_page, maze_file, printed_answer, printed_arc_answer, screenshot, SUDOKU};
 
-/// `hrm serve --port 0` with both shipped models, killed when dropped.
+/// `hrm serve --port 0` with both default shipped models (those `hrm solve` uses without
+/// `--checkpoint`), killed when dropped.
 struct Server {
     child: Child,
     addr: SocketAddr,
@@ -22,7 +23,7 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let (s, m) = (
-            models().join("sudoku-cpu.safetensors"),
+            models().join("sudoku-trm-cpu.safetensors"),
             models().join("maze-cpu.safetensors"),
         );
         Server::with(&["--checkpoint", p(&s), "--checkpoint", p(&m)])

@@ -38,8 +38,15 @@ fn solve_with_files(
 }
 
 /// The trace of a solve: every segment with its answer tokens (`cells` of them), Q values, the
-/// changed cells and the residuals of every H and L call; its decoded last answer is `answer`.
-fn check_trace(v: &serde_json::Value, segments: usize, cells: usize, answer: &[String]) {
+/// changed cells and the residuals of every H and L call (`calls` = (H, L) calls per segment);
+/// its decoded last answer is `answer`.
+fn check_trace(
+    v: &serde_json::Value,
+    segments: usize,
+    cells: usize,
+    answer: &[String],
+    calls: (usize, usize),
+) {
     let segs = v["trace"]["segments"].as_array().unwrap();
     assert_eq!(segs.len(), segments, "{v}");
     assert_eq!(v["segments"], segments);
@@ -53,8 +60,7 @@ fn check_trace(v: &serde_json::Value, segments: usize, cells: usize, answer: &[S
             s["residual_h"].as_array().unwrap(),
             s["residual_l"].as_array().unwrap(),
         );
-        // the shipped models run 1 H cycle of 2 L cycles per segment
-        assert_eq!((h.len(), l.len()), (1, 2), "segment {k}: {s}");
+        assert_eq!((h.len(), l.len()), calls, "segment {k}: {s}");
         assert!(h.iter().chain(l).all(|r| r.as_f64().unwrap() >= 0.0), "{s}");
         let hc = s["h_cycle_answers"].as_array().unwrap();
         assert_eq!(hc.last().unwrap(), &s["answer"], "segment {k}");
@@ -87,7 +93,8 @@ fn check_trace(v: &serde_json::Value, segments: usize, cells: usize, answer: &[S
 fn sudoku_trace_and_page() {
     let dir = tempfile::tempdir().unwrap();
     let (answer, trace, page) = solve_with_files(dir.path(), 3, &["sudoku", SUDOKU], 9);
-    check_trace(&trace, 3, 81, &answer);
+    // the default Sudoku model is TRM with 2 recursions of 2 latent updates per segment
+    check_trace(&trace, 3, 81, &answer, (2, 4));
     assert_eq!(trace["kind"], "sudoku");
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(
@@ -110,7 +117,8 @@ fn maze_trace_and_page() {
     let dir = tempfile::tempdir().unwrap();
     let maze = maze_file();
     let (answer, trace, page) = solve_with_files(dir.path(), 2, &["maze", p(&maze)], 6);
-    check_trace(&trace, 2, 36, &answer);
+    // the maze model is HRM with 1 H cycle of 2 L cycles per segment
+    check_trace(&trace, 2, 36, &answer, (1, 2));
     assert_eq!(trace["input"][0].as_str().unwrap().len(), 6);
     let Some(chrome) = hrm_testkit::browser::chromium() else {
         return;

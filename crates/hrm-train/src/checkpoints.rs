@@ -16,8 +16,9 @@ use hrm_model::{Engine, Hrm, Kernels};
 use crate::hub::{pick_checkpoint, Hub, HubCheckpoint, Snapshot};
 use crate::rundir::RunDir;
 
-/// The shipped Sudoku model (`models/sudoku-cpu.safetensors`), `hrm solve sudoku`'s default.
-pub const SUDOKU_MODEL: &str = "sudoku-cpu.safetensors";
+/// The shipped Sudoku model `hrm solve sudoku` uses by default (`models/sudoku-trm-cpu.safetensors`:
+/// TRM with mlp_t, trained on 20-blank Sudokus; `models/sudoku-cpu.safetensors` is the HRM one).
+pub const SUDOKU_MODEL: &str = "sudoku-trm-cpu.safetensors";
 /// The shipped maze model (`models/maze-cpu.safetensors`), `hrm solve maze`'s default.
 pub const MAZE_MODEL: &str = "maze-cpu.safetensors";
 

@@ -197,8 +197,8 @@ pub struct Report {
 }
 
 impl Report {
-    /// Note that the fixture lacks `key` of `group` (a trimmed fixture).
-    fn missing(&mut self, group: &str, _key: &str) {
+    /// Note that the fixture lacks a key of `group` (a trimmed fixture).
+    fn missing(&mut self, group: &str) {
         match self.absent.iter_mut().find(|(g, _)| g == group) {
             Some((_, n)) => *n += 1,
             None => self.absent.push((group.to_string(), 1)),
@@ -217,7 +217,7 @@ impl Report {
         if fx.tensors.contains_key(key) {
             self.cmp(name, key, mine, &fx.f64s(key)?, crit)
         } else {
-            self.missing(name, key);
+            self.missing(name);
             Ok(())
         }
     }
@@ -733,12 +733,9 @@ pub fn run_fixture_on(path: &Path, device: &Device) -> Result<Report> {
         (true, None) => Some(0.999),
         (false, _) => None,
     };
-    let vars = |m: &Hrm| -> Vec<candle_core::Var> {
-        m.parameters().into_iter().map(|(_, v)| v.clone()).collect()
-    };
     // ours end to end, and the EMA fed the fixture's own parameters (the exact check)
     let mut ema = match ema_rate {
-        Some(r) => Some(Ema::new(&refs(&vars(&model)), r)?),
+        Some(r) => Some(Ema::new(&param_vars(&model), r)?),
         None => None,
     };
     let mut ema_of_theirs = ema.clone();
@@ -821,7 +818,7 @@ pub fn run_fixture_on(path: &Path, device: &Device) -> Result<Report> {
             _ => {
                 // without every gradient of this step the optimizer-only replay ends here
                 shadow_opt = None;
-                rep.missing(&format!("step{s}.optimizer"), "grad");
+                rep.missing(&format!("step{s}.optimizer"));
             }
         }
         // 2b) end to end: our gradients through our optimizers
@@ -849,7 +846,7 @@ pub fn run_fixture_on(path: &Path, device: &Device) -> Result<Report> {
         }
         // 2c) the EMA: end to end, and fed the fixture's step parameters
         if let Some(ema) = ema.as_mut() {
-            ema.update(&refs(&vars(&model)))?;
+            ema.update(&param_vars(&model))?;
             for (name, t) in names.iter().zip(&ema.shadow) {
                 rep.cmp_opt(
                     &fx,
@@ -874,7 +871,7 @@ pub fn run_fixture_on(path: &Path, device: &Device) -> Result<Report> {
                 .transpose()?;
             match theirs {
                 Some(theirs) => {
-                    ema.update(&refs(&theirs))?;
+                    ema.update(&theirs.iter().collect::<Vec<_>>())?;
                     for (name, t) in names.iter().zip(&ema.shadow) {
                         rep.cmp_opt(
                             &fx,
@@ -887,8 +884,13 @@ pub fn run_fixture_on(path: &Path, device: &Device) -> Result<Report> {
                 }
                 None => {
                     ema_of_theirs = None;
-                    rep.missing(&format!("ema{s}.update"), "step params");
-                    break_ema_note(&mut rep, s);
+                    rep.missing(&format!("ema{s}.update"));
+                    rep.note(
+                        &format!("ema{s}.params"),
+                        "the fixture lacks step parameters: the EMA is checked end to end only \
+                         from here"
+                            .into(),
+                    );
                 }
             }
         }
@@ -903,16 +905,9 @@ pub fn run_fixture_on(path: &Path, device: &Device) -> Result<Report> {
     Ok(rep)
 }
 
-fn refs(v: &[candle_core::Var]) -> Vec<&candle_core::Var> {
-    v.iter().collect()
-}
-
-/// The EMA replay on the fixture's parameters stops at the first step that lacks them.
-fn break_ema_note(rep: &mut Report, s: usize) {
-    rep.note(
-        &format!("ema{s}.params"),
-        "the fixture lacks step parameters: the EMA is checked end to end only from here".into(),
-    );
+/// The model's parameters, in [`Hrm::parameters`] order (what the EMA averages).
+fn param_vars(m: &Hrm) -> Vec<&candle_core::Var> {
+    m.parameters().into_iter().map(|(_, v)| v).collect()
 }
 
 /// Per-row sums of SignSGD gradients by puzzle id (sorted ids), as SignSGD forms them.

@@ -534,10 +534,12 @@ impl ModelConfig {
         }
     }
 
-    /// How many calls of [`ModelConfig::schedule`] come before the ones that carry the gradient
-    /// (the calls a training step runs without it).
-    pub fn no_grad_calls(&self) -> usize {
-        self.schedule().iter().take_while(|c| !c.grad).count()
+    /// [`ModelConfig::schedule`] and how many of its calls come before the ones that carry the
+    /// gradient (the calls a training step runs without it).
+    pub fn split_schedule(&self) -> (Vec<Call>, usize) {
+        let calls = self.schedule();
+        let n = calls.iter().take_while(|c| !c.grad).count();
+        (calls, n)
     }
 
     /// Halting in training: on `q_halt > 0` alone (TRM's `no_ACT_continue`), else on

@@ -147,12 +147,8 @@ pub(super) fn segment(
         weights: &weights,
         shape: (b, s),
     };
-    let calls = m.cfg.schedule();
-    let n = if heads {
-        calls.len()
-    } else {
-        m.cfg.no_grad_calls()
-    };
+    let (calls, no_grad) = m.cfg.split_schedule();
+    let n = if heads { calls.len() } else { no_grad };
     ws.inj.resize(b * s * d, 0.0);
     for c in &calls[..n] {
         if !c.h {

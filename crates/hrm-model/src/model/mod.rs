@@ -388,9 +388,9 @@ impl Hrm {
         x: &Tensor,
         obs: &mut dyn Observer,
     ) -> Result<(Tensor, Tensor)> {
-        let n = self.cfg.no_grad_calls();
+        let (calls, n) = self.cfg.split_schedule();
         self.run_calls(
-            &self.cfg.schedule()[..n],
+            &calls[..n],
             (z_h.detach(), z_l.detach()),
             &x.detach(),
             false,
@@ -408,9 +408,9 @@ impl Hrm {
         grad: bool,
         obs: &mut dyn Observer,
     ) -> Result<Segment> {
-        let n = self.cfg.no_grad_calls();
+        let (calls, n) = self.cfg.split_schedule();
         let x = if grad { x.clone() } else { x.detach() };
-        let (z_h, z_l) = self.run_calls(&self.cfg.schedule()[n..], (z_h, z_l), &x, grad, obs)?;
+        let (z_h, z_l) = self.run_calls(&calls[n..], (z_h, z_l), &x, grad, obs)?;
         let p = self.cfg.puzzle_emb_len();
         let w = &self.weights;
         let logits = ops::linear(&z_h, &self.weight(&w.lm_head, grad)?)?; // [B, S, V]

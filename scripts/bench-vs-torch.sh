@@ -12,8 +12,8 @@
 #   TRM_PEER   the TRM peer (default scripts/torch_trm_peer.py; it imports PEER's layers)
 #   TRM_STEPS  timed steps per trm run (default 2, after 1 warm-up step; a step takes seconds)
 #   THREADS    threads for both (default 2)
-#   ONLY       run only these measurements (space-separated: train eval solve rss eval-bf16
-#              solve-bf16 trm)
+#   ONLY       run only these measurements (space-separated: train eval solve rss train-bf16
+#              eval-bf16 solve-bf16 trm)
 #
 # Measurements (the targets of the speed issue):
 #   train  training step, Sudoku preset (hidden 512, 4+4 layers, 2x2 cycles, seq 81), batch 32
@@ -24,9 +24,12 @@
 #   trm    TRM training step (--arch trm: one 2-block network, hidden 512, 16-position prefix,
 #          seq 81) at 3xN cycles for N = 2, 4, 6, batch 32: median s/step and peak RSS of each
 #          process, ours / the TRM peer
-#   eval-bf16, solve-bf16   the same in bf16: ours with `--bf16` (matrix products on AMX, f32
-#          activations), the peer with a bfloat16 forward (PyTorch's oneDNN uses AMX too); they
-#          are outside the f32 targets and need a CPU with AMX-BF16
+#   train-bf16, eval-bf16, solve-bf16   the same in bf16: ours with a bfloat16 forward
+#          (`--dtype bfloat16`: f32 activations, bf16 matrix products on AMX or AVX512-BF16; solve
+#          with `--bf16`), the peer with a bfloat16 forward (PyTorch's oneDNN uses the same
+#          units); train-bf16 also reports ours bf16 / peer f32 (from `train`, or its own f32
+#          peer runs when train is not selected) and both peak RSS; they need a CPU with AMX or
+#          AVX512-BF16
 # The machine must be otherwise idle: every figure is a median, and the runs alternate so that
 # slow drift affects both sides alike.
 set -euo pipefail
@@ -37,7 +40,7 @@ PEER="${PEER:-../shared/peers/torch_hrm.py}"
 TRM_PEER="${TRM_PEER:-scripts/torch_trm_peer.py}"
 TRM_STEPS="${TRM_STEPS:-2}"
 THREADS="${THREADS:-2}"
-ONLY="${ONLY:-train eval solve rss eval-bf16 solve-bf16 trm}"
+ONLY="${ONLY:-train eval solve rss train-bf16 eval-bf16 solve-bf16 trm}"
 TRM_N="2 4 6"
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
@@ -94,8 +97,15 @@ for round in $(seq 1 "$ROUNDS"); do
         t0=$(date +%s.%N); "$PYTHON" -c "$SOLVE_PY" "$(dirname "$PEER")" "$THREADS" "$dt" >/dev/null; t1=$(date +%s.%N)
         R[${what}_peer]+=" $(echo "$t1 - $t0" | bc -l)"
         ;;
+      train-bf16)
+        R[train-bf16_ours]+=" $("$HRM" --threads "$THREADS" bench train --dtype bfloat16 --preset sudoku --batch 32 --steps 3 --warmup 1 2>/dev/null | tee -a "$OUT/train-bf16-ours.jsonl" | json median_s_per_step)"
+        R[train-bf16_peer]+=" $("$PYTHON" "$PEER" bench --dtype bfloat16 --preset sudoku --batch 32 --steps 3 --warmup 1 --threads "$THREADS" 2>/dev/null | tee -a "$OUT/train-bf16-peer.jsonl" | json median_s_per_step)"
+        if [[ " $ONLY " != *" train "* ]]; then
+          R[train_peer]+=" $("$PYTHON" "$PEER" bench --preset sudoku --batch 32 --steps 3 --warmup 1 --threads "$THREADS" 2>/dev/null | json median_s_per_step)"
+        fi
+        ;;
       eval-bf16)
-        R[eval-bf16_ours]+=" $("$HRM" --threads "$THREADS" bench eval --bf16 --preset sudoku --batch 64 --steps 4 --warmup 1 2>/dev/null | tee -a "$OUT/eval-bf16-ours.jsonl" | json median_s_per_step)"
+        R[eval-bf16_ours]+=" $("$HRM" --threads "$THREADS" bench eval --dtype bfloat16 --preset sudoku --batch 64 --steps 4 --warmup 1 2>/dev/null | tee -a "$OUT/eval-bf16-ours.jsonl" | json median_s_per_step)"
         R[eval-bf16_peer]+=" $("$PYTHON" "$PEER" bench-eval --dtype bfloat16 --preset sudoku --batch 64 --steps 4 --warmup 1 --threads "$THREADS" 2>/dev/null | tee -a "$OUT/eval-bf16-peer.jsonl" | json median_s_per_step)"
         ;;
       trm)
@@ -120,10 +130,14 @@ echo
 printf '%-34s %12s %12s %8s\n' measurement ours peer ratio
 for what in $ONLY; do
   case "$what" in
-    train|eval|solve|eval-bf16|solve-bf16)
+    train|eval|solve|train-bf16|eval-bf16|solve-bf16)
       o=$(median ${R[${what}_ours]}); p=$(median ${R[${what}_peer]})
       unit=$([[ "$what" == solve* ]] && echo "s/process" || echo "s/step")
       printf '%-34s %12.3f %12.3f %8s\n' "$what ($unit)" "$o" "$p" "$(ratio "$o" "$p")"
+      if [ "$what" = train-bf16 ]; then
+        p32=$(median ${R[train_peer]})
+        printf '%-34s %12.3f %12.3f %8s\n' "train-bf16 vs peer f32 (s/step)" "$o" "$p32" "$(ratio "$o" "$p32")"
+      fi
       ;;
   esac
 done
@@ -137,6 +151,17 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 EOF
 )
   printf '%-34s %12.0f %12.0f %8s\n' "peak RSS, train step (MiB)" "$o" "$pk" "$(ratio "$o" "$pk")"
+fi
+if [[ " $ONLY " == *" train-bf16 "* ]]; then
+  o=$(cat "$OUT/train-bf16-ours.jsonl" | json peak_rss_mb)
+  pk=$("$PYTHON" - "$PEER" "$THREADS" <<'EOF'
+import resource, subprocess, sys
+subprocess.run([sys.executable, sys.argv[1], "bench", "--dtype", "bfloat16", "--preset", "sudoku", "--batch", "32",
+                "--steps", "1", "--warmup", "1", "--threads", sys.argv[2]], capture_output=True, check=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+EOF
+)
+  printf '%-34s %12.0f %12.0f %8s\n' "peak RSS, bf16 train step (MiB)" "$o" "$pk" "$(ratio "$o" "$pk")"
 fi
 if [[ " $ONLY " == *" trm "* ]]; then
   for n in $TRM_N; do

@@ -65,11 +65,12 @@ pub struct BenchArgs {
     /// Device: `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Forward dtype: `float32` or `bfloat16` (parameters and optimizer stay f32).
+    /// Forward dtype: `float32` or `bfloat16` (parameters and optimizer stay f32; on the CPU a
+    /// bf16 forward is f32 activations with bf16 matrix products on AMX or AVX512-BF16).
     #[arg(long, default_value = "float32", value_parser = ["float32", "bfloat16"])]
     pub dtype: String,
-    /// eval / solve: matrix products in bf16 on Intel AMX (f32 activations), as `hrm eval
-    /// --bf16` and `hrm solve --bf16`.
+    /// eval / solve: block matrix products in bf16 on AMX or AVX512-BF16 (f32 activations), as
+    /// `hrm eval --bf16` and `hrm solve --bf16`.
     #[arg(long)]
     pub bf16: bool,
     /// The preset as this model: `hrm`, `trm` (one 2-block network, 3x6 cycles, a 16-position
@@ -144,7 +145,11 @@ pub fn bench_cmd(a: &BenchArgs) -> Result<()> {
         "threads": threads,
         "device": crate::device::describe(&device),
         "dtype": a.dtype,
-        "matmul": if a.bf16 { "bf16-amx" } else { "f32" },
+        "matmul": if a.bf16 || (a.dtype == "bfloat16" && device.is_cpu()) {
+            format!("bf16-{}", hrm_model::cpu::bf16::kernel().name())
+        } else {
+            "f32".into()
+        },
         "cycles": format!("{}x{}", cfg.h_cycles, cfg.l_cycles),
         "steps": a.steps,
         "median_s_per_step": (med * 1e4).round() / 1e4,

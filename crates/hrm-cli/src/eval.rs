@@ -86,9 +86,9 @@ pub struct EvalArgs {
     /// Device: `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Matrix products in bf16 on Intel AMX (f32 accumulation and activations; Xeon 4th
-    /// generation or newer): faster (a Sudoku eval segment in 0.57x the f32 time on 2 cores),
-    /// answers may differ from f32 where logits are close.
+    /// Matrix products in bf16 on Intel AMX (Xeon 4th generation or newer) or AVX512-BF16 (AMD
+    /// Zen 4 or newer), f32 accumulation and activations: faster (a Sudoku eval segment in 0.57x
+    /// the f32 time on 2 AMX cores), answers may differ from f32 where logits are close.
     #[arg(long)]
     pub bf16: bool,
 }

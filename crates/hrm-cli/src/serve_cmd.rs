@@ -27,7 +27,7 @@ pub struct ServeArgs {
     /// Port (0: any free port). The first line printed is `listening on http://HOST:PORT`.
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Matrix products in bf16 on Intel AMX (as `hrm solve --bf16`).
+    /// Matrix products in bf16 on AMX or AVX512-BF16 (as `hrm solve --bf16`).
     #[arg(long)]
     pub bf16: bool,
 }

@@ -62,8 +62,9 @@ pub struct SolveArgs {
     /// Device: `cpu`, `cuda` or `cuda:N`.
     #[arg(long, global = true, default_value = "cpu")]
     pub device: String,
-    /// Matrix products in bf16 on Intel AMX (f32 accumulation and activations; Xeon 4th
-    /// generation or newer): several times faster, the answer may differ from f32's.
+    /// Matrix products in bf16 on Intel AMX (Xeon 4th generation or newer) or AVX512-BF16 (AMD
+    /// Zen 4 or newer), f32 accumulation and activations: faster, the answer may differ from
+    /// f32's.
     #[arg(long, global = true)]
     pub bf16: bool,
     /// Also write every segment's answer, Q values and residuals to this JSON file (ARC: the

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{final_tensors, hrm, json, metrics, ok, one_line_error, tiny_sudoku_dataset};
+use common::{
+    evaluates_and_solves, hrm, ok, one_line_error, tiny_sudoku_dataset, trains_and_resumes_exactly,
+};
 
 /// The tiny preset as each model (`arch.*` overrides).
 const ARCHS: [(&str, &[&str]); 3] = [
@@ -58,43 +60,15 @@ fn every_model_trains_resumes_exactly_evaluates_and_solves() {
     let d = data.to_str().unwrap();
     for (name, arch) in ARCHS {
         let a = dir.path().join(format!("{name}-a"));
-        ok(&train_args(d, a.to_str().unwrap(), arch, &[]));
         let b = dir.path().join(format!("{name}-b"));
-        let out = ok(&train_args(
-            d,
-            b.to_str().unwrap(),
-            arch,
-            &["--stop-after", "7"],
-        ));
-        assert!(out.contains("stopped at step 7"), "{name}: {out}");
-        ok(&["train", "--resume", b.to_str().unwrap(), "--quiet"]);
-        let ((sa, ta), (sb, tb)) = (final_tensors(&a), final_tensors(&b));
-        assert_eq!(sa, sb, "{name}");
-        assert!(
-            !ta.is_empty() && ta == tb,
-            "{name}: weights differ after resume"
-        );
-        assert_eq!(
-            metrics(&a),
-            metrics(&b),
-            "{name}: metrics differ after resume"
-        );
+        let args = |run: &std::path::Path, extra: &[&str]| {
+            train_args(d, run.to_str().unwrap(), arch, extra)
+        };
+        trains_and_resumes_exactly(&args, &a, &b, name);
         // the saved config names the model
         let config = std::fs::read_to_string(a.join("config.toml")).unwrap();
         assert!(config.contains("name = \""), "{name}: {config}");
-        let report = ok(&["eval", "--checkpoint", a.to_str().unwrap(), "--data", d]);
-        let v = json(&report);
-        assert_eq!(v["metrics"]["all"]["count"].as_f64(), Some(12.0), "{name}");
-        let puzzle =
-            "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......";
-        let out = ok(&[
-            "solve",
-            "--checkpoint",
-            a.to_str().unwrap(),
-            "sudoku",
-            puzzle,
-        ]);
-        assert!(out.contains("verified:"), "{name}: {out}");
+        evaluates_and_solves(&a, d, 12.0, name);
         // the analysis: TRM's two states; the baseline has one and is refused in one line
         let an = dir.path().join(format!("{name}-analysis"));
         let args = [

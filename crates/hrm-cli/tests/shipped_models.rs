@@ -144,7 +144,8 @@ fn fresh_sudokus(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// The default Sudoku model (TRM with mlp_t, trained on 20-blank puzzles) on fresh 20-blank and
-/// 10-blank puzzles; its `--bf16` is refused in one line (AMX products are for attention blocks).
+/// 10-blank puzzles; with `--bf16` (bf16 products, mlp_t's included) within a point of f32 where
+/// the CPU has a bf16 unit, refused in one line where it does not.
 #[test]
 fn trm_sudoku_model_solves_fresh_20_blank_puzzles() {
     let dir = tempfile::tempdir().unwrap();
@@ -156,11 +157,30 @@ fn trm_sudoku_model_solves_fresh_20_blank_puzzles() {
         let exact = v["metrics"]["all"]["exact_accuracy"].as_f64().unwrap();
         assert!(exact >= min, "{blanks} blanks: exact accuracy {exact}");
     }
-    let data = dir.path().join("10").join("data");
-    let args = eval_args("sudoku-trm-cpu.safetensors", &data, &["--bf16"]);
-    let out = output(hrm_in(dir.path()).args(&args));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("mlp_t"), "{err}");
+    let data = dir.path().join("20").join("data");
+    if cpu_has_bf16() {
+        let f = eval_shipped(dir.path(), "sudoku-trm-cpu.safetensors", &data, &[]);
+        let bf = eval_shipped(dir.path(), "sudoku-trm-cpu.safetensors", &data, &["--bf16"]);
+        let exact = |v: &serde_json::Value| v["metrics"]["all"]["exact_accuracy"].as_f64().unwrap();
+        assert!(
+            (exact(&bf) - exact(&f)).abs() <= 0.01,
+            "bf16 {} vs f32 {}",
+            exact(&bf),
+            exact(&f)
+        );
+        assert_ne!(
+            bf["metrics"]["all"]["lm_loss"],
+            f["metrics"]["all"]["lm_loss"]
+        );
+    } else {
+        let args = eval_args("sudoku-trm-cpu.safetensors", &data, &["--bf16"]);
+        let out = output(hrm_in(dir.path()).args(&args));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("AVX512-BF16"),
+            "{err}"
+        );
+    }
 }
 
 /// Lower bounds for 500 fresh puzzles: the rates measured at training time (98.8% of the 1,100
@@ -180,9 +200,9 @@ fn sudoku_model_solves_fresh_puzzles() {
     let exact = v["metrics"]["all"]["exact_accuracy"].as_f64().unwrap();
     assert!(exact >= MIN_SUDOKU_EXACT, "exact accuracy {exact}");
 
-    // bf16 matrix products (AMX) where the CPU has them: the same accuracy within a point
-    // (measured: the same 94.8%), and a clear refusal where it does not
-    if cpu_has_amx() {
+    // bf16 matrix products (AMX or AVX512-BF16) where the CPU has them: the same accuracy within
+    // a point (measured: the same 94.8%), and a clear refusal where it does not
+    if cpu_has_bf16() {
         let bf = eval_shipped(dir.path(), "sudoku-cpu.safetensors", &data, &["--bf16"]);
         let all = &bf["metrics"]["all"];
         let bf_exact = all["exact_accuracy"].as_f64().unwrap();
@@ -196,14 +216,17 @@ fn sudoku_model_solves_fresh_puzzles() {
         let args = eval_args("sudoku-cpu.safetensors", &data, &["--bf16"]);
         let out = output(hrm_in(dir.path()).args(&args));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains("AMX"), "{err}");
+        assert!(
+            !out.status.success() && err.contains("AMX") && err.contains("AVX512-BF16"),
+            "{err}"
+        );
     }
 }
 
-/// Whether this CPU advertises AMX-BF16 and AMX-TILE (Linux `/proc/cpuinfo` flags) and
-/// `HRM_NO_AMX` does not switch it off.
-fn cpu_has_amx() -> bool {
-    if std::env::var_os("HRM_NO_AMX").is_some() {
+/// Whether this CPU advertises a bf16 unit (Linux `/proc/cpuinfo` flags): AMX-BF16 and AMX-TILE
+/// unless `HRM_NO_AMX` is set, or AVX512-BF16; none with `HRM_NO_SIMD`.
+fn cpu_has_bf16() -> bool {
+    if std::env::var_os("HRM_NO_SIMD").is_some() {
         return false;
     }
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -212,7 +235,9 @@ fn cpu_has_amx() -> bool {
         .find(|l| l.starts_with("flags"))
         .unwrap_or_default();
     let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-    has("amx_bf16") && has("amx_tile") && has("avx512f") && has("avx512bw")
+    let avx512 = has("avx512f") && has("avx512bw");
+    let amx = has("amx_bf16") && has("amx_tile") && std::env::var_os("HRM_NO_AMX").is_none();
+    avx512 && (amx || has("avx512_bf16"))
 }
 
 /// Lower bound for 500 fresh puzzles: the rate measured on the 1,100 held-out puzzles at training

@@ -1,7 +1,7 @@
 //! Throughput of the matrix products of one Sudoku-size block (batch 32 x 82 positions; `HRM_M=82`
 //! for one puzzle) through the backend this build selected (`gemm` crate, or a system BLAS with
-//! `--features blas`), next to candle's own matmul, our small-batch f32 kernel and the bf16 AMX
-//! kernel, forward and backward shapes; first the f32 FMA peak of one core (an AVX-512 loop with
+//! `--features blas`), next to candle's own matmul, our small-batch f32 kernel and the bf16
+//! kernel (AMX or AVX512-BF16), forward and backward shapes; first the f32 FMA peak of one core (an AVX-512 loop with
 //! 24 independent accumulators), the ceiling every f32 figure is measured against:
 //! `cargo run --release --example matmul -p hrm-model [--features blas]`.
 use std::time::Instant;
@@ -98,14 +98,29 @@ fn main() -> candle_core::Result<()> {
             tp * 1e3,
             flops / tp
         );
-        let packed = hrm_model::cpu::amx::PackedBf16::pack(&wv, m, k);
+        let packed = hrm_model::cpu::bf16::PackedBf16::pack(&wv, m, k);
         let mut cb = vec![0f32; n * m];
-        let amx = best(|| hrm_model::cpu::amx::matmul(n, &xv, &packed, &mut cb));
+        let tb = best(|| hrm_model::cpu::bf16::matmul(n, &xv, &packed, &mut cb));
         println!(
-            "{name:8} bf16 AMX (available: {}): {:.2} ms ({:.0} GFLOP/s)",
-            hrm_model::cpu::amx::available(),
-            amx * 1e3,
-            flops / amx
+            "{name:8} bf16 ({}): {:.2} ms ({:.0} GFLOP/s)",
+            hrm_model::cpu::bf16::kernel().name(),
+            tb * 1e3,
+            flops / tb
+        );
+        // a bf16 training step's three products, each packing its operands per call
+        use hrm_model::cpu::bf16::gemm_into as bgemm;
+        let (mut c1, mut c2) = (vec![0f32; n * m], vec![0f32; n * k]);
+        let fw = best(|| bgemm(n, m, k, &xv, Op::N, &wv, Op::T, &mut c1));
+        let bdx = best(|| bgemm(n, k, m, &dy, Op::N, &wv, Op::N, &mut c2));
+        let bdw = best(|| bgemm(m, k, n, &dy, Op::T, &xv, Op::N, &mut c2[..m * k]));
+        println!(
+            "{name:8} bf16 training products: forward {:.1} ms ({:.0} GFLOP/s), dx {:.1} ms ({:.0}), dw {:.1} ms ({:.0})",
+            fw * 1e3,
+            flops / fw,
+            bdx * 1e3,
+            flops / bdx,
+            bdw * 1e3,
+            flops / bdw
         );
         println!(
             "{name:8} backward: dx {:.1} ms ({:.0} GFLOP/s), dw {:.1} ms ({:.0} GFLOP/s)",

@@ -9,7 +9,7 @@
 //! - [`config`]: the architecture config with the reference's key names.
 //! - [`init`]: JAX-style truncated LeCun-normal initialisation.
 //! - [`ops`]: linear, fused attention+RoPE, residual+RMSNorm and SwiGLU with hand-written backward
-//!   passes; [`cpu`]: the CPU kernels (matrix products, SIMD loops, packed f32, AMX bf16).
+//!   passes; [`cpu`]: the CPU kernels (matrix products, SIMD loops, packed f32, bf16 on AMX or AVX512-BF16).
 //! - [`loss`]: stablemax / softmax cross-entropy, Q-learning BCE losses and the metrics.
 //! - [`optim`]: AdamATan2 (adam-atan2 0.0.3 semantics), the sparse puzzle-embedding SignSGD and the
 //!   weight EMA.

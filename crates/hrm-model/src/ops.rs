@@ -213,11 +213,61 @@ fn dot<T: Real>(a: &[T], b: &[T]) -> T {
 // Linear (CastedLinear without bias)
 // ------------------------------------------------------------------------------------------------
 
+/// How the CPU ops multiply f32 matrices: in f32, or with both operands rounded to bf16 and f32
+/// accumulation (a bf16 forward on the CPU: f32 activations and master weights, bf16 products on
+/// AMX or AVX512-BF16, [`crate::cpu::bf16`]). f64 products stay f64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Products {
+    /// f32 products ([`gemm::sgemm`]).
+    #[default]
+    F32,
+    /// bf16 operands, f32 sums ([`crate::cpu::bf16::gemm_into`]).
+    Bf16,
+}
+
+impl Products {
+    /// `op(a) · op(b)` for contiguous row-major f32 operands on all threads.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_into(
+        self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        ta: gemm::Op,
+        b: &[f32],
+        tb: gemm::Op,
+        c: &mut [f32],
+    ) {
+        match self {
+            Products::F32 => gemm::sgemm_into(m, n, k, a, ta, b, tb, c),
+            Products::Bf16 => crate::cpu::bf16::gemm_into(m, n, k, a, ta, b, tb, c),
+        }
+    }
+
+    /// [`Products::matmul_into`] into a new `m x n` buffer.
+    fn product(
+        self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        ta: gemm::Op,
+        b: &[f32],
+        tb: gemm::Op,
+    ) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        self.matmul_into(m, n, k, a, ta, b, tb, &mut c);
+        c
+    }
+}
+
 /// `x [.., K] · w^T` with `w [M, K]` -> `[.., M]`, the reference's `CastedLinear` (no bias), with
 /// its backward `dx = dy · w`, `dw = dy^T · x`. The products go through [`gemm::sgemm`] (the
-/// `gemm` crate, or a system BLAS with the `blas` feature) into freshly allocated outputs.
-#[derive(Debug, Clone, Copy)]
-pub struct Linear;
+/// `gemm` crate, or a system BLAS with the `blas` feature), or with [`Products::Bf16`] through the
+/// bf16 kernels (all three products: forward and both backward), into freshly allocated outputs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Linear(pub Products);
 
 /// Rows N and width K of `x`, rows M of `w`, after checking that the shapes fit.
 fn linear_dims(lx: &Layout, lw: &Layout) -> Result<(usize, usize, usize)> {
@@ -253,9 +303,10 @@ impl CustomOp2 for Linear {
         let (w, dt2) = input(s2, l2)?;
         same_dtype(dt, dt2, "linear")?;
         let out = match (x, w) {
-            (Input::F32(x), Input::F32(w)) => {
-                output_f32(f32::matmul(n, m, k, &x, gemm::Op::N, &w, gemm::Op::T), dt)
-            }
+            (Input::F32(x), Input::F32(w)) => output_f32(
+                self.0.product(n, m, k, &x, gemm::Op::N, &w, gemm::Op::T),
+                dt,
+            ),
             (Input::F64(x), Input::F64(w)) => {
                 CpuStorage::F64(f64::matmul(n, m, k, &x, gemm::Op::N, &w, gemm::Op::T))
             }
@@ -272,15 +323,19 @@ impl CustomOp2 for Linear {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.to_dtype(x.dtype())?;
-        let dx = dy.apply_op2_no_bwd(w, &LinearBwd::Input)?;
-        let dw = dy.apply_op2_no_bwd(x, &LinearBwd::Weight)?;
+        let dx = dy.apply_op2_no_bwd(w, &LinearBwd(Grad::Input, self.0))?;
+        let dw = dy.apply_op2_no_bwd(x, &LinearBwd(Grad::Weight, self.0))?;
         Ok((Some(dx), Some(dw)))
     }
 }
 
+/// The products of [`Linear`]'s backward pass: which gradient, in which precision.
+#[derive(Debug, Clone, Copy)]
+struct LinearBwd(Grad, Products);
+
 /// The two products of [`Linear`]'s backward pass.
 #[derive(Debug, Clone, Copy)]
-enum LinearBwd {
+enum Grad {
     /// `(dy [N, M], w [M, K]) -> dx [N, K] = dy · w`.
     Input,
     /// `(dy [N, M], x [N, K]) -> dw [M, K] = dy^T · x`.
@@ -304,43 +359,41 @@ impl CustomOp2 for LinearBwd {
         let (g, dt) = input(s1, l1)?;
         let (o, dt2) = input(s2, l2)?;
         same_dtype(dt, dt2, "linear backward")?;
-        let (rows, cols, shape) = match self {
-            LinearBwd::Input => {
+        let (rows, cols, shape) = match self.0 {
+            Grad::Input => {
                 let k = *l2.dims().last().unwrap_or(&0);
                 let mut dims = l1.dims().to_vec();
                 *dims.last_mut().expect("rank >= 1") = k;
                 (n, k, Shape::from(dims))
             }
-            LinearBwd::Weight => {
+            Grad::Weight => {
                 let k = *l2.dims().last().unwrap_or(&0);
                 (m, k, Shape::from((m, k)))
             }
         };
-        macro_rules! run {
-            ($t:ty, $g:expr, $o:expr) => {
-                match self {
-                    LinearBwd::Input => {
-                        <$t>::matmul(rows, cols, m, $g, gemm::Op::N, $o, gemm::Op::N)
-                    }
-                    LinearBwd::Weight => {
-                        <$t>::matmul(rows, cols, n, $g, gemm::Op::T, $o, gemm::Op::N)
-                    }
-                }
-            };
-        }
+        // the same two products in f32 (either precision) or f64
+        let (ta, tb, inner) = match self.0 {
+            Grad::Input => (gemm::Op::N, gemm::Op::N, m),
+            Grad::Weight => (gemm::Op::T, gemm::Op::N, n),
+        };
         let out = match (g, o) {
-            (Input::F32(g), Input::F32(o)) => output_f32(run!(f32, &g, &o), dt),
-            (Input::F64(g), Input::F64(o)) => CpuStorage::F64(run!(f64, &g, &o)),
+            (Input::F32(g), Input::F32(o)) => {
+                output_f32(self.1.product(rows, cols, inner, &g, ta, &o, tb), dt)
+            }
+            (Input::F64(g), Input::F64(o)) => {
+                CpuStorage::F64(f64::matmul(rows, cols, inner, &g, ta, &o, tb))
+            }
             _ => candle_core::bail!("linear backward: mixed dtypes"),
         };
         Ok((out, shape))
     }
 }
 
-/// `x [.., K] · w^T`: the custom op on CPU, candle's matmul elsewhere.
-pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+/// `x [.., K] · w^T`: the custom op on CPU (products in precision `p`), candle's matmul
+/// elsewhere.
+pub fn linear(x: &Tensor, w: &Tensor, p: Products) -> Result<Tensor> {
     if x.device().is_cpu() {
-        x.apply_op2(w, Linear)
+        x.apply_op2(w, Linear(p))
     } else {
         linear_composed(x, w)
     }
@@ -366,7 +419,7 @@ pub fn linear_composed(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// layer from the peak memory of a training step (21.5 MB per layer for the Sudoku preset at
 /// batch 32), for the price of recomputing them (attention: ~2% of the layer's products).
 #[derive(Debug, Clone)]
-pub struct ThenLinear<F>(pub F);
+pub struct ThenLinear<F>(pub F, pub Products);
 
 impl<F: CustomOp1 + Clone + Send + Sync> CustomOp2 for ThenLinear<F> {
     fn name(&self) -> &'static str {
@@ -381,7 +434,7 @@ impl<F: CustomOp1 + Clone + Send + Sync> CustomOp2 for ThenLinear<F> {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (h, shape) = self.0.cpu_fwd(s1, l1)?;
-        Linear.cpu_fwd(&h, &Layout::contiguous(shape), s2, l2)
+        Linear(self.1).cpu_fwd(&h, &Layout::contiguous(shape), s2, l2)
     }
 
     fn bwd(
@@ -392,7 +445,7 @@ impl<F: CustomOp1 + Clone + Send + Sync> CustomOp2 for ThenLinear<F> {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let h = x.apply_op1_no_bwd(&self.0)?;
-        let (dh, dw) = Linear.bwd(&h, w, res, dy)?;
+        let (dh, dw) = Linear(self.1).bwd(&h, w, res, dy)?;
         let dh = dh.ok_or_else(|| candle_core::Error::Msg("then-linear: no dh".into()))?;
         Ok((self.0.bwd(x, &h, &dh)?, dw))
     }
@@ -415,11 +468,11 @@ pub trait Fused: CustomOp1 + Clone + Send + Sync + 'static {
 
 /// `f(x) · wᵀ` for `f` = [`Attention`] or [`SwiGlu`]: [`ThenLinear`] on the CPU, the two ops
 /// (composed) elsewhere.
-pub fn then_linear<F: Fused>(x: &Tensor, f: &F, w: &Tensor) -> Result<Tensor> {
+pub fn then_linear<F: Fused>(x: &Tensor, f: &F, w: &Tensor, p: Products) -> Result<Tensor> {
     if x.device().is_cpu() {
-        x.apply_op2(w, ThenLinear(f.clone()))
+        x.apply_op2(w, ThenLinear(f.clone(), p))
     } else {
-        linear(&f.composed(x)?, w)
+        linear(&f.composed(x)?, w, p)
     }
 }
 
@@ -434,11 +487,12 @@ pub fn mlp_t_block(
     gate_up: &Tensor,
     down: &Tensor,
     eps: f64,
+    p: Products,
     observe: &mut dyn FnMut(&Tensor),
 ) -> Result<Tensor> {
     let u = h.transpose(1, 2)?.contiguous()?; // [B, D, S]
-    let gu = linear(&u, gate_up)?; // [B, D, 2 I_t]
-    let m = then_linear(&gu, &SwiGlu, down)?; // [B, D, S]
+    let gu = linear(&u, gate_up, p)?; // [B, D, 2 I_t]
+    let m = then_linear(&gu, &SwiGlu, down, p)?; // [B, D, S]
     observe(&m);
     add_rms_norm(&u, &m, eps)?.transpose(1, 2)?.contiguous() // [B, S, D]
 }
@@ -1291,7 +1345,7 @@ mod tests {
         let down = rand_t(&[s, it], 23, DType::F64);
         fd_check(
             &[h, gu, down],
-            &|t| mlp_t_block(&t[0], &t[1], &t[2], 1e-5, &mut |_| {}).unwrap(),
+            &|t| mlp_t_block(&t[0], &t[1], &t[2], 1e-5, Products::F32, &mut |_| {}).unwrap(),
             1e-6,
         );
         // and it is the composition it says, against candle's own ops in f64
@@ -1300,7 +1354,7 @@ mod tests {
             rand_t(&[2 * it, s], 25, DType::F64),
             rand_t(&[s, it], 26, DType::F64),
         );
-        let ours = mlp_t_block(&h, &gu, &down, 1e-5, &mut |_| {}).unwrap();
+        let ours = mlp_t_block(&h, &gu, &down, 1e-5, Products::F32, &mut |_| {}).unwrap();
         let u = h.transpose(1, 2).unwrap().contiguous().unwrap();
         let g = linear_composed(&u, &gu).unwrap();
         let m = linear_composed(&swiglu_composed(&g).unwrap(), &down).unwrap();
@@ -1334,7 +1388,11 @@ mod tests {
     fn linear_gradient_matches_finite_differences() {
         let x = rand_t(&[2, 3, 7], 11, DType::F64);
         let w = rand_t(&[5, 7], 12, DType::F64);
-        fd_check(&[x, w], &|t| t[0].apply_op2(&t[1], Linear).unwrap(), 1e-6);
+        fd_check(
+            &[x, w],
+            &|t| t[0].apply_op2(&t[1], Linear::default()).unwrap(),
+            1e-6,
+        );
     }
 
     #[test]
@@ -1344,13 +1402,19 @@ mod tests {
         let qkv = rand_t(&[2, 5, 36], 16, DType::F64);
         fd_check(
             &[qkv, w.clone()],
-            &|t| t[0].apply_op2(&t[1], ThenLinear(op.clone())).unwrap(),
+            &|t| {
+                t[0].apply_op2(&t[1], ThenLinear(op.clone(), Products::F32))
+                    .unwrap()
+            },
             1e-6,
         );
         let gu = rand_t(&[2, 3, 24], 17, DType::F64);
         fd_check(
             &[gu, w],
-            &|t| t[0].apply_op2(&t[1], ThenLinear(SwiGlu)).unwrap(),
+            &|t| {
+                t[0].apply_op2(&t[1], ThenLinear(SwiGlu, Products::F32))
+                    .unwrap()
+            },
             1e-6,
         );
     }
@@ -1371,13 +1435,13 @@ mod tests {
                     rand_t(&[2, 6, 96], 18, dt),
                     rand_t(&[10, 32], 19, dt),
                     &|x| x.apply_op1(op.clone()).unwrap(),
-                    Box::new(ThenLinear(op.clone())),
+                    Box::new(ThenLinear(op.clone(), Products::F32)),
                 ),
                 (
                     rand_t(&[2, 6, 40], 20, dt),
                     rand_t(&[10, 20], 21, dt),
                     &|x| x.apply_op1(SwiGlu).unwrap(),
-                    Box::new(ThenLinear(SwiGlu)),
+                    Box::new(ThenLinear(SwiGlu, Products::F32)),
                 ),
             ];
             for (x, w, single, fused) in cases {
@@ -1385,7 +1449,7 @@ mod tests {
                     let (xv, wv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap());
                     let y = if two {
                         single(xv.as_tensor())
-                            .apply_op2(wv.as_tensor(), Linear)
+                            .apply_op2(wv.as_tensor(), Linear::default())
                             .unwrap()
                     } else {
                         fused.apply(xv.as_tensor(), wv.as_tensor())
@@ -1447,11 +1511,95 @@ mod tests {
         assert!(d < 1e-5, "gradient differs by {d}");
     }
 
+    /// Outputs and input gradients of `f` (inputs as f32 variables, upstream gradient `r`).
+    fn value_and_grads(
+        f: &dyn Fn(&[Tensor], Products) -> Tensor,
+        inputs: &[Tensor],
+        p: Products,
+    ) -> (Vec<f32>, Vec<Vec<f32>>) {
+        let vars: Vec<Var> = inputs
+            .iter()
+            .map(|t| Var::from_tensor(t).unwrap())
+            .collect();
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let y = f(&ts, p);
+        let r = rand_t(y.dims(), 99, DType::F32);
+        let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let host = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let grads = vars.iter().map(|v| host(g.get(v).unwrap())).collect();
+        (host(&y), grads)
+    }
+
+    /// Every op with matrix products, with bf16 products against f32 products on odd shapes:
+    /// the forward within 1% relative error (L2; bf16 keeps 8 significant bits, 0.4% for one
+    /// rounded operand, two per product), every input gradient at cosine >= 0.999, and the bf16
+    /// products did change the numbers.
+    #[test]
+    fn bf16_products_follow_f32_products() {
+        let op = attn_op(4, 8, 7, true);
+        let cases: Vec<(
+            &str,
+            Vec<Tensor>,
+            Box<dyn Fn(&[Tensor], Products) -> Tensor>,
+        )> = vec![
+            (
+                "linear",
+                vec![
+                    rand_t(&[3, 7, 45], 30, DType::F32),
+                    rand_t(&[37, 45], 31, DType::F32),
+                ],
+                Box::new(|t, p| linear(&t[0], &t[1], p).unwrap()),
+            ),
+            (
+                "attention then o_proj",
+                vec![
+                    rand_t(&[3, 7, 96], 32, DType::F32),
+                    rand_t(&[20, 32], 33, DType::F32),
+                ],
+                Box::new(move |t, p| then_linear(&t[0], &op, &t[1], p).unwrap()),
+            ),
+            (
+                "swiglu then down_proj",
+                vec![
+                    rand_t(&[3, 7, 58], 34, DType::F32),
+                    rand_t(&[33, 29], 35, DType::F32),
+                ],
+                Box::new(|t, p| then_linear(&t[0], &SwiGlu, &t[1], p).unwrap()),
+            ),
+            (
+                "mlp_t block",
+                vec![
+                    rand_t(&[2, 13, 24], 36, DType::F32),
+                    rand_t(&[2 * 9, 13], 37, DType::F32),
+                    rand_t(&[13, 9], 38, DType::F32),
+                ],
+                Box::new(|t, p| mlp_t_block(&t[0], &t[1], &t[2], 1e-5, p, &mut |_| {}).unwrap()),
+            ),
+        ];
+        for (name, inputs, f) in cases {
+            let (y32, g32) = value_and_grads(&*f, &inputs, Products::F32);
+            let (y16, g16) = value_and_grads(&*f, &inputs, Products::Bf16);
+            let norm = |v: &mut dyn Iterator<Item = f32>| {
+                v.map(|x| (x as f64).powi(2)).sum::<f64>().sqrt()
+            };
+            let rel = norm(&mut y32.iter().zip(&y16).map(|(a, b)| a - b))
+                / norm(&mut y32.iter().copied());
+            eprintln!("{name}: forward relative error (L2) {rel:.2e}");
+            assert!(rel > 0.0, "{name}: bf16 products changed nothing");
+            assert!(rel <= 1e-2, "{name}: forward relative error {rel}");
+            for (i, (a, b)) in g16.iter().zip(&g32).enumerate() {
+                let cos = crate::parity::cosine(a, b);
+                eprintln!("{name}: input {i} gradient cosine {cos:.6}");
+                assert!(cos >= 0.999, "{name}: input {i} gradient cosine {cos}");
+            }
+        }
+    }
+
     #[test]
     fn linear_agrees_with_candle_matmul() {
         let w = rand_t(&[48, 32], 13, DType::F32);
         agree(
-            &|x| linear(x, &w).unwrap(),
+            &|x| linear(x, &w, Products::F32).unwrap(),
             &|x| linear_composed(x, &w).unwrap(),
             rand_t(&[3, 10, 32], 14, DType::F32),
         );

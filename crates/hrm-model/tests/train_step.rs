@@ -56,7 +56,10 @@ fn bf16_forward_stays_close_to_f32() {
         forward_dtype: ForwardDtype::BF16,
         ..cfg.clone()
     };
-    let m16 = Hrm::from_state_dict(&cfg16, &Device::Cpu, &sd).unwrap();
+    // the GPU's bf16 numerics (bf16 activations), checked here on the CPU
+    let m16 = Hrm::from_state_dict(&cfg16, &Device::Cpu, &sd)
+        .unwrap()
+        .with_bf16_activations();
     let b = batch(&cfg, &mut rng);
     let (mut c32, mut c16) = (
         m32.initial_carry(&b).unwrap(),

@@ -105,7 +105,8 @@ pub struct Timing {
 
 impl Bench {
     /// The model of `cfg` on `device`, with the matrix products of the mode to time (`None`: the
-    /// model is only written out): `bf16` selects bf16 products on AMX (eval and solve only);
+    /// model is only written out): `bf16` selects bf16 block products on AMX or AVX512-BF16 for
+    /// an f32 model (eval and solve; training in bf16 is `forward_dtype = bfloat16`);
     /// otherwise solve gets the small-batch f32 kernel, as `hrm solve` does for its one puzzle.
     pub fn new(
         cfg: &ModelConfig,
@@ -118,12 +119,13 @@ impl Bench {
         let kernels = if bf16 {
             if mode == Some(BenchMode::Train) {
                 bail!(
-                    "--bf16 (AMX matrix products) is for eval and solve; training stays f32 here"
+                    "--bf16 (bf16 block products of an f32 model) is for eval and solve; train in \
+                     bf16 with --dtype bfloat16"
                 );
             }
-            // refused here, before anything runs, where the CPU has no AMX
-            Engine::new(&model, Kernels::AmxBf16).map_err(|e| anyhow::anyhow!("--bf16: {e}"))?;
-            Kernels::AmxBf16
+            // refused here, before anything runs, where the CPU has no bf16 unit
+            Engine::new(&model, Kernels::Bf16).map_err(|e| anyhow::anyhow!("--bf16: {e}"))?;
+            Kernels::Bf16
         } else if mode == Some(BenchMode::Solve) {
             // as `hrm solve` does for its one puzzle (where the small-batch kernel runs)
             Kernels::PackedF32

@@ -181,23 +181,24 @@ pub struct InferenceModel {
     pub model: Hrm,
     /// The checkpoint's metadata (`step`, the saved run config, ...).
     pub metadata: HashMap<String, String>,
-    /// bf16 products on AMX, else the small-batch f32 kernel where it runs.
+    /// bf16 products (AMX or AVX512-BF16), else the small-batch f32 kernel where it runs.
     pub kernels: Kernels,
 }
 
 impl InferenceModel {
-    /// The model with its kernels (for bf16: an error where the CPU has no AMX).
+    /// The model with its kernels (for `--bf16`: an error where the CPU has no bf16 unit).
     pub fn engine(&self) -> Result<Engine<'_>> {
         Engine::new(&self.model, self.kernels).map_err(|e| match self.kernels {
-            Kernels::AmxBf16 => anyhow::anyhow!("--bf16: {e}"),
+            Kernels::Bf16 => anyhow::anyhow!("--bf16: {e}"),
             _ => e.into(),
         })
     }
 }
 
-/// Load a checkpoint for evaluation or solving; `bf16` selects bf16 matrix products on AMX (CPU
-/// only, f32 activations: a bf16-trained checkpoint is run with f32 activations); otherwise
-/// batches of at most `packed::MAX_ROWS` rows get the small-batch f32 kernel. `adjust` edits the
+/// Load a checkpoint for evaluation or solving; `bf16` runs it with a bf16 forward on the CPU
+/// (f32 activations, every matrix product in bf16 on AMX or AVX512-BF16; an error where the CPU
+/// has neither), as a checkpoint trained with a bf16 forward runs anyway; otherwise batches of at
+/// most `packed::MAX_ROWS` rows get the small-batch f32 kernel. `adjust` edits the
 /// stored config first (e.g. the batch size).
 pub fn load_for_inference(
     ckpt: &Path,
@@ -207,14 +208,22 @@ pub fn load_for_inference(
 ) -> Result<InferenceModel> {
     if bf16 && !device.is_cpu() {
         bail!(
-            "--bf16 selects AMX matrix products on the CPU; on a GPU, bf16 is the checkpoint's \
+            "--bf16 selects bf16 matrix products on the CPU; on a GPU, bf16 is the checkpoint's \
              arch.forward_dtype (a model trained with forward_dtype = \"bfloat16\" runs in bf16)"
         );
     }
+    if bf16 && !hrm_model::cpu::bf16::available() {
+        bail!(
+            "--bf16: bf16 matrix products need Intel AMX (Xeon 4th generation or newer, under \
+             Linux) or AVX512-BF16 (AMD Zen 4 or newer, Intel Cooper Lake), and this CPU offers \
+             neither (or HRM_NO_SIMD is set); run without --bf16"
+        );
+    }
+    // --bf16 runs the checkpoint as a bf16 forward on the CPU: f32 activations, bf16 products
     let (model, metadata) = load_model(ckpt, device, |c| {
         adjust(c);
         if bf16 {
-            c.forward_dtype = ForwardDtype::F32;
+            c.forward_dtype = ForwardDtype::BF16;
         }
     })?;
     Ok(InferenceModel {
@@ -222,7 +231,7 @@ pub fn load_for_inference(
         metadata,
         // small batches (one Sudoku): the f32 kernel with weights packed once (where it runs)
         kernels: if bf16 {
-            Kernels::AmxBf16
+            Kernels::Bf16
         } else {
             Kernels::PackedF32
         },

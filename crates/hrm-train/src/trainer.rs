@@ -358,6 +358,7 @@ fn start(
     let model_cfg = cfg.model_config_for_world(&facts(&train_split, &test), dist.world_size())?;
     if device.is_cpu() {
         cfg.check_memory(&model_cfg)?;
+        check_cpu_bf16(model_cfg.forward_dtype)?;
     }
     let main = dist.is_main();
     if main && !opts.quiet {
@@ -505,6 +506,7 @@ pub fn resume_dist(
     let model_cfg = cfg.model_config_for_world(&facts(&train_split, &test), dist.world_size())?;
     if device.is_cpu() {
         cfg.check_memory(&model_cfg)?;
+        check_cpu_bf16(model_cfg.forward_dtype)?;
     }
     let main = dist.is_main();
     let (model, _) = hrm_model::checkpoint::load_model(&ckpt.path, &device, |c| {
@@ -763,4 +765,17 @@ fn run_loop(
         last_eval,
         interrupted: false,
     })
+}
+
+/// A bf16 forward trains on the CPU only where its products run on a bf16 unit (AMX or
+/// AVX512-BF16): elsewhere they would run as f32 products of rounded operands, slower than f32.
+fn check_cpu_bf16(f: hrm_model::config::ForwardDtype) -> Result<()> {
+    if f == hrm_model::config::ForwardDtype::BF16 && !hrm_model::cpu::bf16::available() {
+        anyhow::bail!(
+            "arch.forward_dtype = \"bfloat16\" trains on the CPU with bf16 matrix products on \
+             Intel AMX or AVX512-BF16 (AMD Zen 4 or newer, Intel Cooper Lake or newer), and this \
+             CPU offers neither (or HRM_NO_SIMD is set): set arch.forward_dtype = \"float32\""
+        );
+    }
+    Ok(())
 }

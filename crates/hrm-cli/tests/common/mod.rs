@@ -266,3 +266,55 @@ pub fn tensor_bytes(path: &Path) -> std::collections::HashMap<String, Vec<u8>> {
         })
         .collect()
 }
+
+/// Train `args(run, extra)` into `a` uninterrupted and into `b` stopped after step 7 and resumed:
+/// the same newest checkpoint, bit for bit, and the same metrics. Returns `a`'s tensors.
+#[allow(dead_code)] // not every test file trains
+pub fn trains_and_resumes_exactly(
+    args: &dyn Fn(&Path, &[&str]) -> Vec<String>,
+    a: &Path,
+    b: &Path,
+    what: &str,
+) -> std::collections::HashMap<String, Vec<u8>> {
+    ok(&args(a, &[]));
+    let out = ok(&args(b, &["--stop-after", "7"]));
+    assert!(out.contains("stopped at step 7"), "{what}: {out}");
+    ok(&["train", "--resume", b.to_str().unwrap(), "--quiet"]);
+    let ((sa, ta), (sb, tb)) = (final_tensors(a), final_tensors(b));
+    assert_eq!(sa, sb, "{what}");
+    assert!(
+        !ta.is_empty() && ta == tb,
+        "{what}: weights differ after resume"
+    );
+    assert_eq!(
+        metrics(a),
+        metrics(b),
+        "{what}: metrics differ after resume"
+    );
+    ta
+}
+
+/// `hrm eval` of the run `run` on `data` counts `count` examples, and `hrm solve` verifies a
+/// Sudoku with it.
+#[allow(dead_code)] // not every test file trains
+pub fn evaluates_and_solves(run: &Path, data: &str, count: f64, what: &str) {
+    let report = ok(&[
+        "eval",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--data",
+        data,
+    ]);
+    let v = json(&report);
+    assert_eq!(v["metrics"]["all"]["count"].as_f64(), Some(count), "{what}");
+    let puzzle =
+        "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......";
+    let out = ok(&[
+        "solve",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "sudoku",
+        puzzle,
+    ]);
+    assert!(out.contains("verified:"), "{what}: {out}");
+}

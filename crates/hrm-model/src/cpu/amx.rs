@@ -1,189 +1,24 @@
-//! bf16 matrix products on Intel AMX (Advanced Matrix Extensions, Xeon 4th generation and later)
-//! for the no-gradient paths: `c[m x n] = bf16(a[m x k]) · bf16(w[n x k])ᵀ` with f32 accumulation
-//! and an f32 result.
-//!
-//! The weight operand is packed once ([`PackedBf16`]: rounded to bf16 and laid out in the AMX
-//! "VNNI" tile format, K pairs interleaved), the activations are rounded to bf16 per call. Each
-//! product of two bf16 numbers is exact in f32, so the result equals an f32 product of the rounded
-//! operands up to the order of the f32 sums; [`reference`] computes exactly that with the f32
-//! matrix-product kernel and is what the tests compare against (and what runs where AMX is absent).
+//! The Intel AMX kernel of the bf16 products ([`crate::cpu::bf16`]): Xeon 4th generation and
+//! later, under Linux. `c[m x n] = bf16(a[m x k]) · wᵀ` with `w` packed by
+//! [`PackedBf16::pack`], f32 accumulation in the tile registers.
 //!
 //! Tiles: C accumulators tmm0..tmm3 (a 32 x 32 block of the result), A in tmm4/tmm5 (16 rows x 32
 //! bf16 each), B in tmm6/tmm7 (16 K-pairs x 16 columns each). Threads split the columns; every
 //! thread loads its own tile configuration.
 
-use std::sync::OnceLock;
-
-/// Rows and columns of a result block (two tiles each way).
-const BLOCK: usize = 32;
-/// K elements per tile step (16 pairs of bf16 = 64 bytes a row).
-const KSTEP: usize = 32;
-
-/// Round to bf16 (round to nearest even; NaN stays NaN, quieted), as bits. Branch-free, so the
-/// loops around it vectorise.
-#[inline(always)]
-fn bf16_bits(x: f32) -> u16 {
-    let b = x.to_bits();
-    let nan = (b & 0x7fff_ffff) > 0x7f80_0000;
-    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
-    if nan {
-        ((b >> 16) as u16) | 0x40
-    } else {
-        rounded
-    }
-}
-
-/// The f32 value of bf16 bits.
-#[inline(always)]
-fn bf16_f32(h: u16) -> f32 {
-    f32::from_bits((h as u32) << 16)
-}
-
-/// Round every element of `x` to bf16 and back (what the AMX path does to its operands).
-pub fn round_bf16(x: &[f32]) -> Vec<f32> {
-    x.iter().map(|&v| bf16_f32(bf16_bits(v))).collect()
-}
-
-fn up(x: usize, to: usize) -> usize {
-    x.div_ceil(to) * to
-}
-
-/// One cache line of bf16 values: tile rows must not straddle cache lines (a misaligned tile
-/// load costs two lines a row).
-#[derive(Debug, Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([u16; 32]);
-
-/// A 64-byte aligned, zeroed buffer of `len` bf16 values (`len` a multiple of 32).
-fn lines(len: usize) -> Vec<Line> {
-    debug_assert_eq!(len % 32, 0);
-    vec![Line([0; 32]); len / 32]
-}
-
-fn flat(l: &[Line]) -> &[u16] {
-    // SAFETY: Line is 32 u16 with no padding (repr(C), size 64).
-    unsafe { std::slice::from_raw_parts(l.as_ptr() as *const u16, l.len() * 32) }
-}
-
-fn flat_mut(l: &mut [Line]) -> &mut [u16] {
-    // SAFETY: as in `flat`; the borrow is unique.
-    unsafe { std::slice::from_raw_parts_mut(l.as_mut_ptr() as *mut u16, l.len() * 32) }
-}
-
-/// A weight `[n, k]` (row-major, the layout of `nn.Linear`) as the B operand of AMX products:
-/// bf16, K padded to 32 and N to 32 with zeros, one 1 KiB tile per (16 columns, 32 K) in
-/// column-block-major order, each tile row holding 16 columns x one K pair.
-#[derive(Debug, Clone)]
-pub struct PackedBf16 {
-    n: usize,
-    k: usize,
-    tiles: Vec<Line>,
-}
-
-impl PackedBf16 {
-    /// Pack `w` (`n` rows of `k`).
-    pub fn pack(w: &[f32], n: usize, k: usize) -> Self {
-        assert_eq!(
-            w.len(),
-            n * k,
-            "PackedBf16::pack: {} elements, not {n}x{k}",
-            w.len()
-        );
-        let (np, kp) = (up(n, BLOCK), up(k, KSTEP));
-        let kt = kp / KSTEP;
-        use rayon::prelude::*;
-        let mut buf = lines(np * kp);
-        // one 16-column strip (kt tiles of 512 values) per task
-        if kt == 0 {
-            return Self { n, k, tiles: buf };
-        }
-        flat_mut(&mut buf)
-            .par_chunks_mut(kt * 512)
-            .enumerate()
-            .for_each(|(cb, strip)| {
-                for col in cb * 16..n.min(cb * 16 + 16) {
-                    let c = col % 16;
-                    for (kk, &v) in w[col * k..(col + 1) * k].iter().enumerate() {
-                        let (tb, r, p) = (kk / KSTEP, (kk % KSTEP) / 2, kk % 2);
-                        strip[tb * 512 + r * 32 + c * 2 + p] = bf16_bits(v);
-                    }
-                }
-            });
-        Self { n, k, tiles: buf }
-    }
-
-    /// The weight back as f32 `[n, k]` (the bf16 values).
-    pub fn unpack(&self) -> Vec<f32> {
-        let kt = up(self.k, KSTEP) / KSTEP;
-        let tiles = flat(&self.tiles);
-        let mut w = vec![0f32; self.n * self.k];
-        for col in 0..self.n {
-            for kk in 0..self.k {
-                let (cb, c) = (col / 16, col % 16);
-                let (tb, r, p) = (kk / KSTEP, (kk % KSTEP) / 2, kk % 2);
-                w[col * self.k + kk] = bf16_f32(tiles[(cb * kt + tb) * 512 + r * 32 + c * 2 + p]);
-            }
-        }
-        w
-    }
-}
-
-/// `c = bf16(a) · w_bf16ᵀ` computed with the f32 kernel on the rounded operands: the numbers AMX
-/// produces up to the order of the f32 sums (the fallback where AMX is absent, and the oracle).
-pub fn reference(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
-    let ar = round_bf16(a);
-    crate::cpu::gemm::sgemm_into(
-        m,
-        w.n,
-        w.k,
-        &ar,
-        crate::cpu::gemm::Op::N,
-        &w.unpack(),
-        crate::cpu::gemm::Op::T,
-        c,
-    );
-}
-
 /// Whether this process can run AMX bf16 products (CPU support and the kernel's permission to
-/// use the tile state, requested once).
-pub fn available() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
+/// use the tile state, requested once; off with `HRM_NO_AMX` or `HRM_NO_SIMD`).
+pub(super) fn available() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OK.get_or_init(imp::init)
 }
 
-/// `c[m x n] = bf16(a[m x k]) · wᵀ` on AMX, on all of rayon's threads (the caller checks
-/// [`available`]; without AMX this computes [`reference`]).
-pub fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
-    assert_eq!(
-        a.len(),
-        m * w.k,
-        "amx::matmul: a has {} elements, not {m}x{}",
-        a.len(),
-        w.k
-    );
-    assert_eq!(
-        c.len(),
-        m * w.n,
-        "amx::matmul: c has {} elements, not {m}x{}",
-        c.len(),
-        w.n
-    );
-    if m == 0 || w.n == 0 {
-        return;
-    }
-    if w.k == 0 {
-        c.fill(0.0); // an empty sum
-        return;
-    }
-    if !available() {
-        return reference(m, a, w, c);
-    }
-    imp::matmul(m, a, w, c);
-}
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub(super) use imp::matmul;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod imp {
-    use super::{bf16_bits, up, PackedBf16, BLOCK, KSTEP};
+    use crate::cpu::bf16::{flat, flat_mut, lines, round_into, up, Line, PackedBf16, BLOCK, KSTEP};
     use crate::cpu::gemm::SendPtr;
     use std::arch::asm;
     use std::cell::RefCell;
@@ -210,7 +45,7 @@ mod imp {
         ret == 0
     }
 
-    pub(super) fn init() -> bool {
+    pub(in crate::cpu) fn init() -> bool {
         if std::env::var_os("HRM_NO_AMX").is_some() || !crate::cpu::simd_enabled() {
             return false;
         }
@@ -238,16 +73,7 @@ mod imp {
 
     thread_local! {
         /// The calling thread's bf16 activation buffer (tile order, 64-byte aligned).
-        static A_BUF: RefCell<Vec<super::Line>> = const { RefCell::new(Vec::new()) };
-    }
-
-    /// Round `src` to bf16 into `dst`: [`bf16_bits`] compiled for AVX-512 (every CPU with AMX
-    /// has it; [`init`] checks).
-    #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn round_row(src: &[f32], dst: &mut [u16]) {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = bf16_bits(s);
-        }
+        static A_BUF: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
     }
 
     /// Round `a` `[m, k]` to bf16 in A-tile order: for every 16 rows, `kp / 32` tiles of 16 rows
@@ -267,8 +93,7 @@ mod imp {
                     let lo = t * KSTEP;
                     let hi = (lo + KSTEP).min(k);
                     let dst = &mut tiles[t * 512 + i * 32..t * 512 + i * 32 + (hi - lo)];
-                    // SAFETY: AMX (checked by the caller) implies AVX-512 F/BW.
-                    unsafe { round_row(&src[lo..hi], dst) };
+                    round_into(&src[lo..hi], dst);
                 }
             }
         };
@@ -279,15 +104,15 @@ mod imp {
         }
     }
 
-    pub(super) fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
+    pub(in crate::cpu) fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
         let (n, k) = (w.n, w.k);
         let (mp, kp, np) = (up(m, BLOCK), up(k, KSTEP), up(n, BLOCK));
         // the bf16 activations, in a buffer kept by the calling thread between calls
         let mut buf = A_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
         if buf.len() < mp * kp / 32 {
-            buf = super::lines(mp * kp);
+            buf = lines(mp * kp);
         }
-        let ab_all = super::flat_mut(&mut buf);
+        let ab_all = flat_mut(&mut buf);
         convert(a, m, k, kp, &mut ab_all[..mp * kp]);
         let ab = &*ab_all;
         let cp = SendPtr(c.as_mut_ptr());
@@ -391,7 +216,7 @@ mod imp {
         // a result block on the edges (rows past m or columns past n)
         let mut edge = [0f32; BLOCK * BLOCK];
         let ep = edge.as_mut_ptr();
-        let wt = super::flat(&w.tiles).as_ptr();
+        let wt = flat(&w.tiles).as_ptr();
         // SAFETY: (whole block) the configuration is a valid palette-1 layout; all tile
         // loads read inside `ab` / `w.tiles` (padded sizes) and stores write either the
         // 32 x 32 edge buffer or rows/columns inside `c` (full blocks only).
@@ -440,77 +265,13 @@ mod imp {
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 mod imp {
-    use super::PackedBf16;
-    pub(super) fn init() -> bool {
+    pub(in crate::cpu) fn init() -> bool {
         false
-    }
-    pub(super) fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
-        super::reference(m, a, w, c)
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    /// Deterministic test values in [-1, 1] (a multiplicative hash of the index).
-    pub(crate) fn data(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                let x = (i as u32)
-                    .wrapping_mul(2654435761)
-                    .wrapping_add(seed.wrapping_mul(40503));
-                ((x >> 8) % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
-
-    #[test]
-    fn bf16_rounding_is_to_nearest_even() {
-        assert_eq!(bf16_bits(1.0), 0x3f80);
-        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even (1.0)
-        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3f80);
-        // 1 + 3*2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: ties to even (up)
-        assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3f82);
-        assert_eq!(bf16_bits(-2.0), 0xc000);
-        assert!(bf16_f32(bf16_bits(f32::NAN)).is_nan());
-        assert_eq!(bf16_f32(bf16_bits(f32::INFINITY)), f32::INFINITY);
-    }
-
-    #[test]
-    fn packing_round_trips_the_rounded_weight() {
-        let (n, k) = (40, 70); // both padded
-        let w = data(n * k, 3);
-        assert_eq!(PackedBf16::pack(&w, n, k).unpack(), round_bf16(&w));
-    }
-
-    /// AMX against the f32 product of the rounded operands, on shapes with every kind of edge
-    /// (rows not a multiple of 16 or 32, columns and K not multiples of 32) and the model's own.
-    #[test]
-    fn amx_matches_the_product_of_the_rounded_operands() {
-        if !available() {
-            // not silent: the test still checks the fallback below against the reference
-            eprintln!("AMX is not available on this CPU: checking the fallback path only");
-        }
-        for &(m, n, k) in &[
-            (1, 32, 32),
-            (82, 1536, 512),
-            (82, 512, 1536),
-            (33, 40, 70),
-            (100, 96, 64),
-            (300, 64, 1000),
-        ] {
-            let a = data(m * k, 1);
-            let w = PackedBf16::pack(&data(n * k, 2), n, k);
-            let mut got = vec![f32::NAN; m * n];
-            matmul(m, &a, &w, &mut got);
-            let mut want = vec![0f32; m * n];
-            reference(m, &a, &w, &mut want);
-            for (i, (g, r)) in got.iter().zip(&want).enumerate() {
-                // the same exact products summed in another order: f32 rounding of k terms
-                let tol = 1e-6 * (k as f32) + 1e-6 * r.abs();
-                assert!((g - r).abs() <= tol, "{m}x{n}x{k} [{i}]: {g} vs {r}");
-            }
-        }
-    }
+/// Never called where [`available`] is false.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+pub(super) fn matmul(m: usize, a: &[f32], w: &super::bf16::PackedBf16, c: &mut [f32]) {
+    super::bf16::reference(m, a, w, c)
 }

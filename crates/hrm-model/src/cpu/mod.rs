@@ -1,15 +1,17 @@
 //! The CPU kernels: matrix-product glue ([`gemm`]), SIMD loops ([`kernels`]), the small-batch
-//! packed f32 kernel ([`packed`]) and bf16 on AMX ([`amx`]), with the one run-time switch that
-//! turns every hand-written SIMD path off.
+//! packed f32 kernel ([`packed`]) and the bf16 products ([`bf16`], on AMX or AVX512-BF16), with
+//! the one run-time switch that turns every hand-written SIMD path off.
 //!
 //! Every SIMD path has a portable twin that computes the same numbers (bit for bit for the
 //! multiversioned loops of [`kernels`]; the packed and AMX kernels fall back to the general
 //! product). `HRM_NO_SIMD` (any value) in the environment selects the portable twins everywhere,
-//! as on a CPU without AVX-512 / AVX2 / AMX or on another architecture: CI runs the test suite a
-//! second time with it set. `HRM_NO_AMX` switches off AMX alone. The `gemm` crate's own
+//! as on a CPU without AVX-512 / AVX2 / AMX / AVX512-BF16 or on another architecture: CI runs the test suite a
+//! second time with it set. `HRM_NO_AMX` switches off AMX alone (AVX512-BF16 then runs the bf16 products where the CPU has it). The `gemm` crate's own
 //! run-time dispatch is not affected.
 
-pub mod amx;
+mod amx;
+pub mod bf16;
+mod dpbf16;
 pub mod gemm;
 pub mod kernels;
 pub mod packed;

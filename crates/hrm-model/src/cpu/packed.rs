@@ -283,7 +283,7 @@ unsafe fn block<const R: usize>(job: Job) {
 mod tests {
     use super::*;
 
-    use crate::cpu::amx::tests::data;
+    use crate::cpu::bf16::tests::data;
 
     /// Against an f64 product, on shapes with every edge (rows not a multiple of 12, columns
     /// not of 32 or under 16) and the model's own; and through the large-`m` fallback.

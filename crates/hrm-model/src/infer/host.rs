@@ -1,10 +1,11 @@
 //! The host path of the engine: a segment's no-gradient module calls on f32 host buffers with
 //! reused scratch space, the same kernels as the fused ops (so the same numbers), and the block
-//! matrix products on the general, packed f32 or AMX bf16 kernel.
+//! matrix products on the general, packed f32 or bf16 (AMX or AVX512-BF16) kernel, or in bf16
+//! packed per call for a model with a bf16 forward on the CPU.
 
 use candle_core::{Tensor, Var};
 
-use crate::cpu::{amx, gemm, packed};
+use crate::cpu::{bf16, gemm, packed};
 use crate::model::{Event, Hrm, Observer};
 use crate::ops;
 use crate::{to_host_f32, Error, Result};
@@ -13,8 +14,8 @@ use crate::{to_host_f32, Error, Result};
 /// (qkv, o, gate_up, down).
 #[derive(Debug)]
 pub(super) enum PackedBlocks {
-    /// bf16 on AMX.
-    Bf16(Vec<[amx::PackedBf16; 4]>),
+    /// bf16 (AMX or AVX512-BF16).
+    Bf16(Vec<[bf16::PackedBf16; 4]>),
     /// f32, small batches.
     F32(Vec<[packed::PackedF32; 4]>),
 }
@@ -36,7 +37,7 @@ pub(super) struct Workspace {
 #[derive(Clone, Copy)]
 enum BlockPacks<'a> {
     None,
-    Bf16(&'a [amx::PackedBf16; 4]),
+    Bf16(&'a [bf16::PackedBf16; 4]),
     F32(&'a [packed::PackedF32; 4]),
 }
 
@@ -242,15 +243,16 @@ impl Call<'_> {
         let norm = ops::AddRmsNorm {
             eps: cfg.rms_norm_eps,
         };
-        // x · Wᵀ for weight `j` of the block (`[out, in]`): bf16 on AMX, the small-batch f32
-        // kernel, or the general one
+        // x · Wᵀ for weight `j` of the block (`[out, in]`): bf16 packed once, the small-batch
+        // f32 kernel, or the model's own products (f32, or bf16 packed per call)
         let small = packed::fast(n);
+        let products = self.m.products();
         let lin = |j: usize, x: &[f32], w: &[f32], out: &mut [f32]| match packs {
-            BlockPacks::Bf16(p) => amx::matmul(n, x, &p[j], out),
+            BlockPacks::Bf16(p) => bf16::matmul(n, x, &p[j], out),
             BlockPacks::F32(p) if small => packed::matmul(n, x, &p[j], out),
             _ => {
                 let (o, k) = (out.len() / n, x.len() / n);
-                gemm::sgemm_into(n, o, k, x, gemm::Op::N, w, gemm::Op::T, out)
+                products.matmul_into(n, o, k, x, gemm::Op::N, w, gemm::Op::T, out)
             }
         };
         let part = |part| Event::Block {
@@ -311,7 +313,8 @@ impl Call<'_> {
             }
         };
         transpose(h, &mut ws.seq, (s, d));
-        gemm::sgemm_into(
+        let products = self.m.products();
+        products.matmul_into(
             rows,
             2 * it,
             s,
@@ -322,7 +325,7 @@ impl Call<'_> {
             &mut ws.gate_up,
         );
         ops::SwiGlu::forward_into(&ws.gate_up, it, &mut ws.act);
-        gemm::sgemm_into(
+        products.matmul_into(
             rows,
             s,
             it,
@@ -349,11 +352,12 @@ impl Call<'_> {
         let d = cfg.hidden_size;
         let (p, l, v) = (cfg.puzzle_emb_len(), cfg.seq_len, cfg.vocab_size);
         let [lm, qw, qb] = self.weights.heads()?;
+        let products = self.m.products();
         let mut logits = vec![0f32; b * l * v];
         for bi in 0..b {
             let rows = &zh[(bi * s + p) * d..(bi * s + p + l) * d];
             let out = &mut logits[bi * l * v..(bi + 1) * l * v];
-            gemm::sgemm_into(l, v, d, rows, gemm::Op::N, lm, gemm::Op::T, out);
+            products.matmul_into(l, v, d, rows, gemm::Op::N, lm, gemm::Op::T, out);
         }
         let mut q = vec![0f32; b * 2];
         for bi in 0..b {
@@ -361,8 +365,9 @@ impl Call<'_> {
             for k in 0..2 {
                 // the same product as the linear op (one row), then the bias
                 let w = &qw[k * d..(k + 1) * d];
-                let dot = gemm::sgemm(1, 1, d, first, gemm::Op::N, w, gemm::Op::T)[0];
-                q[bi * 2 + k] = dot + qb[k];
+                let mut dot = [0f32];
+                products.matmul_into(1, 1, d, first, gemm::Op::N, w, gemm::Op::T, &mut dot);
+                q[bi * 2 + k] = dot[0] + qb[k];
             }
         }
         let dev = self.m.device();

@@ -16,9 +16,10 @@ use std::cell::RefCell;
 use candle_core::{DType, Tensor};
 use rand::{RngCore, SeedableRng};
 
-use crate::cpu::{amx, packed};
+use crate::cpu::{bf16, packed};
 use crate::model::act::{self, Carry, Mode, StepOutput};
 use crate::model::{Hrm, NoGradCalls, Observer, Segment};
+use crate::ops::Products;
 use crate::{to_host_f32, Batch, Error, Result};
 use host::{PackedBlocks, Workspace};
 
@@ -31,8 +32,9 @@ pub enum Kernels {
     /// [`packed::MAX_ROWS`] rows on a CPU with AVX-512; elsewhere it is [`Kernels::Plain`]). The
     /// same numbers up to the order of the f32 sums.
     PackedF32,
-    /// bf16 products on Intel AMX with f32 accumulation (changes the numbers: bf16 operands).
-    AmxBf16,
+    /// bf16 products with f32 accumulation on Intel AMX or AVX512-BF16 (changes the numbers:
+    /// bf16 operands).
+    Bf16,
 }
 
 /// A model with the kernels, packed weights and workspace of its no-gradient calls.
@@ -143,38 +145,50 @@ impl<'m> Engine<'m> {
     }
 
     /// An engine with `kernels`, packing the block weights from their current values.
-    /// [`Kernels::AmxBf16`] needs an f32 model on the CPU and a CPU with AMX-BF16 (Intel Xeon 4th
-    /// generation or newer) under Linux, else it is an error; [`Kernels::PackedF32`] packs only
+    /// [`Kernels::Bf16`] needs an f32 model on the CPU and a CPU with a bf16 unit (AMX under
+    /// Linux, or AVX512-BF16), else it is an error; [`Kernels::PackedF32`] packs only
     /// where its kernel would run (an f32 model with attention blocks on the CPU whose batch,
     /// `cfg.batch_size` x the full sequence, is small enough, on a CPU with AVX-512) and is plain
     /// elsewhere.
     pub fn new(model: &'m Hrm, kernels: Kernels) -> Result<Self> {
         let mut e = Self::plain(model);
+        if model.products() == Products::Bf16 {
+            // a bf16 forward on the CPU: its own products whatever was asked, the attention
+            // blocks' weights packed once (where the CPU has no bf16 unit the kernel computes
+            // the same numbers in f32)
+            if !model.cfg.mlp_t {
+                e.packed = Some(PackedBlocks::Bf16(host::pack_blocks(
+                    model,
+                    bf16::PackedBf16::pack,
+                )?));
+            }
+            return Ok(e);
+        }
         match kernels {
             Kernels::Plain => {}
-            Kernels::AmxBf16 => {
+            Kernels::Bf16 => {
                 if model.cfg.mlp_t {
                     return Err(Error::msg(
-                        "bf16 matrix products (AMX) are for attention blocks; this TRM model uses \
+                        "bf16 matrix products are for attention blocks; this TRM model uses \
                          mlp_t: run without the bf16 option",
                     ));
                 }
                 if !e.host {
                     return Err(Error::msg(
-                        "bf16 matrix products (AMX) need an f32 model on the CPU; on a GPU use a \
+                        "bf16 matrix products need an f32 model on the CPU; on a GPU use a \
                          bfloat16 forward (arch.forward_dtype = \"bfloat16\")",
                     ));
                 }
-                if !amx::available() {
+                if !bf16::available() {
                     return Err(Error::msg(
-                        "bf16 matrix products need Intel AMX (amx-bf16 and amx-tile: Xeon 4th \
-                         generation or newer) under Linux, and this CPU or kernel does not offer \
-                         it (or HRM_NO_AMX / HRM_NO_SIMD is set); run without the bf16 option",
+                        "bf16 matrix products need Intel AMX (Xeon 4th generation or newer, under \
+                         Linux) or AVX512-BF16 (AMD Zen 4 or newer, Intel Cooper Lake), and this \
+                         CPU offers neither (or HRM_NO_SIMD is set); run without the bf16 option",
                     ));
                 }
                 e.packed = Some(PackedBlocks::Bf16(host::pack_blocks(
                     model,
-                    amx::PackedBf16::pack,
+                    bf16::PackedBf16::pack,
                 )?));
             }
             Kernels::PackedF32 => {
@@ -191,12 +205,13 @@ impl<'m> Engine<'m> {
     }
 
     /// The kernels in use (a [`Kernels::PackedF32`] request where its kernel would not run reads
-    /// [`Kernels::Plain`]).
+    /// [`Kernels::Plain`]; a model with a bf16 forward on the CPU reads [`Kernels::Bf16`]).
     pub fn kernels(&self) -> Kernels {
         match &self.packed {
+            None if self.model.products() == Products::Bf16 => Kernels::Bf16,
             None => Kernels::Plain,
             Some(PackedBlocks::F32(_)) => Kernels::PackedF32,
-            Some(PackedBlocks::Bf16(_)) => Kernels::AmxBf16,
+            Some(PackedBlocks::Bf16(_)) => Kernels::Bf16,
         }
     }
 
@@ -342,6 +357,30 @@ mod tests {
             };
             let m = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
             host_matches_candle(&m, &format!("{arch:?} mlp_t {mlp_t}"));
+            // a bf16 forward on the CPU: bf16 products on both paths, and the engine's weights
+            // packed once give the numbers of the per-call packing
+            let cfg16 = ModelConfig {
+                forward_dtype: crate::config::ForwardDtype::BF16,
+                ..cfg
+            };
+            let sd = m.state_dict().into_iter().collect();
+            let m16 = Hrm::from_state_dict(&cfg16, &Device::Cpu, &sd).unwrap();
+            host_matches_candle(&m16, &format!("bf16 {arch:?} mlp_t {mlp_t}"));
+            let b = batch(&m16, 5);
+            let packed = Engine::new(&m16, Kernels::PackedF32).unwrap();
+            assert_eq!(packed.kernels(), Kernels::Bf16);
+            assert_eq!(packed.packed.is_some(), !mlp_t);
+            let once = last_segment(&packed, &b);
+            assert_eq!(
+                once,
+                last_segment(&Engine::plain(&m16), &b),
+                "{arch:?} packed once"
+            );
+            assert_ne!(
+                once,
+                last_segment(&Engine::plain(&m), &b),
+                "{arch:?}: bf16 unused"
+            );
         }
     }
 
@@ -370,14 +409,14 @@ mod tests {
         let m = model_128(5);
         let b = batch(&m, 6);
         let (f32_logits, f32_q) = last_segment(&Engine::plain(&m), &b);
-        if !amx::available() {
-            let e = Engine::new(&m, Kernels::AmxBf16).unwrap_err().to_string();
+        if !bf16::available() {
+            let e = Engine::new(&m, Kernels::Bf16).unwrap_err().to_string();
             assert!(e.contains("AMX"), "{e}");
             eprintln!("AMX is not available on this CPU: checked the refusal only");
             return;
         }
-        let e = Engine::new(&m, Kernels::AmxBf16).unwrap();
-        assert_eq!(e.kernels(), Kernels::AmxBf16);
+        let e = Engine::new(&m, Kernels::Bf16).unwrap();
+        assert_eq!(e.kernels(), Kernels::Bf16);
         let (bf_logits, bf_q) = last_segment(&e, &b);
         // bf16 keeps 8 significant bits; over 3 segments x 2x2 cycles x 2 layers the logits
         // move by a few percent of their spread, not more

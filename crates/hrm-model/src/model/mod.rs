@@ -30,7 +30,7 @@ use rand::Rng;
 
 use crate::config::{Call, ForwardDtype, ModelConfig, PosEncoding};
 use crate::init::trunc_normal;
-use crate::ops::{self, Attention, RopeTables};
+use crate::ops::{self, Attention, Products, RopeTables};
 use crate::Result;
 pub use act::{Carry, Mode, NoGradCalls, StepOutput};
 pub use observe::{Event, Observer, Trace};
@@ -61,7 +61,10 @@ pub struct Hrm {
     /// Architecture.
     pub cfg: ModelConfig,
     device: Device,
+    /// Activation dtype.
     fdt: DType,
+    /// Precision of the CPU ops' matrix products.
+    products: Products,
     /// The tensors.
     pub weights: Weights,
     attn: Attention,
@@ -71,6 +74,18 @@ fn dtype_of(f: ForwardDtype) -> DType {
     match f {
         ForwardDtype::F32 => DType::F32,
         ForwardDtype::BF16 => DType::BF16,
+    }
+}
+
+/// How a forward dtype computes on a device: `(activations, products)`. A bf16 forward is bf16
+/// activations on a GPU (the reference's autocast-free bf16 model), and f32 activations with bf16
+/// matrix products on the CPU (AMX or AVX512-BF16 products; norms, softmax, SwiGLU, gradients and
+/// optimizer in f32).
+fn precision(f: ForwardDtype, device: &Device) -> (DType, Products) {
+    match f {
+        ForwardDtype::F32 => (DType::F32, Products::F32),
+        ForwardDtype::BF16 if device.is_cpu() => (DType::F32, Products::Bf16),
+        ForwardDtype::BF16 => (DType::BF16, Products::F32),
     }
 }
 
@@ -128,10 +143,12 @@ impl Hrm {
             ))),
             PosEncoding::Learned | PosEncoding::None => None,
         };
+        let (fdt, products) = precision(cfg.forward_dtype, device);
         Self {
             cfg: cfg.clone(),
             device: device.clone(),
-            fdt: dtype_of(cfg.forward_dtype),
+            fdt,
+            products,
             weights,
             attn: Attention {
                 num_heads: cfg.num_heads,
@@ -184,6 +201,21 @@ impl Hrm {
         self.fdt
     }
 
+    /// Precision of the matrix products of the CPU ops (bf16 for a bf16 forward on the CPU).
+    pub fn products(&self) -> Products {
+        self.products
+    }
+
+    /// The GPU's bf16 numerics on any device: bf16 activations through candle's ops (instead of
+    /// the CPU's f32 activations with bf16 products), for checking the GPU path on a CPU. A model
+    /// with an f32 forward is returned unchanged.
+    pub fn with_bf16_activations(mut self) -> Self {
+        if self.cfg.forward_dtype == ForwardDtype::BF16 {
+            (self.fdt, self.products) = (DType::BF16, Products::F32);
+        }
+        self
+    }
+
     /// The attention op of every block (heads, RoPE tables).
     pub fn attention(&self) -> &Attention {
         &self.attn
@@ -234,15 +266,21 @@ impl Hrm {
         // recomputed in the backward instead of held by the graph (peak memory)
         let h = if self.cfg.mlp_t {
             let (gu, down) = (self.weight(w0, grad)?, self.weight(w1, grad)?);
-            ops::mlp_t_block(h, &gu, &down, eps, &mut |m| show("mlp_t", m))? // [B, S, D]
+            ops::mlp_t_block(h, &gu, &down, eps, self.products, &mut |m| show("mlp_t", m))?
+        // [B, S, D]
         } else {
-            let qkv = ops::linear(h, &self.weight(w0, grad)?)?; // [B, S, 3D]
-            let a = ops::then_linear(&qkv, &self.attn, &self.weight(w1, grad)?)?; // [B, S, D]
+            let qkv = ops::linear(h, &self.weight(w0, grad)?, self.products)?; // [B, S, 3D]
+            let a = ops::then_linear(&qkv, &self.attn, &self.weight(w1, grad)?, self.products)?; // [B, S, D]
             show("attn", &a);
             ops::add_rms_norm(h, &a, eps)?
         };
-        let gu = ops::linear(&h, &self.weight(gu_w, grad)?)?; // [B, S, 2I]
-        let m = ops::then_linear(&gu, &ops::SwiGlu, &self.weight(down_w, grad)?)?; // [B, S, D]
+        let gu = ops::linear(&h, &self.weight(gu_w, grad)?, self.products)?; // [B, S, 2I]
+        let m = ops::then_linear(
+            &gu,
+            &ops::SwiGlu,
+            &self.weight(down_w, grad)?,
+            self.products,
+        )?; // [B, S, D]
         show("mlp", &m);
         let out = ops::add_rms_norm(&h, &m, eps)?;
         show("out", &out);
@@ -413,10 +451,10 @@ impl Hrm {
         let (z_h, z_l) = self.run_calls(&calls[n..], (z_h, z_l), &x, grad, obs)?;
         let p = self.cfg.puzzle_emb_len();
         let w = &self.weights;
-        let logits = ops::linear(&z_h, &self.weight(&w.lm_head, grad)?)?; // [B, S, V]
+        let logits = ops::linear(&z_h, &self.weight(&w.lm_head, grad)?, self.products)?; // [B, S, V]
         let logits = logits.narrow(1, p, self.cfg.seq_len)?; // [B, L, V]
         let first = z_h.narrow(1, 0, 1)?.squeeze(1)?; // [B, D]
-        let q = ops::linear(&first, &self.weight(&w.q_head_w, grad)?)?
+        let q = ops::linear(&first, &self.weight(&w.q_head_w, grad)?, self.products)?
             .broadcast_add(&self.weight(&w.q_head_b, grad)?)?
             .to_dtype(DType::F32)?; // [B, 2]
         Ok(Segment {

@@ -1,0 +1,487 @@
+//! bf16 matrix products with f32 accumulation and an f32 result, `c[m x n] = bf16(a[m x k]) ·
+//! bf16(w[n x k])ᵀ`: the weight packed once ([`PackedBf16`]) for the no-gradient paths, or both
+//! operands packed per call ([`gemm`]) for the products of a bf16 training step.
+//!
+//! Three kernels compute them, chosen at run time ([`kernel`]): Intel AMX tiles
+//! ([`crate::cpu::amx`]), AVX512-BF16 dot products ([`crate::cpu::dpbf16`]: AMD Zen 4 and later,
+//! Intel Cooper Lake and Sapphire Rapids), and else [`reference`], the f32 product of the rounded
+//! operands. Each product of two bf16 numbers is exact in f32, so every kernel gives the
+//! reference's numbers up to the order of the f32 sums; the tests compare against it.
+//!
+//! The packed layout is AMX's "VNNI" tile format: per strip of 16 columns, K in pairs, each pair
+//! row one 64-byte line of 16 columns x 2 values. One line is one AVX512-BF16 operand, so both
+//! kernels read the same packing.
+
+use std::sync::OnceLock;
+
+use crate::cpu::gemm::{self, Mat};
+
+/// Rows and columns of a result block (two tiles each way).
+pub(super) const BLOCK: usize = 32;
+/// K elements per tile step (16 pairs of bf16 = 64 bytes a row).
+pub(super) const KSTEP: usize = 32;
+
+/// Round to bf16 (round to nearest even; NaN stays NaN, quieted), as bits. Branch-free, so the
+/// loops around it vectorise.
+#[inline(always)]
+pub(super) fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    let nan = (b & 0x7fff_ffff) > 0x7f80_0000;
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+    if nan {
+        ((b >> 16) as u16) | 0x40
+    } else {
+        rounded
+    }
+}
+
+/// The f32 value of bf16 bits.
+#[inline(always)]
+fn bf16_f32(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// Round every element of `x` to bf16 and back (what every kernel does to its operands).
+pub fn round_bf16(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| bf16_f32(bf16_bits(v))).collect()
+}
+
+pub(super) fn up(x: usize, to: usize) -> usize {
+    x.div_ceil(to) * to
+}
+
+/// One cache line of bf16 values: tile rows must not straddle cache lines (a misaligned tile
+/// load costs two lines a row).
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+pub(super) struct Line(pub(super) [u16; 32]);
+
+/// A 64-byte aligned, zeroed buffer of `len` bf16 values (`len` a multiple of 32).
+pub(super) fn lines(len: usize) -> Vec<Line> {
+    debug_assert_eq!(len % 32, 0);
+    vec![Line([0; 32]); len / 32]
+}
+
+pub(super) fn flat(l: &[Line]) -> &[u16] {
+    // SAFETY: Line is 32 u16 with no padding (repr(C), size 64).
+    unsafe { std::slice::from_raw_parts(l.as_ptr() as *const u16, l.len() * 32) }
+}
+
+pub(super) fn flat_mut(l: &mut [Line]) -> &mut [u16] {
+    // SAFETY: as in `flat`; the borrow is unique.
+    unsafe { std::slice::from_raw_parts_mut(l.as_mut_ptr() as *mut u16, l.len() * 32) }
+}
+
+/// Round `src` to bf16 into `dst` (as many as `dst` holds): [`bf16_bits`], compiled for
+/// AVX-512 where the CPU has it (every CPU with AMX or AVX512-BF16 does).
+pub(super) fn round_into(src: &[f32], dst: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX512: OnceLock<bool> = OnceLock::new();
+        let fast = *AVX512.get_or_init(|| {
+            crate::cpu::simd_enabled()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+        });
+        #[target_feature(enable = "avx512f,avx512bw")]
+        unsafe fn wide(src: &[f32], dst: &mut [u16]) {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = bf16_bits(s);
+            }
+        }
+        if fast {
+            // SAFETY: the CPU has AVX-512 F/BW (checked above).
+            return unsafe { wide(src, dst) };
+        }
+    }
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = bf16_bits(s);
+    }
+}
+
+/// A weight `[n, k]` (row-major, the layout of `nn.Linear`) as the B operand of AMX products:
+/// bf16, K padded to 32 and N to 32 with zeros, one 1 KiB tile per (16 columns, 32 K) in
+/// column-block-major order, each tile row holding 16 columns x one K pair.
+#[derive(Debug, Clone)]
+pub struct PackedBf16 {
+    pub(super) n: usize,
+    pub(super) k: usize,
+    pub(super) tiles: Vec<Line>,
+}
+
+impl PackedBf16 {
+    /// Pack `w` (`n` rows of `k`).
+    pub fn pack(w: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(
+            w.len(),
+            n * k,
+            "PackedBf16::pack: {} elements, not {n}x{k}",
+            w.len()
+        );
+        // SAFETY: `w` holds the n x k elements the view addresses.
+        unsafe { Self::pack_view(Mat::rows(w, k), n, k) }
+    }
+
+    /// Pack the `n x k` matrix that `w` views (element `(col, kk)` at `w.ptr + col*rs + kk*cs`):
+    /// a transposed operand packs without a copy. In parallel, one 16-column strip per task.
+    ///
+    /// # Safety
+    /// The view must address `n x k` readable f32.
+    pub unsafe fn pack_view(w: Mat<f32>, n: usize, k: usize) -> Self {
+        let (np, kp) = (up(n, BLOCK), up(k, KSTEP));
+        let mut buf = lines(np * kp);
+        if kp == 0 {
+            return Self { n, k, tiles: buf };
+        }
+        let src = gemm::SendPtr(w.ptr as *mut f32);
+        let fill = |(cb, strip): (usize, &mut [u16])| {
+            let src = &src; // the whole SendPtr (a raw pointer alone is not Sync)
+            let cols = cb * 16..n.min(cb * 16 + 16);
+            for kk in 0..k {
+                let line = &mut strip[(kk / 2) * 32 + kk % 2..];
+                for col in cols.clone() {
+                    // SAFETY: (col, kk) is inside the n x k view (the caller's contract).
+                    let v = unsafe { *src.0.offset(col as isize * w.rs + kk as isize * w.cs) };
+                    line[(col % 16) * 2] = bf16_bits(v);
+                }
+            }
+        };
+        let strips = flat_mut(&mut buf);
+        if n * k >= 1 << 15 {
+            use rayon::prelude::*;
+            strips.par_chunks_mut(kp * 16).enumerate().for_each(fill);
+        } else {
+            strips.chunks_mut(kp * 16).enumerate().for_each(fill);
+        }
+        Self { n, k, tiles: buf }
+    }
+
+    /// The weight back as f32 `[n, k]` (the bf16 values).
+    pub fn unpack(&self) -> Vec<f32> {
+        let kt = up(self.k, KSTEP) / KSTEP;
+        let tiles = flat(&self.tiles);
+        let mut w = vec![0f32; self.n * self.k];
+        for col in 0..self.n {
+            for kk in 0..self.k {
+                let (cb, c) = (col / 16, col % 16);
+                let (tb, r, p) = (kk / KSTEP, (kk % KSTEP) / 2, kk % 2);
+                w[col * self.k + kk] = bf16_f32(tiles[(cb * kt + tb) * 512 + r * 32 + c * 2 + p]);
+            }
+        }
+        w
+    }
+}
+
+/// `c = bf16(a) · w_bf16ᵀ` computed with the f32 kernel on the rounded operands: the numbers every
+/// kernel produces up to the order of the f32 sums (the fallback where no bf16 unit is, and the
+/// oracle of the tests).
+pub fn reference(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
+    let ar = round_bf16(a);
+    gemm::sgemm_into(m, w.n, w.k, &ar, gemm::Op::N, &w.unpack(), gemm::Op::T, c);
+}
+
+/// The kernel that computes the bf16 products in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// Intel AMX tiles.
+    Amx,
+    /// AVX512-BF16 dot products (`HRM_NO_AMX` selects it on a CPU that has both).
+    Avx512Bf16,
+    /// The f32 product of the rounded operands ([`reference`]): no bf16 unit, or `HRM_NO_SIMD`.
+    Reference,
+}
+
+impl Kernel {
+    /// A short name for reports (`amx`, `avx512-bf16`, `reference`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Amx => "amx",
+            Kernel::Avx512Bf16 => "avx512-bf16",
+            Kernel::Reference => "reference",
+        }
+    }
+}
+
+/// The kernel of this CPU (AMX, else AVX512-BF16, else the reference), decided once.
+pub fn kernel() -> Kernel {
+    static K: OnceLock<Kernel> = OnceLock::new();
+    *K.get_or_init(|| {
+        if crate::cpu::amx::available() {
+            Kernel::Amx
+        } else if crate::cpu::dpbf16::available() {
+            Kernel::Avx512Bf16
+        } else {
+            Kernel::Reference
+        }
+    })
+}
+
+/// Whether this CPU has a bf16 unit the products run on (AMX or AVX512-BF16).
+pub fn available() -> bool {
+    kernel() != Kernel::Reference
+}
+
+/// `c[m x n] = bf16(a[m x k]) · wᵀ` on the [`kernel`] of this CPU, on all of rayon's threads.
+pub fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
+    assert_eq!(
+        a.len(),
+        m * w.k,
+        "bf16::matmul: a has {} elements, not {m}x{}",
+        a.len(),
+        w.k
+    );
+    assert_eq!(
+        c.len(),
+        m * w.n,
+        "bf16::matmul: c has {} elements, not {m}x{}",
+        c.len(),
+        w.n
+    );
+    if m == 0 || w.n == 0 {
+        return;
+    }
+    if w.k == 0 {
+        c.fill(0.0); // an empty sum
+        return;
+    }
+    match kernel() {
+        Kernel::Amx => crate::cpu::amx::matmul(m, a, w, c),
+        Kernel::Avx512Bf16 => crate::cpu::dpbf16::matmul(m, a, w, c),
+        Kernel::Reference => reference(m, a, w, c),
+    }
+}
+
+/// `c = op(a) · op(b)` (`[m x k] · [k x n]` into `[m x n]`, overwritten; contiguous row-major
+/// operands as [`gemm::sgemm_into`] takes them) with bf16 operands and f32 accumulation: the
+/// products of a bf16 training step. `b` is packed per call (`n x k` reads, against `m x n x k`
+/// multiply-adds), `a` is rounded per call.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    ta: gemm::Op,
+    b: &[f32],
+    tb: gemm::Op,
+    c: &mut [f32],
+) {
+    let view = |x: &[f32], op: gemm::Op, rows: usize, cols: usize| {
+        assert_eq!(
+            x.len(),
+            rows * cols,
+            "bf16::gemm: operand of {} elements, not {rows}x{cols}",
+            x.len()
+        );
+        match op {
+            gemm::Op::N => Mat::rows(x, cols),
+            gemm::Op::T => Mat::rows(x, rows).t(),
+        }
+    };
+    let av = view(a, ta, m, k);
+    let bv = view(b, tb, k, n);
+    // SAFETY: `bv.t()` views the n x k transpose of the k x n operand just checked.
+    let w = unsafe { PackedBf16::pack_view(bv.t(), n, k) };
+    match ta {
+        gemm::Op::N => matmul(m, a, &w, c),
+        gemm::Op::T => {
+            // a transposed A is gathered once into rows (m x k reads)
+            let mut rows = vec![0f32; m * k];
+            if k > 0 {
+                for (i, row) in rows.chunks_exact_mut(k).enumerate() {
+                    for (kk, x) in row.iter_mut().enumerate() {
+                        // SAFETY: (i, kk) is inside the m x k view checked above.
+                        *x = unsafe { *av.ptr.offset(i as isize * av.rs + kk as isize * av.cs) };
+                    }
+                }
+            }
+            matmul(m, &rows, &w, c)
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Deterministic test values in [-1, 1] (a multiplicative hash of the index).
+    pub(crate) fn data(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let x = (i as u32)
+                    .wrapping_mul(2654435761)
+                    .wrapping_add(seed.wrapping_mul(40503));
+                ((x >> 8) % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bf16_rounding_is_to_nearest_even() {
+        assert_eq!(bf16_bits(1.0), 0x3f80);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even (1.0)
+        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3f80);
+        // 1 + 3*2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: ties to even (up)
+        assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3f82);
+        assert_eq!(bf16_bits(-2.0), 0xc000);
+        assert!(bf16_f32(bf16_bits(f32::NAN)).is_nan());
+        assert_eq!(bf16_f32(bf16_bits(f32::INFINITY)), f32::INFINITY);
+    }
+
+    #[test]
+    fn packing_round_trips_the_rounded_weight() {
+        let (n, k) = (40, 70); // both padded
+        let w = data(n * k, 3);
+        assert_eq!(PackedBf16::pack(&w, n, k).unpack(), round_bf16(&w));
+    }
+
+    /// Shapes with every kind of edge (rows below a micro-tile or a tile, rows not a multiple of
+    /// 12, 16 or 32; columns and K not multiples of 32, odd K, K = 1) and the model's own.
+    const SHAPES: &[(usize, usize, usize)] = &[
+        (1, 32, 32),
+        (1, 1, 1),
+        (5, 17, 3),
+        (11, 33, 31),
+        (13, 40, 70),
+        (33, 40, 70),
+        (82, 1536, 512),
+        (82, 512, 1536),
+        (100, 96, 64),
+        (300, 64, 1000),
+        (2624, 128, 129),
+    ];
+
+    /// Values exact in bf16 whose products and sums of up to 2^16 terms are exact in f32
+    /// (multiples of 1/8 in [-1, 1]): every summation order gives the same bits.
+    fn exact_data(len: usize, seed: u32) -> Vec<f32> {
+        data(len, seed)
+            .iter()
+            .map(|x| (x * 8.0).round() / 8.0)
+            .collect()
+    }
+
+    /// `got` equals `want` bit for bit where the operands were [`exact_data`]; on [`data`] (which
+    /// needs rounding) within the bound of an f32 sum of k terms against the f64 sum, `want64`:
+    /// `k * eps * sum |a_i b_i|` (`mag`).
+    fn check(
+        what: &str,
+        (m, n, k): (usize, usize, usize),
+        got: &[f32],
+        want64: &[f64],
+        mag: &[f64],
+    ) {
+        for (i, ((g, r), s)) in got.iter().zip(want64).zip(mag).enumerate() {
+            let tol = k as f64 * f32::EPSILON as f64 * s;
+            assert!(
+                (*g as f64 - r).abs() <= tol,
+                "{what} {m}x{n}x{k} [{i}]: {g} vs {r} (tolerance {tol:e})"
+            );
+        }
+    }
+
+    /// The f64 product of the rounded operands and the magnitude sum |a_i||w_i| of every result.
+    fn oracle(m: usize, a: &[f32], w: &PackedBf16) -> (Vec<f64>, Vec<f64>) {
+        let (ar, wr) = (round_bf16(a), w.unpack());
+        let (n, k) = (w.n, w.k);
+        let mut c = vec![0f64; m * n];
+        let mut mag = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for t in 0..k {
+                    let p = ar[i * k + t] as f64 * wr[j * k + t] as f64;
+                    c[i * n + j] += p;
+                    mag[i * n + j] += p.abs();
+                }
+            }
+        }
+        (c, mag)
+    }
+
+    /// Every kernel this CPU has (AMX, AVX512-BF16, called directly, whatever the dispatch
+    /// picks) and the dispatch itself against the f32 product of the rounded operands.
+    #[test]
+    fn every_kernel_matches_the_product_of_the_rounded_operands() {
+        let kernels: [(&str, bool, fn(usize, &[f32], &PackedBf16, &mut [f32])); 3] = [
+            ("dispatch", true, matmul),
+            ("amx", crate::cpu::amx::available(), crate::cpu::amx::matmul),
+            (
+                "avx512-bf16",
+                crate::cpu::dpbf16::available(),
+                crate::cpu::dpbf16::matmul,
+            ),
+        ];
+        // not silent: the kernel in use is named, and the dispatch is checked in any case
+        eprintln!(
+            "bf16 kernel: {}; amx {}, avx512-bf16 {}",
+            kernel().name(),
+            kernels[1].1,
+            kernels[2].1
+        );
+        for &(m, n, k) in SHAPES {
+            for exact in [true, false] {
+                let gen = if exact { exact_data } else { data };
+                let a = gen(m * k, 1);
+                let w = PackedBf16::pack(&gen(n * k, 2), n, k);
+                let mut want = vec![0f32; m * n];
+                reference(m, &a, &w, &mut want);
+                let (want64, mag) = oracle(m, &a, &w);
+                for (name, on, f) in kernels {
+                    if !on {
+                        continue;
+                    }
+                    let mut got = vec![f32::NAN; m * n];
+                    f(m, &a, &w, &mut got);
+                    if exact {
+                        assert_eq!(got, want, "{name} {m}x{n}x{k}: exact data, other numbers");
+                    } else {
+                        check(name, (m, n, k), &got, &want64, &mag);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The training products: every transpose of either operand, packed per call, against the
+    /// f32 product of the rounded operands.
+    #[test]
+    fn gemm_takes_either_operand_transposed() {
+        use crate::cpu::gemm::Op;
+        for &(m, n, k) in &[(13, 40, 70), (1, 17, 3), (82, 64, 128), (64, 128, 2624)] {
+            let (a, b) = (exact_data(m * k, 4), exact_data(k * n, 5));
+            for (ta, tb) in [
+                (Op::N, Op::N),
+                (Op::N, Op::T),
+                (Op::T, Op::N),
+                (Op::T, Op::T),
+            ] {
+                let want = crate::cpu::gemm::sgemm(m, n, k, &a, ta, &b, tb);
+                let mut got = vec![f32::NAN; m * n];
+                super::gemm_into(m, n, k, &a, ta, &b, tb, &mut got);
+                assert_eq!(got, want, "gemm {ta:?} {tb:?} {m}x{n}x{k}");
+            }
+            // operands that need rounding (b as a weight [n, k]): the product of the rounded ones
+            let (a, b) = (data(m * k, 4), data(n * k, 5));
+            let mut got = vec![f32::NAN; m * n];
+            super::gemm_into(m, n, k, &a, Op::N, &b, Op::T, &mut got);
+            let (want, mag) = oracle(m, &a, &PackedBf16::pack(&b, n, k));
+            check("gemm N T", (m, n, k), &got, &want, &mag);
+        }
+    }
+
+    /// A transposed view packs to the same bits as the transposed copy.
+    #[test]
+    fn packing_a_view_equals_packing_a_copy() {
+        let (n, k) = (37, 45);
+        let wt = data(k * n, 6); // [k, n]: the transpose of the weight
+        let mut w = vec![0f32; n * k];
+        for i in 0..n {
+            for j in 0..k {
+                w[i * k + j] = wt[j * n + i];
+            }
+        }
+        // SAFETY: the view addresses the n x k transpose of `wt`'s k x n elements.
+        let view = unsafe { PackedBf16::pack_view(Mat::rows(&wt, n).t(), n, k) };
+        assert_eq!(view.unpack(), PackedBf16::pack(&w, n, k).unpack());
+        assert_eq!(view.unpack(), round_bf16(&w));
+    }
+}

@@ -1,0 +1,179 @@
+//! The AVX512-BF16 kernel of the bf16 products ([`crate::cpu::bf16`]), for CPUs without AMX
+//! (AMD Zen 4 and later, Intel Cooper Lake): `c[m x n] = bf16(a[m x k]) · wᵀ` with `w` packed by
+//! [`PackedBf16::pack`] and f32 accumulation.
+//!
+//! `vdpbf16ps` multiplies 16 pairs of bf16 and adds both products to 16 f32 sums: one packed line
+//! (16 columns x one K pair) against one pair of an activation row, broadcast. A micro-tile keeps
+//! [`MR`] rows x 32 columns of the result in 24 registers over the whole reduction; the
+//! activations are rounded once per call into rows of pairs. Threads split the 32-column panels,
+//! and rows are taken in chunks that stay in L2 across the panels.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use super::bf16::{round_into, up, PackedBf16, BLOCK, KSTEP};
+
+/// Rows of a micro-tile (2 x [`MR`] accumulators + 2 weight lines + 1 broadcast of 32 registers).
+const MR: usize = 12;
+
+/// Whether this CPU runs AVX512-BF16 (off with `HRM_NO_SIMD`).
+pub(super) fn available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            crate::cpu::simd_enabled()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512bf16")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
+thread_local! {
+    /// The calling thread's bf16 activations (rows of K pairs), kept between calls.
+    static A_BUF: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Round `a` `[m, k]` into `out`: `mp` rows of `kp / 2` pairs, zero padded; in parallel when
+/// large.
+fn convert(a: &[f32], m: usize, k: usize, kp: usize, out: &mut [u32]) {
+    let fill = |(row, dst): (usize, &mut [u32])| {
+        dst.fill(0);
+        if row < m {
+            // SAFETY: a u32 slice read as twice as many u16 (alignment 4 >= 2, no padding).
+            let d16 = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u16, kp) };
+            round_into(&a[row * k..(row + 1) * k], &mut d16[..k]);
+        }
+    };
+    if m * k >= 1 << 16 {
+        use rayon::prelude::*;
+        out.par_chunks_mut(kp / 2).enumerate().for_each(fill);
+    } else {
+        out.chunks_mut(kp / 2).enumerate().for_each(fill);
+    }
+}
+
+/// `c = bf16(a) · wᵀ` (the caller checked [`available`] and the shapes, `m, n, k > 0`).
+#[cfg(target_arch = "x86_64")]
+pub(super) fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
+    let (n, k) = (w.n, w.k);
+    let (mp, kp, np) = (up(m, MR), up(k, KSTEP), up(n, BLOCK));
+    let mut buf = A_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    buf.resize(mp * kp / 2, 0);
+    convert(a, m, k, kp, &mut buf[..mp * kp / 2]);
+    let ab = &buf[..mp * kp / 2];
+    let cp = crate::cpu::gemm::SendPtr(c.as_mut_ptr());
+    crate::cpu::gemm::split_blocks(np / BLOCK, m * n * k, |b0, b1| {
+        // SAFETY: AVX512-BF16 is available (the caller's check); `ab` holds mp x kp bf16, the
+        // packing np x kp, and this task writes only the columns [32*b0, 32*b1) of `c`.
+        unsafe { panels(ab, w, cp, m, kp, b0, b1) };
+    });
+    A_BUF.with(|b| *b.borrow_mut() = buf);
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
+    super::bf16::reference(m, a, w, c)
+}
+
+/// Result columns `[32*b0, 32*b1)` for all rows.
+///
+/// # Safety
+/// AVX512-BF16 available; `ab` is `[up(m, MR), kp]` bf16 in pairs, `w` packed with K padded to
+/// `kp`, and `c.0` points to `m * w.n` f32 that no other thread writes in these columns.
+#[cfg(target_arch = "x86_64")]
+unsafe fn panels(
+    ab: &[u32],
+    w: &PackedBf16,
+    c: crate::cpu::gemm::SendPtr<f32>,
+    m: usize,
+    kp: usize,
+    b0: usize,
+    b1: usize,
+) {
+    let n = w.n;
+    let pairs = kp / 2;
+    let mp = ab.len() / pairs;
+    // rows of activations per pass over the panels: 256 KiB of them, kept in L2
+    let chunk = ((1 << 18) / (kp * 2)).max(MR) / MR * MR;
+    let lines = super::bf16::flat(&w.tiles).as_ptr();
+    let mut edge = [0f32; MR * BLOCK];
+    let mut i0 = 0;
+    while i0 < mp {
+        let i1 = (i0 + chunk).min(mp);
+        for cb in b0..b1 {
+            let col = cb * BLOCK;
+            // SAFETY: strips 2cb and 2cb + 1 exist (N is padded to 32), kp * 16 values each.
+            let (lo, hi) = unsafe {
+                (
+                    lines.add(2 * cb * kp * 16),
+                    lines.add((2 * cb + 1) * kp * 16),
+                )
+            };
+            let mut r = i0;
+            while r < i1 {
+                let full = r + MR <= m && col + BLOCK <= n;
+                let a = ab[r * pairs..].as_ptr();
+                if full {
+                    // SAFETY: MR rows x 32 columns inside `c` at row stride n; operands padded.
+                    unsafe { tile(a, pairs, lo, hi, c.0.add(r * n + col), n) };
+                } else {
+                    // SAFETY: the edge buffer is MR x 32 at stride 32.
+                    unsafe { tile(a, pairs, lo, hi, edge.as_mut_ptr(), BLOCK) };
+                    for i in 0..MR.min(m.saturating_sub(r)) {
+                        for j in 0..BLOCK.min(n - col) {
+                            // SAFETY: (r + i, col + j) is inside m x n.
+                            unsafe { *c.0.add((r + i) * n + col + j) = edge[i * BLOCK + j] };
+                        }
+                    }
+                }
+                r += MR;
+            }
+        }
+        i0 = i1;
+    }
+}
+
+/// One micro-tile: `dst[MR x 32] (row stride ld) = a[MR rows of pairs] · [lo | hi]` over `pairs`
+/// K pairs.
+///
+/// # Safety
+/// AVX512-BF16 available; `a` addresses MR rows of `pairs` u32 (row stride `pairs`), `lo` and
+/// `hi` `pairs` lines of 32 u16 each, `dst` MR rows of 32 writable f32 at stride `ld`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn tile(
+    a: *const u32,
+    pairs: usize,
+    lo: *const u16,
+    hi: *const u16,
+    dst: *mut f32,
+    ld: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_ps(); 2 * MR];
+    for p in 0..pairs {
+        // SAFETY: (whole loop) inside the operands by the caller's contract; __m512i and
+        // __m512bh are both 64 bytes of plain bits.
+        unsafe {
+            let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(lo.add(p * 32) as *const _));
+            let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(hi.add(p * 32) as *const _));
+            for i in 0..MR {
+                let x: __m512bh =
+                    std::mem::transmute(_mm512_set1_epi32(*a.add(i * pairs + p) as i32));
+                acc[2 * i] = _mm512_dpbf16_ps(acc[2 * i], x, w0);
+                acc[2 * i + 1] = _mm512_dpbf16_ps(acc[2 * i + 1], x, w1);
+            }
+        }
+    }
+    for i in 0..MR {
+        // SAFETY: row i of the destination holds 32 floats.
+        unsafe {
+            _mm512_storeu_ps(dst.add(i * ld), acc[2 * i]);
+            _mm512_storeu_ps(dst.add(i * ld + 16), acc[2 * i + 1]);
+        }
+    }
+}

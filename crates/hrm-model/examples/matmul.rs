@@ -109,10 +109,10 @@ fn main() -> candle_core::Result<()> {
         );
         // a bf16 training step's three products, each packing its operands per call
         use hrm_model::cpu::bf16::gemm_into as bgemm;
-        let (mut c1, mut c2) = (vec![0f32; n * m], vec![0f32; n * k]);
+        let (mut c1, mut c2, mut c3) = (vec![0f32; n * m], vec![0f32; n * k], vec![0f32; m * k]);
         let fw = best(|| bgemm(n, m, k, &xv, Op::N, &wv, Op::T, &mut c1));
         let bdx = best(|| bgemm(n, k, m, &dy, Op::N, &wv, Op::N, &mut c2));
-        let bdw = best(|| bgemm(m, k, n, &dy, Op::T, &xv, Op::N, &mut c2[..m * k]));
+        let bdw = best(|| bgemm(m, k, n, &dy, Op::T, &xv, Op::N, &mut c3));
         println!(
             "{name:8} bf16 training products: forward {:.1} ms ({:.0} GFLOP/s), dx {:.1} ms ({:.0}), dw {:.1} ms ({:.0})",
             fw * 1e3,

@@ -278,22 +278,31 @@ pub fn gemm_into(
             gemm::Op::T => Mat::rows(x, rows).t(),
         }
     };
-    let av = view(a, ta, m, k);
+    view(a, ta, m, k); // checks the size of `a`
     let bv = view(b, tb, k, n);
     // SAFETY: `bv.t()` views the n x k transpose of the k x n operand just checked.
     let w = unsafe { PackedBf16::pack_view(bv.t(), n, k) };
     match ta {
         gemm::Op::N => matmul(m, a, &w, c),
         gemm::Op::T => {
-            // a transposed A is gathered once into rows (m x k reads)
+            // a is stored [k, m]: transposed into rows, 32 rows x 32 columns at a time (whole
+            // cache lines read and written), in parallel when large
             let mut rows = vec![0f32; m * k];
-            if k > 0 {
-                for (i, row) in rows.chunks_exact_mut(k).enumerate() {
-                    for (kk, x) in row.iter_mut().enumerate() {
-                        // SAFETY: (i, kk) is inside the m x k view checked above.
-                        *x = unsafe { *av.ptr.offset(i as isize * av.rs + kk as isize * av.cs) };
+            let fill = |(ib, out): (usize, &mut [f32])| {
+                let (i0, ni) = (ib * 32, out.len() / k);
+                for k0 in (0..k).step_by(32) {
+                    for kk in k0..(k0 + 32).min(k) {
+                        for (di, &v) in a[kk * m + i0..kk * m + i0 + ni].iter().enumerate() {
+                            out[di * k + kk] = v;
+                        }
                     }
                 }
+            };
+            if k > 0 && m * k >= 1 << 16 {
+                use rayon::prelude::*;
+                rows.par_chunks_mut(32 * k).enumerate().for_each(fill);
+            } else if k > 0 {
+                rows.chunks_mut(32 * k).enumerate().for_each(fill);
             }
             matmul(m, &rows, &w, c)
         }

@@ -286,25 +286,32 @@ pub fn gemm_into(
         gemm::Op::N => matmul(m, a, &w, c),
         gemm::Op::T => {
             // a is stored [k, m]: transposed into rows, 32 rows x 32 columns at a time (whole
-            // cache lines read and written), in parallel when large
-            let mut rows = vec![0f32; m * k];
-            let fill = |(ib, out): (usize, &mut [f32])| {
-                let (i0, ni) = (ib * 32, out.len() / k);
-                for k0 in (0..k).step_by(32) {
-                    for kk in k0..(k0 + 32).min(k) {
-                        for (di, &v) in a[kk * m + i0..kk * m + i0 + ni].iter().enumerate() {
-                            out[di * k + kk] = v;
+            // cache lines read and written), in parallel when large, and [`CHUNK`] rows of the
+            // result at a time, so that the transposed copy stays small (dw of a training step:
+            // m = 3,072 rows of k = 2,624 would be 32 MB)
+            const CHUNK: usize = 384; // a multiple of every kernel's row block (12, 16, 32)
+            let mut rows = vec![0f32; CHUNK.min(m) * k];
+            for c0 in (0..m).step_by(CHUNK) {
+                let mc = CHUNK.min(m - c0);
+                let rows = &mut rows[..mc * k];
+                let fill = |(ib, out): (usize, &mut [f32])| {
+                    let (i0, ni) = (c0 + ib * 32, out.len() / k);
+                    for k0 in (0..k).step_by(32) {
+                        for kk in k0..(k0 + 32).min(k) {
+                            for (di, &v) in a[kk * m + i0..kk * m + i0 + ni].iter().enumerate() {
+                                out[di * k + kk] = v;
+                            }
                         }
                     }
+                };
+                if k > 0 && mc * k >= 1 << 16 {
+                    use rayon::prelude::*;
+                    rows.par_chunks_mut(32 * k).enumerate().for_each(fill);
+                } else if k > 0 {
+                    rows.chunks_mut(32 * k).enumerate().for_each(fill);
                 }
-            };
-            if k > 0 && m * k >= 1 << 16 {
-                use rayon::prelude::*;
-                rows.par_chunks_mut(32 * k).enumerate().for_each(fill);
-            } else if k > 0 {
-                rows.chunks_mut(32 * k).enumerate().for_each(fill);
+                matmul(mc, rows, &w, &mut c[c0 * n..(c0 + mc) * n]);
             }
-            matmul(m, &rows, &w, c)
         }
     }
 }
@@ -455,7 +462,13 @@ pub(crate) mod tests {
     #[test]
     fn gemm_takes_either_operand_transposed() {
         use crate::cpu::gemm::Op;
-        for &(m, n, k) in &[(13, 40, 70), (1, 17, 3), (82, 64, 128), (64, 128, 2624)] {
+        for &(m, n, k) in &[
+            (13, 40, 70),
+            (1, 17, 3),
+            (82, 64, 128),
+            (64, 128, 2624),
+            (777, 33, 45),
+        ] {
             let (a, b) = (exact_data(m * k, 4), exact_data(k * n, 5));
             for (ta, tb) in [
                 (Op::N, Op::N),

@@ -256,9 +256,15 @@ impl Products {
         b: &[f32],
         tb: gemm::Op,
     ) -> Vec<f32> {
-        let mut c = vec![0f32; m * n];
-        self.matmul_into(m, n, k, a, ta, b, tb, &mut c);
-        c
+        match self {
+            // (no zero-filled buffer first: sgemm writes every element)
+            Products::F32 => gemm::sgemm(m, n, k, a, ta, b, tb),
+            Products::Bf16 => {
+                let mut c = vec![0f32; m * n];
+                self.matmul_into(m, n, k, a, ta, b, tb, &mut c);
+                c
+            }
+        }
     }
 }
 

@@ -13,8 +13,8 @@ pub struct ServeArgs {
     /// A model file, run folder or `hub:OWNER/REPO[@REV][/FILE]` to serve (a reference `.pt`
     /// from the Hub is converted for the sequence length of `--data`), repeatable: each one's task (Sudoku, maze or ARC)
     /// is read from its vocabulary, one model per task. Sudoku and maze without one get the
-    /// shipped model (models/sudoku-cpu.safetensors, models/maze-cpu.safetensors) where it is
-    /// found.
+    /// shipped model (models/sudoku-trm-cpu.safetensors, models/maze-trm-cpu.safetensors) where
+    /// it is found.
     #[arg(long)]
     pub checkpoint: Vec<PathBuf>,
     /// The dataset an ARC checkpoint was trained on: the page offers the tasks of its test

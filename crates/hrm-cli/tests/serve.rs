@@ -24,7 +24,7 @@ impl Server {
     fn start() -> Server {
         let (s, m) = (
             models().join("sudoku-trm-cpu.safetensors"),
-            models().join("maze-cpu.safetensors"),
+            models().join("maze-trm-cpu.safetensors"),
         );
         Server::with(&["--checkpoint", p(&s), "--checkpoint", p(&m)])
     }

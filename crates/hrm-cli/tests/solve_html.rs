@@ -117,8 +117,8 @@ fn maze_trace_and_page() {
     let dir = tempfile::tempdir().unwrap();
     let maze = maze_file();
     let (answer, trace, page) = solve_with_files(dir.path(), 2, &["maze", p(&maze)], 6);
-    // the maze model is HRM with 1 H cycle of 2 L cycles per segment
-    check_trace(&trace, 2, 36, &answer, (1, 2));
+    // the default maze model is TRM too: 2 recursions of 2 latent updates per segment
+    check_trace(&trace, 2, 36, &answer, (2, 4));
     assert_eq!(trace["input"][0].as_str().unwrap().len(), 6);
     let Some(chrome) = hrm_testkit::browser::chromium() else {
         return;

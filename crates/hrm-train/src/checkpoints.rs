@@ -19,8 +19,9 @@ use crate::rundir::RunDir;
 /// The shipped Sudoku model `hrm solve sudoku` uses by default (`models/sudoku-trm-cpu.safetensors`:
 /// TRM with mlp_t, trained on 20-blank Sudokus; `models/sudoku-cpu.safetensors` is the HRM one).
 pub const SUDOKU_MODEL: &str = "sudoku-trm-cpu.safetensors";
-/// The shipped maze model (`models/maze-cpu.safetensors`), `hrm solve maze`'s default.
-pub const MAZE_MODEL: &str = "maze-cpu.safetensors";
+/// The shipped maze model `hrm solve maze` uses by default (`models/maze-trm-cpu.safetensors`:
+/// TRM with mlp_t, trained on 6x6 mazes; `models/maze-cpu.safetensors` is the HRM one).
+pub const MAZE_MODEL: &str = "maze-trm-cpu.safetensors";
 
 /// `--checkpoint` as given: a model file, a run folder meaning its newest `step_N.safetensors`,
 /// or a Hub reference (see [`resolve_checkpoint_for`]; a reference `.pt` of a RoPE model then

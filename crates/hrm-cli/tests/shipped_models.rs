@@ -167,7 +167,7 @@ fn trm_sudoku_model_solves_fresh_20_blank_puzzles() {
         assert!(exact >= min, "{blanks} blanks: exact accuracy {exact}");
     }
     let data = dir.path().join("20").join("data");
-    if cpu_has_bf16() {
+    if hrm_model::cpu::bf16::available() {
         let f = eval_shipped(dir.path(), "sudoku-trm-cpu.safetensors", &data, &[]);
         let bf = eval_shipped(dir.path(), "sudoku-trm-cpu.safetensors", &data, &["--bf16"]);
         let exact = |v: &serde_json::Value| v["metrics"]["all"]["exact_accuracy"].as_f64().unwrap();
@@ -211,7 +211,7 @@ fn sudoku_model_solves_fresh_puzzles() {
 
     // bf16 matrix products (AMX or AVX512-BF16) where the CPU has them: the same accuracy within
     // a point (measured: the same 94.8%), and a clear refusal where it does not
-    if cpu_has_bf16() {
+    if hrm_model::cpu::bf16::available() {
         let bf = eval_shipped(dir.path(), "sudoku-cpu.safetensors", &data, &["--bf16"]);
         let all = &bf["metrics"]["all"];
         let bf_exact = all["exact_accuracy"].as_f64().unwrap();
@@ -230,23 +230,6 @@ fn sudoku_model_solves_fresh_puzzles() {
             "{err}"
         );
     }
-}
-
-/// Whether this CPU advertises a bf16 unit (Linux `/proc/cpuinfo` flags): AMX-BF16 and AMX-TILE
-/// unless `HRM_NO_AMX` is set, or AVX512-BF16; none with `HRM_NO_SIMD`.
-fn cpu_has_bf16() -> bool {
-    if std::env::var_os("HRM_NO_SIMD").is_some() {
-        return false;
-    }
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags = info
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .unwrap_or_default();
-    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-    let avx512 = has("avx512f") && has("avx512bw");
-    let amx = has("amx_bf16") && has("amx_tile") && std::env::var_os("HRM_NO_AMX").is_none();
-    avx512 && (amx || has("avx512_bf16"))
 }
 
 /// Lower bound for 500 fresh puzzles: the rate measured on the 1,100 held-out puzzles at training

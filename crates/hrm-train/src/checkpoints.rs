@@ -213,13 +213,6 @@ pub fn load_for_inference(
              arch.forward_dtype (a model trained with forward_dtype = \"bfloat16\" runs in bf16)"
         );
     }
-    if bf16 && !hrm_model::cpu::bf16::available() {
-        bail!(
-            "--bf16: bf16 matrix products need Intel AMX (Xeon 4th generation or newer, under \
-             Linux) or AVX512-BF16 (AMD Zen 4 or newer, Intel Cooper Lake), and this CPU offers \
-             neither (or HRM_NO_SIMD is set); run without --bf16"
-        );
-    }
     // --bf16 runs the checkpoint as a bf16 forward on the CPU: f32 activations, bf16 products
     let (model, metadata) = load_model(ckpt, device, |c| {
         adjust(c);

@@ -773,8 +773,9 @@ fn check_cpu_bf16(f: hrm_model::config::ForwardDtype) -> Result<()> {
     if f == hrm_model::config::ForwardDtype::BF16 && !hrm_model::cpu::bf16::available() {
         anyhow::bail!(
             "arch.forward_dtype = \"bfloat16\" trains on the CPU with bf16 matrix products on \
-             Intel AMX or AVX512-BF16 (AMD Zen 4 or newer, Intel Cooper Lake or newer), and this \
-             CPU offers neither (or HRM_NO_SIMD is set): set arch.forward_dtype = \"float32\""
+             {}, and this CPU offers neither (or HRM_NO_SIMD is set): set arch.forward_dtype = \
+             \"float32\"",
+            hrm_model::cpu::bf16::UNITS
         );
     }
     Ok(())

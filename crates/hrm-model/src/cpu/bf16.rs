@@ -216,6 +216,11 @@ pub fn kernel() -> Kernel {
     })
 }
 
+/// The bf16 units the kernels run on, for messages where a CPU has neither.
+pub const UNITS: &str =
+    "Intel AMX (Xeon 4th generation or newer, under Linux) or AVX512-BF16 (AMD \
+                         Zen 4 or newer, Intel Cooper Lake)";
+
 /// Whether this CPU has a bf16 unit the products run on (AMX or AVX512-BF16).
 pub fn available() -> bool {
     kernel() != Kernel::Reference
@@ -266,22 +271,21 @@ pub fn gemm_into(
     tb: gemm::Op,
     c: &mut [f32],
 ) {
-    let view = |x: &[f32], op: gemm::Op, rows: usize, cols: usize| {
+    for (x, rows, cols) in [(a, m, k), (b, k, n)] {
         assert_eq!(
             x.len(),
             rows * cols,
             "bf16::gemm: operand of {} elements, not {rows}x{cols}",
             x.len()
         );
-        match op {
-            gemm::Op::N => Mat::rows(x, cols),
-            gemm::Op::T => Mat::rows(x, rows).t(),
-        }
+    }
+    // the n x k transpose of op(b), as the packing reads it
+    let bt = match tb {
+        gemm::Op::N => Mat::rows(b, n).t(),
+        gemm::Op::T => Mat::rows(b, k),
     };
-    view(a, ta, m, k); // checks the size of `a`
-    let bv = view(b, tb, k, n);
-    // SAFETY: `bv.t()` views the n x k transpose of the k x n operand just checked.
-    let w = unsafe { PackedBf16::pack_view(bv.t(), n, k) };
+    // SAFETY: `bt` views the n x k elements of `b` just checked.
+    let w = unsafe { PackedBf16::pack_view(bt, n, k) };
     match ta {
         gemm::Op::N => matmul(m, a, &w, c),
         gemm::Op::T => {

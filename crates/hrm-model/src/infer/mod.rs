@@ -152,15 +152,21 @@ impl<'m> Engine<'m> {
     /// elsewhere.
     pub fn new(model: &'m Hrm, kernels: Kernels) -> Result<Self> {
         let mut e = Self::plain(model);
+        let bf16_packs =
+            || host::pack_blocks(model, bf16::PackedBf16::pack).map(PackedBlocks::Bf16);
+        if kernels == Kernels::Bf16 && !bf16::available() {
+            return Err(Error::msg(format!(
+                "bf16 matrix products need {}, and this CPU offers neither (or HRM_NO_SIMD is \
+                 set); run without the bf16 option",
+                bf16::UNITS
+            )));
+        }
         if model.products() == Products::Bf16 {
             // a bf16 forward on the CPU: its own products whatever was asked, the attention
             // blocks' weights packed once (where the CPU has no bf16 unit the kernel computes
             // the same numbers in f32)
             if !model.cfg.mlp_t {
-                e.packed = Some(PackedBlocks::Bf16(host::pack_blocks(
-                    model,
-                    bf16::PackedBf16::pack,
-                )?));
+                e.packed = Some(bf16_packs()?);
             }
             return Ok(e);
         }
@@ -179,17 +185,7 @@ impl<'m> Engine<'m> {
                          bfloat16 forward (arch.forward_dtype = \"bfloat16\")",
                     ));
                 }
-                if !bf16::available() {
-                    return Err(Error::msg(
-                        "bf16 matrix products need Intel AMX (Xeon 4th generation or newer, under \
-                         Linux) or AVX512-BF16 (AMD Zen 4 or newer, Intel Cooper Lake), and this \
-                         CPU offers neither (or HRM_NO_SIMD is set); run without the bf16 option",
-                    ));
-                }
-                e.packed = Some(PackedBlocks::Bf16(host::pack_blocks(
-                    model,
-                    bf16::PackedBf16::pack,
-                )?));
+                e.packed = Some(bf16_packs()?);
             }
             Kernels::PackedF32 => {
                 let rows = model.cfg.batch_size * model.cfg.full_seq_len();

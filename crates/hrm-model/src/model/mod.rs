@@ -266,8 +266,8 @@ impl Hrm {
         // recomputed in the backward instead of held by the graph (peak memory)
         let h = if self.cfg.mlp_t {
             let (gu, down) = (self.weight(w0, grad)?, self.weight(w1, grad)?);
+            // [B, S, D]
             ops::mlp_t_block(h, &gu, &down, eps, self.products, &mut |m| show("mlp_t", m))?
-        // [B, S, D]
         } else {
             let qkv = ops::linear(h, &self.weight(w0, grad)?, self.products)?; // [B, S, 3D]
             let a = ops::then_linear(&qkv, &self.attn, &self.weight(w1, grad)?, self.products)?; // [B, S, D]

@@ -1039,7 +1039,14 @@ fn live_staging() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
 pub fn remove_live_staging_dirs() -> Vec<PathBuf> {
     let live = std::mem::take(&mut *live_staging());
     for p in &live {
-        let _ = fs::remove_dir_all(p);
+        // the builder's threads may still be writing into it: a file created while the folder
+        // is being emptied fails the last rmdir, so try again (briefly) until it is gone
+        for _ in 0..200 {
+            if fs::remove_dir_all(p).is_ok() || !p.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
     live
 }
@@ -1099,8 +1106,12 @@ impl StagingDir {
         if tmp_path.exists() {
             fs::remove_dir_all(&tmp_path).map_err(|e| DataError::io(&tmp_path, e))?;
         }
-        fs::create_dir_all(&tmp_path).map_err(|e| DataError::io(&tmp_path, e))?;
+        // registered before it exists: a signal between the two still finds it
         live_staging().push(tmp_path.clone());
+        if let Err(e) = fs::create_dir_all(&tmp_path) {
+            live_staging().retain(|p| p != &tmp_path);
+            return Err(DataError::io(&tmp_path, e));
+        }
         Ok(StagingDir {
             final_path: output_dir.to_path_buf(),
             tmp_path,

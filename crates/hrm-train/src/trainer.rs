@@ -41,7 +41,7 @@ use hrm_data::sampler::TrainSampler;
 use hrm_model::checkpoint::safetensors_bytes;
 use hrm_model::optim::Ema;
 use hrm_model::train::Optimizers;
-use hrm_model::{Carry, Engine, Hrm};
+use hrm_model::{Carry, Engine, Hrm, Kernels};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -299,7 +299,7 @@ impl Run {
         };
         self.with_average(|run, _| {
             evaluate(
-                &Engine::plain(&run.model),
+                &Engine::new(&run.model, Kernels::Plain)?,
                 run.test.clone(),
                 run.cfg.global_batch_size,
                 run.cfg.arch.loss.loss_type,

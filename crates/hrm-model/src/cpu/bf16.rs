@@ -77,20 +77,14 @@ pub(super) fn flat_mut(l: &mut [Line]) -> &mut [u16] {
 pub(super) fn round_into(src: &[f32], dst: &mut [u16]) {
     #[cfg(target_arch = "x86_64")]
     {
-        static AVX512: OnceLock<bool> = OnceLock::new();
-        let fast = *AVX512.get_or_init(|| {
-            crate::cpu::simd_enabled()
-                && is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-        });
         #[target_feature(enable = "avx512f,avx512bw")]
         unsafe fn wide(src: &[f32], dst: &mut [u16]) {
             for (d, &s) in dst.iter_mut().zip(src) {
                 *d = bf16_bits(s);
             }
         }
-        if fast {
-            // SAFETY: the CPU has AVX-512 F/BW (checked above).
+        if avx512() {
+            // SAFETY: the CPU has AVX-512 F/BW.
             return unsafe { wide(src, dst) };
         }
     }
@@ -124,6 +118,9 @@ impl PackedBf16 {
 
     /// Pack the `n x k` matrix that `w` views (element `(col, kk)` at `w.ptr + col*rs + kk*cs`):
     /// a transposed operand packs without a copy. In parallel, one 16-column strip per task.
+    /// The two layouts of the products ([`strip_rows`]: a weight `[n, k]`, `cs = 1`;
+    /// [`strip_cols`]: a stored `[k, n]` read transposed, `rs = 1`) have loops the compiler
+    /// vectorises (AVX-512 where the CPU has it); other views take the element-wise loop.
     ///
     /// # Safety
     /// The view must address `n x k` readable f32.
@@ -134,24 +131,47 @@ impl PackedBf16 {
             return Self { n, k, tiles: buf };
         }
         let src = gemm::SendPtr(w.ptr as *mut f32);
-        let fill = |(cb, strip): (usize, &mut [u16])| {
+        let wide = avx512();
+        let fill = |(cb, strip): (usize, &mut [Line])| {
             let src = &src; // the whole SendPtr (a raw pointer alone is not Sync)
-            let cols = cb * 16..n.min(cb * 16 + 16);
-            for kk in 0..k {
-                let line = &mut strip[(kk / 2) * 32 + kk % 2..];
-                for col in cols.clone() {
-                    // SAFETY: (col, kk) is inside the n x k view (the caller's contract).
-                    let v = unsafe { *src.0.offset(col as isize * w.rs + kk as isize * w.cs) };
-                    line[(col % 16) * 2] = bf16_bits(v);
+            let (c0, cols) = (cb * 16, n.saturating_sub(cb * 16).min(16));
+            if cols == 0 {
+                return; // a padding strip (N is padded to 32)
+            }
+            // SAFETY: (whole closure) the strip's columns [c0, c0 + cols) and every kk < k lie
+            // inside the n x k view (the caller's contract); `strip` is kp / 2 lines.
+            let first = unsafe { src.0.offset(c0 as isize * w.rs) };
+            let view = Mat {
+                ptr: first as *const f32,
+                rs: w.rs,
+                cs: w.cs,
+            };
+            match (w.cs == 1, w.rs == 1, wide) {
+                #[cfg(target_arch = "x86_64")]
+                (true, _, true) => unsafe { strip_rows_avx512(view, cols, k, strip) },
+                #[cfg(target_arch = "x86_64")]
+                (false, true, true) => unsafe { strip_cols_avx512(view, cols, k, strip) },
+                (true, _, _) => unsafe { strip_rows(view, cols, k, strip) },
+                (false, true, _) => unsafe { strip_cols(view, cols, k, strip) },
+                _ => {
+                    let strip = flat_mut(strip);
+                    for kk in 0..k {
+                        let line = &mut strip[(kk / 2) * 32 + kk % 2..];
+                        for col in 0..cols {
+                            let v = unsafe {
+                                *view.ptr.offset(col as isize * w.rs + kk as isize * w.cs)
+                            };
+                            line[col * 2] = bf16_bits(v);
+                        }
+                    }
                 }
             }
         };
-        let strips = flat_mut(&mut buf);
         if n * k >= 1 << 15 {
             use rayon::prelude::*;
-            strips.par_chunks_mut(kp * 16).enumerate().for_each(fill);
+            buf.par_chunks_mut(kp / 2).enumerate().for_each(fill);
         } else {
-            strips.chunks_mut(kp * 16).enumerate().for_each(fill);
+            buf.chunks_mut(kp / 2).enumerate().for_each(fill);
         }
         Self { n, k, tiles: buf }
     }
@@ -170,6 +190,113 @@ impl PackedBf16 {
         }
         w
     }
+}
+
+/// One K pair of the packing as the u32 of a line: the first value in the low half.
+#[inline(always)]
+pub(super) fn pair(lo: f32, hi: f32) -> u32 {
+    bf16_bits(lo) as u32 | (bf16_bits(hi) as u32) << 16
+}
+
+/// A line as its 16 pairs (a line is 64 bytes: 16 u32, as aligned as u16).
+#[inline(always)]
+fn pairs_mut(l: &mut Line) -> &mut [u32; 16] {
+    // SAFETY: Line is 64 bytes aligned to 64 with no padding; every bit pattern is a valid u32.
+    unsafe { &mut *(l as *mut Line as *mut [u32; 16]) }
+}
+
+/// Whether the packing loops run compiled for AVX-512 (off with `HRM_NO_SIMD`).
+pub(super) fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX512: OnceLock<bool> = OnceLock::new();
+        *AVX512.get_or_init(|| {
+            crate::cpu::simd_enabled()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// One 16-column strip of a view whose rows are contiguous (`cs = 1`: a weight `[n, k]`):
+/// per K tile of 32, each column's 32 values rounded into 16 pairs (contiguous reads), then the
+/// 16 x 16 pairs transposed into the tile's 16 lines. Columns past `cols` stay zero.
+///
+/// # Safety
+/// `w` addresses `cols` rows of `k` readable f32 (row stride `w.rs`); `strip` is `up(k, 32) / 2`
+/// lines.
+#[inline(always)]
+unsafe fn strip_rows(w: Mat<f32>, cols: usize, k: usize, strip: &mut [Line]) {
+    for (t, tile) in strip.chunks_mut(KSTEP / 2).enumerate() {
+        let (k0, kt) = (t * KSTEP, KSTEP.min(k - t * KSTEP));
+        let mut tmp = [[0u32; 16]; 16]; // [column][pair]
+        for (c, row) in tmp.iter_mut().enumerate().take(cols) {
+            // SAFETY: row c's values k0 .. k0 + kt are inside the view.
+            let x =
+                unsafe { std::slice::from_raw_parts(w.ptr.offset(c as isize * w.rs).add(k0), kt) };
+            for (p, v) in x.chunks_exact(2).enumerate() {
+                row[p] = pair(v[0], v[1]);
+            }
+            if kt % 2 == 1 {
+                row[kt / 2] = pair(x[kt - 1], 0.0);
+            }
+        }
+        for (p, line) in tile.iter_mut().enumerate() {
+            let line = pairs_mut(line);
+            for (c, row) in tmp.iter().enumerate() {
+                line[c] = row[p];
+            }
+        }
+    }
+}
+
+/// One 16-column strip of a view whose columns are contiguous (`rs = 1`: a stored `[k, n]` read
+/// as its `n x k` transpose): each line is the strip's 16 values of two consecutive K rows,
+/// interleaved. Columns past `cols` stay zero.
+///
+/// # Safety
+/// `w` addresses `k` rows (stride `w.cs`) of `cols` readable f32; `strip` is `up(k, 32) / 2`
+/// lines.
+#[inline(always)]
+unsafe fn strip_cols(w: Mat<f32>, cols: usize, k: usize, strip: &mut [Line]) {
+    // SAFETY: K row kk's `cols` values are inside the view.
+    let row =
+        |kk: usize| unsafe { std::slice::from_raw_parts(w.ptr.offset(kk as isize * w.cs), cols) };
+    for (p, line) in strip.iter_mut().enumerate().take(k.div_ceil(2)) {
+        let line = &mut pairs_mut(line)[..cols];
+        let lo = row(2 * p);
+        if 2 * p + 1 < k {
+            for ((d, &a), &b) in line.iter_mut().zip(lo).zip(row(2 * p + 1)) {
+                *d = pair(a, b);
+            }
+        } else {
+            for (d, &a) in line.iter_mut().zip(lo) {
+                *d = pair(a, 0.0);
+            }
+        }
+    }
+}
+
+/// [`strip_rows`] compiled for AVX-512.
+///
+/// # Safety
+/// As [`strip_rows`], on a CPU with AVX-512 F/BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn strip_rows_avx512(w: Mat<f32>, cols: usize, k: usize, strip: &mut [Line]) {
+    unsafe { strip_rows(w, cols, k, strip) }
+}
+
+/// [`strip_cols`] compiled for AVX-512.
+///
+/// # Safety
+/// As [`strip_cols`], on a CPU with AVX-512 F/BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn strip_cols_avx512(w: Mat<f32>, cols: usize, k: usize, strip: &mut [Line]) {
+    unsafe { strip_cols(w, cols, k, strip) }
 }
 
 /// `c = bf16(a) · w_bf16ᵀ` computed with the f32 kernel on the rounded operands: the numbers every
@@ -256,6 +383,10 @@ pub fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
     }
 }
 
+/// Rows of the result per pass of a product whose `a` is transposed: a multiple of every
+/// kernel's row block (12, 16, 32).
+const CHUNK: usize = 384;
+
 /// `c = op(a) · op(b)` (`[m x k] · [k x n]` into `[m x n]`, overwritten; contiguous row-major
 /// operands as [`gemm::sgemm_into`] takes them) with bf16 operands and f32 accumulation: the
 /// products of a bf16 training step. `b` is packed per call (`n x k` reads, against `m x n x k`
@@ -288,12 +419,19 @@ pub fn gemm_into(
     let w = unsafe { PackedBf16::pack_view(bt, n, k) };
     match ta {
         gemm::Op::N => matmul(m, a, &w, c),
+        gemm::Op::T if kernel() == Kernel::Avx512Bf16 && n > 0 && k > 0 => {
+            // a is stored [k, m]: rounded and transposed by the kernel in one pass, CHUNK rows
+            // of the result at a time (so the bf16 copy stays small)
+            for c0 in (0..m).step_by(CHUNK) {
+                let mc = CHUNK.min(m - c0);
+                crate::cpu::dpbf16::matmul_columns(mc, a, m, c0, &w, &mut c[c0 * n..(c0 + mc) * n]);
+            }
+        }
         gemm::Op::T => {
             // a is stored [k, m]: transposed into rows, 32 rows x 32 columns at a time (whole
             // cache lines read and written), in parallel when large, and [`CHUNK`] rows of the
             // result at a time, so that the transposed copy stays small (dw of a training step:
             // m = 3,072 rows of k = 2,624 would be 32 MB)
-            const CHUNK: usize = 384; // a multiple of every kernel's row block (12, 16, 32)
             let mut rows = vec![0f32; CHUNK.min(m) * k];
             for c0 in (0..m).step_by(CHUNK) {
                 let mc = CHUNK.min(m - c0);
@@ -472,6 +610,8 @@ pub(crate) mod tests {
             (82, 64, 128),
             (64, 128, 2624),
             (777, 33, 45),
+            (5, 3, 1),
+            (400, 20, 33),
         ] {
             let (a, b) = (exact_data(m * k, 4), exact_data(k * n, 5));
             for (ta, tb) in [
@@ -491,6 +631,64 @@ pub(crate) mod tests {
             super::gemm_into(m, n, k, &a, Op::N, &b, Op::T, &mut got);
             let (want, mag) = oracle(m, &a, &PackedBf16::pack(&b, n, k));
             check("gemm N T", (m, n, k), &got, &want, &mag);
+            // and with a transposed (stored [k, m], the dw product's dyᵀ)
+            let mut at = vec![0f32; k * m];
+            for i in 0..m {
+                for j in 0..k {
+                    at[j * m + i] = a[i * k + j];
+                }
+            }
+            let mut got_t = vec![f32::NAN; m * n];
+            super::gemm_into(m, n, k, &at, Op::T, &b, Op::T, &mut got_t);
+            check("gemm T T", (m, n, k), &got_t, &want, &mag);
+        }
+    }
+
+    /// Both fast layouts and the element-wise loop pack every shape to the rounded weight:
+    /// strips narrower than 16 columns, K below, at and past a tile, odd K; NaN stays NaN.
+    #[test]
+    fn every_packing_layout_gives_the_rounded_weight() {
+        for &(n, k) in &[
+            (1, 1),
+            (5, 3),
+            (16, 32),
+            (17, 33),
+            (37, 45),
+            (40, 70),
+            (64, 129),
+        ] {
+            let mut w = data(n * k, 7);
+            w[n * k / 2] = f32::NAN;
+            let mut wt = vec![0f32; n * k]; // [k, n]
+            for i in 0..n {
+                for j in 0..k {
+                    wt[j * n + i] = w[i * k + j];
+                }
+            }
+            // a view with neither stride 1: every other element of a doubled buffer
+            let doubled: Vec<f32> = w.iter().flat_map(|&x| [x, -7.0]).collect();
+            let strided = Mat {
+                ptr: doubled.as_ptr(),
+                rs: 2 * k as isize,
+                cs: 2,
+            };
+            // SAFETY: each view addresses the n x k elements of its buffer.
+            let packs = unsafe {
+                [
+                    ("rows", PackedBf16::pack_view(Mat::rows(&w, k), n, k)),
+                    ("cols", PackedBf16::pack_view(Mat::rows(&wt, n).t(), n, k)),
+                    ("strided", PackedBf16::pack_view(strided, n, k)),
+                ]
+            };
+            let want: Vec<u32> = round_bf16(&w).iter().map(|x| x.to_bits()).collect();
+            for (name, p) in &packs {
+                let got: Vec<u32> = p.unpack().iter().map(|x| x.to_bits()).collect();
+                assert_eq!(got, want, "{name} {n}x{k}");
+                // the padding is zero
+                let live = flat(&p.tiles).iter().filter(|&&h| h != 0).count();
+                let nonzero = round_bf16(&w).iter().filter(|x| x.to_bits() != 0).count();
+                assert_eq!(live, nonzero, "{name} {n}x{k}: padding written");
+            }
         }
     }
 

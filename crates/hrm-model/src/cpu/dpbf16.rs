@@ -11,7 +11,7 @@
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use super::bf16::{round_into, up, PackedBf16, BLOCK, KSTEP};
+use super::bf16::{avx512, pair, round_into, up, PackedBf16, BLOCK, KSTEP};
 
 /// Rows of a micro-tile (2 x [`MR`] accumulators + 2 weight lines + 1 broadcast of 32 registers).
 const MR: usize = 12;
@@ -37,28 +37,149 @@ thread_local! {
     static A_BUF: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Round `a` `[m, k]` into `out`: `mp` rows of `kp / 2` pairs, zero padded; in parallel when
-/// large.
-fn convert(a: &[f32], m: usize, k: usize, kp: usize, out: &mut [u32]) {
-    let fill = |(row, dst): (usize, &mut [u32])| {
+/// The activations of a product: rows `[m, k]`, or the columns `first..first + m` of a matrix
+/// stored `[k, ld]` (the transposed operand of dw: `dyᵀ` read from `dy`).
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    Plain(&'a [f32]),
+    Columns {
+        t: &'a [f32],
+        ld: usize,
+        first: usize,
+    },
+}
+
+/// Round the `m` rows of `a` (width `k`) into `out`: `mp` rows of `kp / 2` pairs, zero padded;
+/// in parallel when large. Transposed rows go 16 rows x 16 pairs at a time: contiguous reads of
+/// two K rows, then the 16 x 16 block written transposed.
+fn convert(a: Rows, m: usize, k: usize, kp: usize, out: &mut [u32]) {
+    let pairs = kp / 2;
+    let rows = |(row, dst): (usize, &mut [u32])| {
         dst.fill(0);
-        if row < m {
+        if let (Rows::Plain(a), true) = (a, row < m) {
             // SAFETY: a u32 slice read as twice as many u16 (alignment 4 >= 2, no padding).
             let d16 = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u16, kp) };
             round_into(&a[row * k..(row + 1) * k], &mut d16[..k]);
         }
     };
-    if m * k >= 1 << 16 {
-        use rayon::prelude::*;
-        out.par_chunks_mut(kp / 2).enumerate().for_each(fill);
-    } else {
-        out.chunks_mut(kp / 2).enumerate().for_each(fill);
+    let columns = |(rb, dst): (usize, &mut [u32])| {
+        dst.fill(0);
+        if let Rows::Columns { t, ld, first } = a {
+            let (i0, ni) = (rb * 16, m.saturating_sub(rb * 16).min(16));
+            if ni == 0 {
+                return;
+            }
+            let b = Block {
+                t,
+                ld,
+                c0: first + i0,
+                ni,
+                k,
+                pairs,
+            };
+            #[cfg(target_arch = "x86_64")]
+            if avx512() {
+                // SAFETY: the CPU has AVX-512 F/BW.
+                return unsafe { columns_avx512(b, dst) };
+            }
+            columns_block(b, dst)
+        }
+    };
+    use rayon::prelude::*;
+    let par = m * k >= 1 << 16;
+    match (a, par) {
+        (Rows::Plain(_), true) => out.par_chunks_mut(pairs).enumerate().for_each(rows),
+        (Rows::Plain(_), false) => out.chunks_mut(pairs).enumerate().for_each(rows),
+        (Rows::Columns { .. }, true) => {
+            out.par_chunks_mut(16 * pairs).enumerate().for_each(columns)
+        }
+        (Rows::Columns { .. }, false) => out.chunks_mut(16 * pairs).enumerate().for_each(columns),
     }
 }
 
-/// `c = bf16(a) · wᵀ` (the caller checked [`available`] and the shapes, `m, n, k > 0`).
+/// Rows `c0 .. c0 + ni` (`ni <= 16`) of the transposed operand (columns of `t`, `[k, ld]`),
+/// for rows of `pairs` pairs.
+#[derive(Clone, Copy)]
+struct Block<'a> {
+    t: &'a [f32],
+    ld: usize,
+    c0: usize,
+    ni: usize,
+    k: usize,
+    pairs: usize,
+}
+
+/// Round and transpose `b` into `dst`.
+#[inline(always)]
+fn columns_block(b: Block, dst: &mut [u32]) {
+    let Block {
+        t,
+        ld,
+        c0,
+        ni,
+        k,
+        pairs,
+    } = b;
+    for p0 in (0..k.div_ceil(2)).step_by(16) {
+        let np = 16.min(k.div_ceil(2) - p0);
+        let mut tmp = [[0u32; 16]; 16]; // [pair][row]
+        for (dp, block) in tmp.iter_mut().enumerate().take(np) {
+            let kk = 2 * (p0 + dp);
+            let lo = &t[kk * ld + c0..][..ni];
+            if kk + 1 < k {
+                let hi = &t[(kk + 1) * ld + c0..][..ni];
+                for ((d, &x), &y) in block.iter_mut().zip(lo).zip(hi) {
+                    *d = pair(x, y);
+                }
+            } else {
+                for (d, &x) in block.iter_mut().zip(lo) {
+                    *d = pair(x, 0.0);
+                }
+            }
+        }
+        for i in 0..ni {
+            for (dp, block) in tmp.iter().enumerate().take(np) {
+                dst[i * pairs + p0 + dp] = block[i];
+            }
+        }
+    }
+}
+
+/// [`columns_block`] compiled for AVX-512.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW.
 #[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn columns_avx512(b: Block, dst: &mut [u32]) {
+    columns_block(b, dst)
+}
+
+/// `c = bf16(a) · wᵀ` (the caller checked [`available`] and the shapes, `m, n, k > 0`).
 pub(super) fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
+    product(m, Rows::Plain(a), w, c)
+}
+
+/// `c = bf16(A) · wᵀ` where A `[m, w.k]` is the columns `first..first + m` of `t` `[w.k, ld]`
+/// (the caller checked [`available`] and the shapes, `m, n, k > 0`): A is rounded and
+/// transposed in one pass, with no f32 copy.
+pub(super) fn matmul_columns(
+    m: usize,
+    t: &[f32],
+    ld: usize,
+    first: usize,
+    w: &PackedBf16,
+    c: &mut [f32],
+) {
+    assert!(
+        first + m <= ld && t.len() >= w.k * ld,
+        "dpbf16: columns outside the operand"
+    );
+    product(m, Rows::Columns { t, ld, first }, w, c)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn product(m: usize, a: Rows, w: &PackedBf16, c: &mut [f32]) {
     let (n, k) = (w.n, w.k);
     let (mp, kp, np) = (up(m, MR), up(k, KSTEP), up(n, BLOCK));
     let mut buf = A_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
@@ -75,8 +196,8 @@ pub(super) fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub(super) fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
-    super::bf16::reference(m, a, w, c)
+fn product(_: usize, _: Rows, _: &PackedBf16, _: &mut [f32]) {
+    unreachable!("AVX512-BF16 is never available off x86_64")
 }
 
 /// Result columns `[32*b0, 32*b1)` for all rows.

@@ -99,9 +99,11 @@ impl NoGradCalls for Engine<'_> {
 impl Hrm {
     /// One ACT step (one segment for every row): halted rows restart on their row of `batch`,
     /// the others continue their own example and ignore `batch`'s row at their index. Training
-    /// steps get the gradient; the no-gradient calls of either mode run on a plain engine built
-    /// here ([`Engine::plain`]; inference with other kernels: [`Engine::act_step`]), so a
-    /// gradient step never sees inference-only kernels.
+    /// steps get the gradient; the no-gradient calls of either mode run on the model's own
+    /// kernels, built here (`Engine::new(self, Kernels::Plain)`: the plain engine, whose bf16
+    /// forward on the CPU packs the block weights once per step instead of once per product,
+    /// the same numbers; inference with other kernels: [`Engine::act_step`]), so a gradient step
+    /// never sees inference-only kernels.
     pub fn act_step(
         &self,
         carry: &Carry,
@@ -109,7 +111,14 @@ impl Hrm {
         mode: Mode,
         rng: &mut dyn RngCore,
     ) -> Result<(Carry, StepOutput)> {
-        act::step(&Engine::plain(self), carry, batch, mode, rng, &mut ())
+        act::step(
+            &Engine::new(self, Kernels::Plain)?,
+            carry,
+            batch,
+            mode,
+            rng,
+            &mut (),
+        )
     }
 }
 

@@ -194,7 +194,7 @@ impl PackedBf16 {
 
 /// One K pair of the packing as the u32 of a line: the first value in the low half.
 #[inline(always)]
-pub(super) fn pair(lo: f32, hi: f32) -> u32 {
+fn pair(lo: f32, hi: f32) -> u32 {
     bf16_bits(lo) as u32 | (bf16_bits(hi) as u32) << 16
 }
 
@@ -265,14 +265,22 @@ unsafe fn strip_cols(w: Mat<f32>, cols: usize, k: usize, strip: &mut [Line]) {
     let row =
         |kk: usize| unsafe { std::slice::from_raw_parts(w.ptr.offset(kk as isize * w.cs), cols) };
     for (p, line) in strip.iter_mut().enumerate().take(k.div_ceil(2)) {
-        let line = &mut pairs_mut(line)[..cols];
-        let lo = row(2 * p);
-        if 2 * p + 1 < k {
-            for ((d, &a), &b) in line.iter_mut().zip(lo).zip(row(2 * p + 1)) {
+        let hi = (2 * p + 1 < k).then(|| row(2 * p + 1));
+        interleave(row(2 * p), hi, &mut pairs_mut(line)[..cols]);
+    }
+}
+
+/// `dst[i] = pair(lo[i], hi[i])`: two K rows into pairs (the second row zero past an odd K).
+#[inline(always)]
+pub(super) fn interleave(lo: &[f32], hi: Option<&[f32]>, dst: &mut [u32]) {
+    match hi {
+        Some(hi) => {
+            for ((d, &a), &b) in dst.iter_mut().zip(lo).zip(hi) {
                 *d = pair(a, b);
             }
-        } else {
-            for (d, &a) in line.iter_mut().zip(lo) {
+        }
+        None => {
+            for (d, &a) in dst.iter_mut().zip(lo) {
                 *d = pair(a, 0.0);
             }
         }
@@ -369,11 +377,7 @@ pub fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
         c.len(),
         w.n
     );
-    if m == 0 || w.n == 0 {
-        return;
-    }
-    if w.k == 0 {
-        c.fill(0.0); // an empty sum
+    if empty(m, w, c) {
         return;
     }
     match kernel() {
@@ -381,6 +385,57 @@ pub fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
         Kernel::Avx512Bf16 => crate::cpu::dpbf16::matmul(m, a, w, c),
         Kernel::Reference => reference(m, a, w, c),
     }
+}
+
+/// Whether the product `[m x k] · [k x n]` has nothing to multiply (then `c` is done: untouched
+/// when it is empty, zeros for an empty sum).
+fn empty(m: usize, w: &PackedBf16, c: &mut [f32]) -> bool {
+    if m == 0 || w.n == 0 {
+        return true;
+    }
+    if w.k == 0 {
+        c.fill(0.0);
+        return true;
+    }
+    false
+}
+
+/// `c[m x n] = bf16(A) · wᵀ` where A `[m, w.k]` is the columns `first..first + m` of `t`
+/// `[w.k, ld]`: on AVX512-BF16 A is rounded and transposed in one pass by the kernel; the other
+/// kernels take it transposed into f32 rows first, in `rows` (kept by the caller between calls).
+fn matmul_columns(
+    m: usize,
+    (t, ld, first): (&[f32], usize, usize),
+    w: &PackedBf16,
+    c: &mut [f32],
+    rows: &mut Vec<f32>,
+) {
+    if empty(m, w, c) {
+        return;
+    }
+    if kernel() == Kernel::Avx512Bf16 {
+        return crate::cpu::dpbf16::matmul_columns(m, t, ld, first, w, c);
+    }
+    // 32 rows x 32 columns at a time (whole cache lines read and written), in parallel when large
+    let k = w.k;
+    rows.resize(m * k, 0.0);
+    let fill = |(ib, out): (usize, &mut [f32])| {
+        let (i0, ni) = (first + ib * 32, out.len() / k);
+        for k0 in (0..k).step_by(32) {
+            for kk in k0..(k0 + 32).min(k) {
+                for (di, &v) in t[kk * ld + i0..kk * ld + i0 + ni].iter().enumerate() {
+                    out[di * k + kk] = v;
+                }
+            }
+        }
+    };
+    if m * k >= 1 << 16 {
+        use rayon::prelude::*;
+        rows.par_chunks_mut(32 * k).enumerate().for_each(fill);
+    } else {
+        rows.chunks_mut(32 * k).enumerate().for_each(fill);
+    }
+    matmul(m, rows, w, c)
 }
 
 /// Rows of the result per pass of a product whose `a` is transposed: a multiple of every
@@ -419,40 +474,15 @@ pub fn gemm_into(
     let w = unsafe { PackedBf16::pack_view(bt, n, k) };
     match ta {
         gemm::Op::N => matmul(m, a, &w, c),
-        gemm::Op::T if kernel() == Kernel::Avx512Bf16 && n > 0 && k > 0 => {
-            // a is stored [k, m]: rounded and transposed by the kernel in one pass, CHUNK rows
-            // of the result at a time (so the bf16 copy stays small)
-            for c0 in (0..m).step_by(CHUNK) {
-                let mc = CHUNK.min(m - c0);
-                crate::cpu::dpbf16::matmul_columns(mc, a, m, c0, &w, &mut c[c0 * n..(c0 + mc) * n]);
-            }
-        }
         gemm::Op::T => {
-            // a is stored [k, m]: transposed into rows, 32 rows x 32 columns at a time (whole
-            // cache lines read and written), in parallel when large, and [`CHUNK`] rows of the
-            // result at a time, so that the transposed copy stays small (dw of a training step:
-            // m = 3,072 rows of k = 2,624 would be 32 MB)
-            let mut rows = vec![0f32; CHUNK.min(m) * k];
+            // a is stored [k, m]: [`CHUNK`] rows of the result at a time, so that the kernel's
+            // copy of them stays small (dw of a training step: m = 3,072 rows of k = 2,624
+            // would be 32 MB in f32)
+            let mut rows = Vec::new();
             for c0 in (0..m).step_by(CHUNK) {
                 let mc = CHUNK.min(m - c0);
-                let rows = &mut rows[..mc * k];
-                let fill = |(ib, out): (usize, &mut [f32])| {
-                    let (i0, ni) = (c0 + ib * 32, out.len() / k);
-                    for k0 in (0..k).step_by(32) {
-                        for kk in k0..(k0 + 32).min(k) {
-                            for (di, &v) in a[kk * m + i0..kk * m + i0 + ni].iter().enumerate() {
-                                out[di * k + kk] = v;
-                            }
-                        }
-                    }
-                };
-                if k > 0 && mc * k >= 1 << 16 {
-                    use rayon::prelude::*;
-                    rows.par_chunks_mut(32 * k).enumerate().for_each(fill);
-                } else if k > 0 {
-                    rows.chunks_mut(32 * k).enumerate().for_each(fill);
-                }
-                matmul(mc, rows, &w, &mut c[c0 * n..(c0 + mc) * n]);
+                let out = &mut c[c0 * n..(c0 + mc) * n];
+                matmul_columns(mc, (a, m, c0), &w, out, &mut rows);
             }
         }
     }

@@ -11,7 +11,7 @@
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use super::bf16::{avx512, pair, round_into, up, PackedBf16, BLOCK, KSTEP};
+use super::bf16::{avx512, interleave, round_into, up, PackedBf16, BLOCK, KSTEP};
 
 /// Rows of a micro-tile (2 x [`MR`] accumulators + 2 weight lines + 1 broadcast of 32 registers).
 const MR: usize = 12;
@@ -22,10 +22,7 @@ pub(super) fn available() -> bool {
     *OK.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            crate::cpu::simd_enabled()
-                && is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512bf16")
+            avx512() && is_x86_feature_detected!("avx512bf16")
         }
         #[cfg(not(target_arch = "x86_64"))]
         false
@@ -54,17 +51,19 @@ enum Rows<'a> {
 /// two K rows, then the 16 x 16 block written transposed.
 fn convert(a: Rows, m: usize, k: usize, kp: usize, out: &mut [u32]) {
     let pairs = kp / 2;
-    let rows = |(row, dst): (usize, &mut [u32])| {
-        dst.fill(0);
-        if let (Rows::Plain(a), true) = (a, row < m) {
-            // SAFETY: a u32 slice read as twice as many u16 (alignment 4 >= 2, no padding).
-            let d16 = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u16, kp) };
-            round_into(&a[row * k..(row + 1) * k], &mut d16[..k]);
-        }
-    };
-    let columns = |(rb, dst): (usize, &mut [u32])| {
-        dst.fill(0);
-        if let Rows::Columns { t, ld, first } = a {
+    let par = m * k >= 1 << 16;
+    match a {
+        Rows::Plain(a) => chunks(out, pairs, par, |row, dst| {
+            dst.fill(0);
+            if row < m {
+                // SAFETY: a u32 slice read as twice as many u16 (alignment 4 >= 2, no padding).
+                let d16 =
+                    unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u16, kp) };
+                round_into(&a[row * k..(row + 1) * k], &mut d16[..k]);
+            }
+        }),
+        Rows::Columns { t, ld, first } => chunks(out, 16 * pairs, par, |rb, dst| {
+            dst.fill(0);
             let (i0, ni) = (rb * 16, m.saturating_sub(rb * 16).min(16));
             if ni == 0 {
                 return;
@@ -83,17 +82,19 @@ fn convert(a: Rows, m: usize, k: usize, kp: usize, out: &mut [u32]) {
                 return unsafe { columns_avx512(b, dst) };
             }
             columns_block(b, dst)
-        }
-    };
+        }),
+    }
+}
+
+/// `f(index, chunk)` for every `size`-long chunk of `out`, on rayon's threads when `par`.
+fn chunks(out: &mut [u32], size: usize, par: bool, f: impl Fn(usize, &mut [u32]) + Sync + Send) {
     use rayon::prelude::*;
-    let par = m * k >= 1 << 16;
-    match (a, par) {
-        (Rows::Plain(_), true) => out.par_chunks_mut(pairs).enumerate().for_each(rows),
-        (Rows::Plain(_), false) => out.chunks_mut(pairs).enumerate().for_each(rows),
-        (Rows::Columns { .. }, true) => {
-            out.par_chunks_mut(16 * pairs).enumerate().for_each(columns)
-        }
-        (Rows::Columns { .. }, false) => out.chunks_mut(16 * pairs).enumerate().for_each(columns),
+    if par {
+        out.par_chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    } else {
+        out.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
     }
 }
 
@@ -125,17 +126,8 @@ fn columns_block(b: Block, dst: &mut [u32]) {
         let mut tmp = [[0u32; 16]; 16]; // [pair][row]
         for (dp, block) in tmp.iter_mut().enumerate().take(np) {
             let kk = 2 * (p0 + dp);
-            let lo = &t[kk * ld + c0..][..ni];
-            if kk + 1 < k {
-                let hi = &t[(kk + 1) * ld + c0..][..ni];
-                for ((d, &x), &y) in block.iter_mut().zip(lo).zip(hi) {
-                    *d = pair(x, y);
-                }
-            } else {
-                for (d, &x) in block.iter_mut().zip(lo) {
-                    *d = pair(x, 0.0);
-                }
-            }
+            let row = |kk: usize| &t[kk * ld + c0..][..ni];
+            interleave(row(kk), (kk + 1 < k).then(|| row(kk + 1)), &mut block[..ni]);
         }
         for i in 0..ni {
             for (dp, block) in tmp.iter().enumerate().take(np) {

@@ -6,12 +6,15 @@
 //! (16 columns x one K pair) against one pair of an activation row, broadcast. A micro-tile keeps
 //! [`MR`] rows x 32 columns of the result in 24 registers over the whole reduction; the
 //! activations are rounded once per call into rows of pairs. Threads split the 32-column panels,
-//! and rows are taken in chunks that stay in L2 across the panels.
+//! and rows are taken in chunks that stay in L2 across the panels. A product can also apply a
+//! SwiGLU gate to its micro-tiles and round the result for the next product ([`glu`], for
+//! [`crate::cpu::mlp16`]), and take activations already in that form ([`matmul_pairs`]).
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use super::bf16::{avx512, interleave, round_into, up, PackedBf16, BLOCK, KSTEP};
+use super::bf16::{avx512, bf16_bits, interleave, round_into, up, PackedBf16, BLOCK, KSTEP};
+use super::gemm::SendPtr;
 
 /// Rows of a micro-tile (2 x [`MR`] accumulators + 2 weight lines + 1 broadcast of 32 registers).
 const MR: usize = 12;
@@ -22,7 +25,11 @@ pub(super) fn available() -> bool {
     *OK.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            avx512() && is_x86_feature_detected!("avx512bf16")
+            // (VL and FMA for the SwiGLU gate's loop; every AVX512-BF16 CPU has them)
+            avx512()
+                && is_x86_feature_detected!("avx512bf16")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("fma")
         }
         #[cfg(not(target_arch = "x86_64"))]
         false
@@ -34,11 +41,13 @@ thread_local! {
     static A_BUF: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The activations of a product: rows `[m, k]`, or the columns `first..first + m` of a matrix
-/// stored `[k, ld]` (the transposed operand of dw: `dyᵀ` read from `dy`).
+/// The activations of a product: rows `[m, k]`, the columns `first..first + m` of a matrix
+/// stored `[k, ld]` (the transposed operand of dw: `dyᵀ` read from `dy`), or rows already
+/// rounded into the kernel's form ([`rows_padded`]`(m)` rows of `up(k, KSTEP) / 2` pairs).
 #[derive(Clone, Copy)]
 enum Rows<'a> {
     Plain(&'a [f32]),
+    Pairs(&'a [u32]),
     Columns {
         t: &'a [f32],
         ld: usize,
@@ -62,6 +71,7 @@ fn convert(a: Rows, m: usize, k: usize, kp: usize, out: &mut [u32]) {
                 round_into(&a[row * k..(row + 1) * k], &mut d16[..k]);
             }
         }),
+        Rows::Pairs(_) => unreachable!("dpbf16: rows already in pairs need no conversion"),
         Rows::Columns { t, ld, first } => chunks(out, 16 * pairs, par, |rb, dst| {
             dst.fill(0);
             let (i0, ni) = (rb * 16, m.saturating_sub(rb * 16).min(16));
@@ -147,9 +157,40 @@ unsafe fn columns_avx512(b: Block, dst: &mut [u32]) {
     columns_block(b, dst)
 }
 
+/// Rows of the activations in the kernel's form for `m` rows (a whole number of micro-tiles).
+pub(super) fn rows_padded(m: usize) -> usize {
+    up(m, MR)
+}
+
 /// `c = bf16(a) · wᵀ` (the caller checked [`available`] and the shapes, `m, n, k > 0`).
 pub(super) fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
-    product(m, Rows::Plain(a), w, c)
+    product(m, Rows::Plain(a), w, Sink::F32(SendPtr(c.as_mut_ptr())))
+}
+
+/// `c = a · wᵀ` for activations already rounded into pairs: [`rows_padded`]`(m)` rows of
+/// `up(w.k, KSTEP) / 2` pairs, as [`glu`] writes them (the caller checked [`available`] and the
+/// shapes, `m, n, k > 0`).
+pub(super) fn matmul_pairs(m: usize, a: &[u32], w: &PackedBf16, c: &mut [f32]) {
+    assert!(
+        a.len() >= rows_padded(m) * up(w.k, KSTEP) / 2 && c.len() >= m * w.n,
+        "dpbf16::matmul_pairs: operands smaller than their shapes"
+    );
+    product(m, Rows::Pairs(a), w, Sink::F32(SendPtr(c.as_mut_ptr())))
+}
+
+/// The SwiGLU gate on the product `r = bf16(a) · wᵀ`, whose columns come in 32-column blocks of
+/// 16 gate columns then the same 16 up columns: for block `cb`, `out[row, 16cb + j] =
+/// bf16(silu(r[row, 32cb + j]) · r[row, 32cb + 16 + j])` ([`crate::cpu::kernels::swiglu`]), for
+/// all [`rows_padded`]`(m)` rows (zero rows of `a` give zeros), in rows of `ld` bf16. The gate is
+/// applied to each micro-tile while it is in cache; no f32 result is stored. (The caller checked
+/// [`available`] and the shapes, `m, n, k > 0`.)
+pub(super) fn glu(m: usize, a: &[f32], w: &PackedBf16, out: &mut [u16], ld: usize) {
+    assert!(
+        w.n.is_multiple_of(BLOCK) && ld >= w.n / 2 && out.len() >= rows_padded(m) * ld,
+        "dpbf16::glu: the output is smaller than the gate's columns"
+    );
+    let out = SendPtr(out.as_mut_ptr());
+    product(m, Rows::Plain(a), w, Sink::Glu { out, ld })
 }
 
 /// `c = bf16(A) · wᵀ` where A `[m, w.k]` is the columns `first..first + m` of `t` `[w.k, ld]`
@@ -167,41 +208,64 @@ pub(super) fn matmul_columns(
         first + m <= ld && t.len() >= w.k * ld,
         "dpbf16: columns outside the operand"
     );
-    product(m, Rows::Columns { t, ld, first }, w, c)
+    product(
+        m,
+        Rows::Columns { t, ld, first },
+        w,
+        Sink::F32(SendPtr(c.as_mut_ptr())),
+    )
+}
+
+/// Where a product's results go.
+#[derive(Clone, Copy)]
+enum Sink {
+    /// `c [m, n]` f32 (the pointer addresses `m * n` writable f32).
+    F32(SendPtr<f32>),
+    /// The SwiGLU gate of [`glu`] (the pointer addresses `rows_padded(m) * ld` writable bf16).
+    Glu { out: SendPtr<u16>, ld: usize },
 }
 
 #[cfg(target_arch = "x86_64")]
-fn product(m: usize, a: Rows, w: &PackedBf16, c: &mut [f32]) {
+fn product(m: usize, a: Rows, w: &PackedBf16, sink: Sink) {
     let (n, k) = (w.n, w.k);
     let (mp, kp, np) = (up(m, MR), up(k, KSTEP), up(n, BLOCK));
-    let mut buf = A_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
-    buf.resize(mp * kp / 2, 0);
-    convert(a, m, k, kp, &mut buf[..mp * kp / 2]);
-    let ab = &buf[..mp * kp / 2];
-    let cp = crate::cpu::gemm::SendPtr(c.as_mut_ptr());
+    let mut buf = Vec::new();
+    let ab = match a {
+        Rows::Pairs(p) => &p[..mp * kp / 2],
+        _ => {
+            buf = A_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+            buf.resize(mp * kp / 2, 0);
+            convert(a, m, k, kp, &mut buf[..mp * kp / 2]);
+            &buf[..mp * kp / 2]
+        }
+    };
     crate::cpu::gemm::split_blocks(np / BLOCK, m * n * k, |b0, b1| {
         // SAFETY: AVX512-BF16 is available (the caller's check); `ab` holds mp x kp bf16, the
-        // packing np x kp, and this task writes only the columns [32*b0, 32*b1) of `c`.
-        unsafe { panels(ab, w, cp, m, kp, b0, b1) };
+        // packing np x kp, and this task writes only the columns of blocks [b0, b1) of `sink`.
+        unsafe { panels(ab, w, sink, m, kp, b0, b1) };
     });
-    A_BUF.with(|b| *b.borrow_mut() = buf);
+    if !buf.is_empty() {
+        A_BUF.with(|b| *b.borrow_mut() = buf);
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn product(_: usize, _: Rows, _: &PackedBf16, _: &mut [f32]) {
+fn product(_: usize, _: Rows, _: &PackedBf16, _: Sink) {
     unreachable!("AVX512-BF16 is never available off x86_64")
 }
 
-/// Result columns `[32*b0, 32*b1)` for all rows.
+/// Result columns `[32*b0, 32*b1)` for all rows (with [`Sink::Glu`]: their gated columns
+/// `[16*b0, 16*b1)`).
 ///
 /// # Safety
 /// AVX512-BF16 available; `ab` is `[up(m, MR), kp]` bf16 in pairs, `w` packed with K padded to
-/// `kp`, and `c.0` points to `m * w.n` f32 that no other thread writes in these columns.
+/// `kp`, and `sink` addresses its buffer (see [`Sink`]), which no other thread writes in these
+/// columns.
 #[cfg(target_arch = "x86_64")]
 unsafe fn panels(
     ab: &[u32],
     w: &PackedBf16,
-    c: crate::cpu::gemm::SendPtr<f32>,
+    sink: Sink,
     m: usize,
     kp: usize,
     b0: usize,
@@ -228,8 +292,22 @@ unsafe fn panels(
             };
             let mut r = i0;
             while r < i1 {
-                let full = r + MR <= m && col + BLOCK <= n;
                 let a = ab[r * pairs..].as_ptr();
+                let c = match sink {
+                    Sink::F32(c) => c,
+                    Sink::Glu { out, ld } => {
+                        // SAFETY: the edge buffer is MR x 32 at stride 32; rows r..r + MR of the
+                        // output exist (it has up(m, MR) rows) and columns 16cb..16cb + 16 are
+                        // this task's.
+                        unsafe {
+                            tile(a, pairs, lo, hi, edge.as_mut_ptr(), BLOCK);
+                            gate(&edge, out.0.add(r * ld + cb * 16), ld);
+                        }
+                        r += MR;
+                        continue;
+                    }
+                };
+                let full = r + MR <= m && col + BLOCK <= n;
                 if full {
                     // SAFETY: MR rows x 32 columns inside `c` at row stride n; operands padded.
                     unsafe { tile(a, pairs, lo, hi, c.0.add(r * n + col), n) };
@@ -247,6 +325,25 @@ unsafe fn panels(
             }
         }
         i0 = i1;
+    }
+}
+
+/// The SwiGLU gate of one micro-tile `t` (MR rows of 16 gate then 16 up values), rounded to
+/// bf16: MR rows of 16 values at `dst`, row stride `ld`.
+///
+/// # Safety
+/// [`available`] (AVX-512 F/BW/VL, FMA); `dst` addresses MR rows of 16 writable u16 at stride
+/// `ld`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+unsafe fn gate(t: &[f32; MR * BLOCK], dst: *mut u16, ld: usize) {
+    for (i, row) in t.chunks_exact(BLOCK).enumerate() {
+        let mut v = [0u16; 16];
+        for (j, o) in v.iter_mut().enumerate() {
+            *o = bf16_bits(crate::cpu::kernels::swiglu(row[j], row[16 + j]));
+        }
+        // SAFETY: row i of the destination holds 16 writable u16 (the caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), dst.add(i * ld), 16) };
     }
 }
 

@@ -26,7 +26,11 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p.mul_add(r, 1.666_666_5e-1);
     p = p.mul_add(r, 5e-1); // Cephes' 5.0000001e-1 rounds to exactly 0.5 in f32
     let y = p.mul_add(r * r, r) + 1.0;
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n from n's bits: n is a whole number in [-126, 127], so n + 1.5 * 2^23 is exact and its
+    // low mantissa bits are n (the value of `((n as i32 + 127) as u32) << 23`, but the loops
+    // vectorise: `as i32` saturates and checks for NaN element by element)
+    let biased = (n + 12_582_912.0).to_bits().wrapping_sub(0x4b40_0000 - 127);
+    y * f32::from_bits(biased << 23)
 }
 
 /// Largest element, reduced over 16 independent lanes (so the loop vectorises).
@@ -83,11 +87,18 @@ fn softmax_row_body(row: &mut [f32], scale: f32) {
     }
 }
 
-/// silu(gate) * up, element-wise (the SwiGLU gate), with [`exp_f32`].
+/// silu(g) * u, the SwiGLU gate of one element, with [`exp_f32`] (every SwiGLU of the CPU paths
+/// computes it with this expression, so they agree bit for bit).
+#[inline(always)]
+pub fn swiglu(g: f32, u: f32) -> f32 {
+    g / (1.0 + exp_f32(-g)) * u
+}
+
+/// [`swiglu`] element-wise.
 #[inline(always)]
 fn swiglu_row_body(g: &[f32], u: &[f32], out: &mut [f32]) {
     for ((o, &gi), &ui) in out.iter_mut().zip(g).zip(u) {
-        *o = gi / (1.0 + exp_f32(-gi)) * ui;
+        *o = swiglu(gi, ui);
     }
 }
 
@@ -186,6 +197,47 @@ mod tests {
         assert!(worst_ulps <= 2.0, "worst error {worst_ulps} ulp");
         assert_eq!(exp_f32(0.0), 1.0);
         assert!(exp_f32(-200.0) < 1e-37);
+    }
+
+    /// [`exp_f32`] with 2^n from the integer cast, as it was first written: the exponent trick
+    /// must give its bits for every input.
+    fn exp_by_cast(x: f32) -> f32 {
+        let x = x.clamp(-87.336_55, 88.0);
+        let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+        let r = n.mul_add(2.121_944_4e-4, n.mul_add(-0.693_359_4, x));
+        let mut p: f32 = 1.987_569_1e-4;
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            5e-1,
+        ] {
+            p = p.mul_add(r, c);
+        }
+        let y = p.mul_add(r * r, r) + 1.0;
+        y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    }
+
+    #[test]
+    fn exp_equals_the_integer_cast_form_bit_for_bit() {
+        let mut x = -200.0f32;
+        while x < 200.0 {
+            assert_eq!(exp_f32(x).to_bits(), exp_by_cast(x).to_bits(), "x = {x}");
+            x += 0.000_731;
+        }
+        for x in [
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::MIN,
+            0.0,
+            -0.0,
+            1e-40,
+        ] {
+            assert_eq!(exp_f32(x).to_bits(), exp_by_cast(x).to_bits(), "x = {x}");
+        }
+        assert!(exp_f32(f32::NAN).is_nan());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The CPU kernels: matrix-product glue ([`gemm`]), SIMD loops ([`kernels`]), the small-batch
-//! packed f32 kernel ([`packed`]) and the bf16 products ([`bf16`], on AMX or AVX512-BF16), with
-//! the one run-time switch that turns every hand-written SIMD path off.
+//! packed f32 kernel ([`packed`]), the bf16 products ([`bf16`], on AMX or AVX512-BF16) and the
+//! bf16 SwiGLU MLP built on them ([`mlp16`]), with the one run-time switch that turns every hand-written SIMD path off.
 //!
 //! Every SIMD path has a portable twin that computes the same numbers (bit for bit for the
 //! multiversioned loops of [`kernels`]; the packed and AMX kernels fall back to the general
@@ -14,6 +14,7 @@ pub mod bf16;
 mod dpbf16;
 pub mod gemm;
 pub mod kernels;
+pub mod mlp16;
 pub mod packed;
 
 /// Whether the hand-written SIMD kernels may run (`HRM_NO_SIMD` unset); read once.

@@ -1,22 +1,23 @@
 //! The host path of the engine: a segment's no-gradient module calls on f32 host buffers with
 //! reused scratch space, the same kernels as the fused ops (so the same numbers), and the block
 //! matrix products on the general, packed f32 or bf16 (AMX or AVX512-BF16) kernel, or in bf16
-//! packed per call for a model with a bf16 forward on the CPU.
+//! packed per call for a model with a bf16 forward on the CPU. With bf16 weights packed once the
+//! MLP keeps its hidden activation in bf16 ([`mlp16`]).
 
 use candle_core::{Tensor, Var};
 
+use crate::cpu::mlp16::{self, PackedMlp};
 use crate::cpu::{bf16, gemm, packed};
 use crate::model::{Event, Hrm, Observer};
 use crate::ops;
 use crate::{to_host_f32, Error, Result};
 
-/// The block weights packed for one of the inference kernels, H blocks then L, per block
-/// (qkv, o, gate_up, down).
+/// The block weights packed for one of the inference kernels, H blocks then L.
 #[derive(Debug)]
 pub(super) enum PackedBlocks {
-    /// bf16 (AMX or AVX512-BF16).
-    Bf16(Vec<[bf16::PackedBf16; 4]>),
-    /// f32, small batches.
+    /// bf16 (AMX or AVX512-BF16): (qkv, o) and the MLP.
+    Bf16(Vec<([bf16::PackedBf16; 2], PackedMlp)>),
+    /// f32, small batches: (qkv, o, gate_up, down).
     F32(Vec<[packed::PackedF32; 4]>),
 }
 
@@ -31,13 +32,14 @@ pub(super) struct Workspace {
     gate_up: Vec<f32>,
     act: Vec<f32>,
     inj: Vec<f32>,
+    mlp: mlp16::Scratch,
 }
 
 /// One block's packed weights, if any.
 #[derive(Clone, Copy)]
 enum BlockPacks<'a> {
     None,
-    Bf16(&'a [bf16::PackedBf16; 4]),
+    Bf16(&'a ([bf16::PackedBf16; 2], PackedMlp)),
     F32(&'a [packed::PackedF32; 4]),
 }
 
@@ -100,25 +102,47 @@ impl<'a> HostWeights<'a> {
     }
 }
 
-/// Every block's (qkv, o, gate_up, down) weight through `pack(w, out, in)`: H blocks, then L.
-pub(super) fn pack_blocks<P>(
-    m: &Hrm,
-    pack: impl Fn(&[f32], usize, usize) -> P,
-) -> Result<Vec<[P; 4]>> {
+/// Every block's weights packed for `kernels`, from their current values: H blocks, then L.
+pub(super) fn pack_blocks(m: &Hrm, kernels: super::Kernels) -> Result<PackedBlocks> {
     let (d, i) = (m.cfg.hidden_size, m.cfg.mlp_inner());
     let weights = HostWeights::new(m);
     let n = m.weights.h_level.len() + m.weights.l_level.len();
-    (0..n)
-        .map(|j| {
-            let [qkv, o, gu, down] = weights.block(j)?;
-            Ok([
-                pack(qkv, 3 * d, d),
-                pack(o, d, d),
-                pack(gu, 2 * i, d),
-                pack(down, d, i),
-            ])
-        })
-        .collect()
+    let blocks = (0..n).map(|j| weights.block(j));
+    Ok(match kernels {
+        super::Kernels::Bf16 => PackedBlocks::Bf16(
+            blocks
+                .map(|b| {
+                    let [qkv, o, gu, down] = b?;
+                    Ok((
+                        [
+                            bf16::PackedBf16::pack(qkv, 3 * d, d),
+                            bf16::PackedBf16::pack(o, d, d),
+                        ],
+                        PackedMlp::pack(gu, down, i, d, d),
+                    ))
+                })
+                .collect::<Result<_>>()?,
+        ),
+        super::Kernels::Plain => {
+            return Err(Error::msg(
+                "internal: the plain kernels have no packed weights",
+            ))
+        }
+        super::Kernels::PackedF32 => PackedBlocks::F32(
+            blocks
+                .map(|b| {
+                    let [qkv, o, gu, down] = b?;
+                    let pack = packed::PackedF32::pack;
+                    Ok([
+                        pack(qkv, 3 * d, d),
+                        pack(o, d, d),
+                        pack(gu, 2 * i, d),
+                        pack(down, d, i),
+                    ])
+                })
+                .collect::<Result<_>>()?,
+        ),
+    })
 }
 
 /// A segment's no-gradient calls on host buffers, in [`crate::config::ModelConfig::schedule`]
@@ -248,7 +272,7 @@ impl Call<'_> {
         let small = packed::fast(n);
         let products = self.m.products();
         let lin = |j: usize, x: &[f32], w: &[f32], out: &mut [f32]| match packs {
-            BlockPacks::Bf16(p) => bf16::matmul(n, x, &p[j], out),
+            BlockPacks::Bf16((p, _)) => bf16::matmul(n, x, &p[j], out),
             BlockPacks::F32(p) if small => packed::matmul(n, x, &p[j], out),
             _ => {
                 let (o, k) = (out.len() / n, x.len() / n);
@@ -273,11 +297,15 @@ impl Call<'_> {
             norm.forward_inplace(h, &ws.tmp, d, false);
         }
         ws.tmp.resize(n * d, 0.0);
-        ws.gate_up.resize(n * 2 * i, 0.0);
-        ws.act.resize(n * i, 0.0);
-        lin(2, h, gu_w, &mut ws.gate_up);
-        ops::SwiGlu::forward_into(&ws.gate_up, i, &mut ws.act);
-        lin(3, &ws.act, down_w, &mut ws.tmp);
+        if let BlockPacks::Bf16((_, mlp)) = packs {
+            mlp.forward(n, h, &mut ws.mlp, &mut ws.tmp);
+        } else {
+            ws.gate_up.resize(n * 2 * i, 0.0);
+            ws.act.resize(n * i, 0.0);
+            lin(2, h, gu_w, &mut ws.gate_up);
+            ops::SwiGlu::forward_into(&ws.gate_up, i, &mut ws.act);
+            lin(3, &ws.act, down_w, &mut ws.tmp);
+        }
         self.show(obs, part("mlp"), &ws.tmp)?;
         norm.forward_inplace(h, &ws.tmp, d, false);
         self.show(obs, part("out"), h)

@@ -1,0 +1,144 @@
+//! A SwiGLU MLP, `down(silu(g) * u)` with `[g | u] = x · gate_upᵀ`, in bf16 products whose
+//! hidden activation stays in bf16 between the two: on the AVX512-BF16 kernel the gate is applied
+//! to the first product's micro-tiles and rounded for the second, with no f32 round trip through
+//! memory. On the other kernels the same numbers come from the two products and an f32 gate.
+
+use rayon::prelude::*;
+
+use super::bf16::{self, up, Kernel, PackedBf16, KSTEP};
+use super::{dpbf16, kernels};
+
+/// An MLP's two weights packed for [`PackedMlp::forward`]: `gate_up` with its columns reordered
+/// into 32-column blocks of 16 gate columns and the same 16 up columns (zero padded to a whole
+/// block), so that one micro-tile holds both halves of the gate; `down` as
+/// [`PackedBf16::pack`] packs it.
+#[derive(Debug, Clone)]
+pub struct PackedMlp {
+    gate_up: PackedBf16,
+    down: PackedBf16,
+    inner: usize,
+}
+
+/// Scratch buffers of [`PackedMlp::forward`], kept between calls.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// The bf16 activation in the kernel's rows of pairs (the fused path).
+    pairs: Vec<u32>,
+    /// The gate-up product and the f32 activation (the other kernels).
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+}
+
+impl PackedMlp {
+    /// Pack `gate_up` `[2 * inner, k]` (the gate's rows, then the up rows: the halves the SwiGLU
+    /// op splits) and `down` `[n, inner]`.
+    pub fn pack(gate_up: &[f32], down: &[f32], inner: usize, k: usize, n: usize) -> Self {
+        assert_eq!(
+            gate_up.len(),
+            2 * inner * k,
+            "PackedMlp::pack: gate_up is not {}x{k}",
+            2 * inner
+        );
+        let cols = up(inner, 16);
+        let mut blocked = vec![0f32; 2 * cols * k];
+        for (r, row) in blocked.chunks_exact_mut(k).enumerate() {
+            let (cb, half, j) = (r / 32, (r / 16) % 2, r % 16);
+            let c = cb * 16 + j;
+            if c < inner {
+                let src = half * inner + c;
+                row.copy_from_slice(&gate_up[src * k..(src + 1) * k]);
+            }
+        }
+        Self {
+            gate_up: PackedBf16::pack(&blocked, 2 * cols, k),
+            down: PackedBf16::pack(down, n, inner),
+            inner,
+        }
+    }
+
+    /// `out [m, n] = down(silu(g) * u)` for `x [m, k]`: the numbers of `bf16::matmul` by the
+    /// gate-up weight, the SwiGLU op and `bf16::matmul` by `down`, bit for bit (every product
+    /// rounds its operands to bf16 and the gate is [`kernels::swiglu`] in f32 either way).
+    pub fn forward(&self, m: usize, x: &[f32], s: &mut Scratch, out: &mut [f32]) {
+        let (k, n, inner) = (self.gate_up.k, self.down.n, self.inner);
+        assert_eq!(x.len(), m * k, "PackedMlp::forward: x is not {m}x{k}");
+        assert_eq!(out.len(), m * n, "PackedMlp::forward: out is not {m}x{n}");
+        if m == 0 || n == 0 {
+            return;
+        }
+        if bf16::kernel() == Kernel::Avx512Bf16 && k > 0 && inner > 0 {
+            let ld = up(inner, KSTEP);
+            s.pairs.resize(dpbf16::rows_padded(m) * ld / 2, 0);
+            // SAFETY: a u32 slice read as twice as many u16 (alignment 4 >= 2, no padding).
+            let rows = unsafe {
+                std::slice::from_raw_parts_mut(s.pairs.as_mut_ptr() as *mut u16, s.pairs.len() * 2)
+            };
+            let gated = self.gate_up.n / 2;
+            if gated < ld {
+                // K padding of `down` that the gate does not write
+                rows.chunks_exact_mut(ld).for_each(|r| r[gated..].fill(0));
+            }
+            dpbf16::glu(m, x, &self.gate_up, rows, ld);
+            dpbf16::matmul_pairs(m, &s.pairs, &self.down, out);
+            return;
+        }
+        let wide = self.gate_up.n;
+        s.gate_up.resize(m * wide, 0.0);
+        s.act.resize(m * inner, 0.0);
+        bf16::matmul(m, x, &self.gate_up, &mut s.gate_up);
+        s.act
+            .par_chunks_mut(inner.max(1))
+            .zip(s.gate_up.par_chunks(wide.max(1)))
+            .for_each(|(a, r)| {
+                for (c0, a) in a.chunks_mut(16).enumerate().map(|(cb, a)| (32 * cb, a)) {
+                    let (g, u) = (&r[c0..c0 + a.len()], &r[c0 + 16..c0 + 16 + a.len()]);
+                    kernels::swiglu_row(g, u, a);
+                }
+            });
+        bf16::matmul(m, &s.act, &self.down, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::bf16::tests::data;
+
+    /// The fused MLP (on this CPU's kernel) gives the unfused products' numbers bit for bit, on
+    /// shapes with every edge: rows below and not a multiple of a micro-tile, an inner width
+    /// below, between and above the 16-column halves and the 32-value K steps, odd K and N.
+    #[test]
+    fn the_fused_mlp_equals_products_and_gate() {
+        for &(m, k, inner, n) in &[
+            (1, 1, 1, 1),
+            (5, 3, 7, 5),
+            (13, 33, 16, 17),
+            (12, 64, 17, 32),
+            (37, 45, 40, 33),
+            (30, 512, 1536, 64),
+        ] {
+            let x = data(m * k, 1);
+            let gu = data(2 * inner * k, 2);
+            let dn = data(n * inner, 3);
+            let mlp = PackedMlp::pack(&gu, &dn, inner, k, n);
+            let mut s = Scratch::default();
+            let mut got = vec![f32::NAN; m * n];
+            mlp.forward(m, &x, &mut s, &mut got);
+            // the same MLP unfused: the gate-up product, the SwiGLU op, the down product
+            let mut r = vec![0f32; m * 2 * inner];
+            bf16::matmul(m, &x, &PackedBf16::pack(&gu, 2 * inner, k), &mut r);
+            let mut act = vec![0f32; m * inner];
+            crate::ops::SwiGlu::forward_into(&r, inner, &mut act);
+            let mut want = vec![0f32; m * n];
+            bf16::matmul(m, &act, &PackedBf16::pack(&dn, n, inner), &mut want);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "m {m} k {k} inner {inner} n {n}");
+            // a second call on the same scratch (buffers reused, smaller) gives the same
+            if m > 1 {
+                let mut again = vec![0f32; (m - 1) * n];
+                mlp.forward(m - 1, &x[..(m - 1) * k], &mut s, &mut again);
+                assert_eq!(bits(&again), bits(&want[..(m - 1) * n]));
+            }
+        }
+    }
+}

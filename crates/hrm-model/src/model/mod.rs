@@ -262,25 +262,22 @@ impl Hrm {
                 obs.observe(e, t);
             }
         };
-        // attention and SwiGLU each fused with the projection after them: their outputs are
-        // recomputed in the backward instead of held by the graph (peak memory)
+        // attention and SwiGLU each fused with the projections around them: their inputs and
+        // outputs are recomputed in the backward instead of held by the graph (peak memory)
         let h = if self.cfg.mlp_t {
             let (gu, down) = (self.weight(w0, grad)?, self.weight(w1, grad)?);
             // [B, S, D]
             ops::mlp_t_block(h, &gu, &down, eps, self.products, &mut |m| show("mlp_t", m))?
         } else {
-            let qkv = ops::linear(h, &self.weight(w0, grad)?, self.products)?; // [B, S, 3D]
-            let a = ops::then_linear(&qkv, &self.attn, &self.weight(w1, grad)?, self.products)?; // [B, S, D]
+            let (qkv_w, o_w) = (self.weight(w0, grad)?, self.weight(w1, grad)?);
+            // qkv = h · qkv_wᵀ [B, S, 3D]; a = attn(qkv) · o_wᵀ [B, S, D]
+            let a = ops::linear_then_linear(h, &qkv_w, &self.attn, &o_w, self.products)?;
             show("attn", &a);
             ops::add_rms_norm(h, &a, eps)?
         };
-        let gu = ops::linear(&h, &self.weight(gu_w, grad)?, self.products)?; // [B, S, 2I]
-        let m = ops::then_linear(
-            &gu,
-            &ops::SwiGlu,
-            &self.weight(down_w, grad)?,
-            self.products,
-        )?; // [B, S, D]
+        let (gu_w, down_w) = (self.weight(gu_w, grad)?, self.weight(down_w, grad)?);
+        // gu = h · gu_wᵀ [B, S, 2I]; m = swiglu(gu) · down_wᵀ [B, S, D]
+        let m = ops::linear_then_linear(&h, &gu_w, &ops::SwiGlu, &down_w, self.products)?;
         show("mlp", &m);
         let out = ops::add_rms_norm(&h, &m, eps)?;
         show("out", &out);

@@ -67,22 +67,34 @@ impl PackedMlp {
             return;
         }
         if bf16::kernel() == Kernel::Avx512Bf16 && k > 0 && inner > 0 {
-            let ld = up(inner, KSTEP);
-            s.pairs.resize(dpbf16::rows_padded(m) * ld / 2, 0);
-            // SAFETY: a u32 slice read as twice as many u16 (alignment 4 >= 2, no padding).
-            let rows = unsafe {
-                std::slice::from_raw_parts_mut(s.pairs.as_mut_ptr() as *mut u16, s.pairs.len() * 2)
-            };
-            let gated = self.gate_up.n / 2;
-            if gated < ld {
-                // K padding of `down` that the gate does not write
-                rows.chunks_exact_mut(ld).for_each(|r| r[gated..].fill(0));
-            }
-            dpbf16::glu(m, x, &self.gate_up, rows, ld);
-            dpbf16::matmul_pairs(m, &s.pairs, &self.down, out);
-            return;
+            self.fused(m, x, s, out)
+        } else {
+            self.split(m, x, s, out)
         }
-        let wide = self.gate_up.n;
+    }
+
+    /// [`PackedMlp::forward`] on the AVX512-BF16 kernel: the gate applied to the gate-up
+    /// product's micro-tiles, the activation in bf16 rows for the down product.
+    fn fused(&self, m: usize, x: &[f32], s: &mut Scratch, out: &mut [f32]) {
+        let ld = up(self.inner, KSTEP);
+        s.pairs.resize(dpbf16::rows_padded(m) * ld / 2, 0);
+        // SAFETY: a u32 slice read as twice as many u16 (alignment 4 >= 2, no padding).
+        let rows = unsafe {
+            std::slice::from_raw_parts_mut(s.pairs.as_mut_ptr() as *mut u16, s.pairs.len() * 2)
+        };
+        dpbf16::glu(m, x, &self.gate_up, rows, ld);
+        if self.inner < ld {
+            // the K padding of `down`: zeros, as the product's own rounding pads (the gate of a
+            // padding column is x · 0, which is NaN where x holds an infinity)
+            rows.chunks_exact_mut(ld)
+                .for_each(|r| r[self.inner..].fill(0));
+        }
+        dpbf16::matmul_pairs(m, &s.pairs, &self.down, out);
+    }
+
+    /// [`PackedMlp::forward`] on the other kernels: the two products and an f32 gate.
+    fn split(&self, m: usize, x: &[f32], s: &mut Scratch, out: &mut [f32]) {
+        let (inner, wide) = (self.inner, self.gate_up.n);
         s.gate_up.resize(m * wide, 0.0);
         s.act.resize(m * inner, 0.0);
         bf16::matmul(m, x, &self.gate_up, &mut s.gate_up);
@@ -104,8 +116,8 @@ mod tests {
     use super::*;
     use crate::cpu::bf16::tests::data;
 
-    /// The fused MLP (on this CPU's kernel) gives the unfused products' numbers bit for bit, on
-    /// shapes with every edge: rows below and not a multiple of a micro-tile, an inner width
+    /// The MLP on this CPU's kernel (fused on AVX512-BF16), and its split path for the other
+    /// kernels, give the unfused products' numbers bit for bit, on shapes with every edge: rows below and not a multiple of a micro-tile, an inner width
     /// below, between and above the 16-column halves and the 32-value K steps, odd K and N.
     #[test]
     fn the_fused_mlp_equals_products_and_gate() {
@@ -124,6 +136,9 @@ mod tests {
             let mut s = Scratch::default();
             let mut got = vec![f32::NAN; m * n];
             mlp.forward(m, &x, &mut s, &mut got);
+            // the other kernels' path as well, on this CPU's products
+            let mut split = vec![f32::NAN; m * n];
+            mlp.split(m, &x, &mut Scratch::default(), &mut split);
             // the same MLP unfused: the gate-up product, the SwiGLU op, the down product
             let mut r = vec![0f32; m * 2 * inner];
             bf16::matmul(m, &x, &PackedBf16::pack(&gu, 2 * inner, k), &mut r);
@@ -133,6 +148,11 @@ mod tests {
             bf16::matmul(m, &act, &PackedBf16::pack(&dn, n, inner), &mut want);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "m {m} k {k} inner {inner} n {n}");
+            assert_eq!(
+                bits(&split),
+                bits(&want),
+                "split: m {m} k {k} inner {inner} n {n}"
+            );
             // a second call on the same scratch (buffers reused, smaller) gives the same
             if m > 1 {
                 let mut again = vec![0f32; (m - 1) * n];

@@ -1,6 +1,7 @@
 //! The CPU kernels: matrix-product glue ([`gemm`]), SIMD loops ([`kernels`]), the small-batch
 //! packed f32 kernel ([`packed`]), the bf16 products ([`bf16`], on AMX or AVX512-BF16) and the
-//! bf16 SwiGLU MLP built on them ([`mlp16`]), with the one run-time switch that turns every hand-written SIMD path off.
+//! bf16 SwiGLU MLP built on them ([`mlp16`]), with the one run-time switch that turns every
+//! hand-written SIMD path off.
 //!
 //! Every SIMD path has a portable twin that computes the same numbers (bit for bit for the
 //! multiversioned loops of [`kernels`]; the packed and AMX kernels fall back to the general

@@ -262,8 +262,9 @@ impl Hrm {
                 obs.observe(e, t);
             }
         };
-        // attention and SwiGLU each fused with the projections around them: their inputs and
-        // outputs are recomputed in the backward instead of held by the graph (peak memory)
+        // attention and SwiGLU each fused with the projection after them, and with bf16 products
+        // on the CPU with the one before too: what they fuse is recomputed in the backward
+        // instead of held by the graph (peak memory)
         let h = if self.cfg.mlp_t {
             let (gu, down) = (self.weight(w0, grad)?, self.weight(w1, grad)?);
             // [B, S, D]

@@ -72,6 +72,12 @@ pub(super) fn flat_mut(l: &mut [Line]) -> &mut [u16] {
     unsafe { std::slice::from_raw_parts_mut(l.as_mut_ptr() as *mut u16, l.len() * 32) }
 }
 
+/// Rows of K pairs (a `u32` each, the first value in the low half) as their bf16 values.
+pub(super) fn halves_mut(p: &mut [u32]) -> &mut [u16] {
+    // SAFETY: a u32 slice read as twice as many u16 (alignment 4 >= 2, no padding).
+    unsafe { std::slice::from_raw_parts_mut(p.as_mut_ptr() as *mut u16, p.len() * 2) }
+}
+
 /// Round `src` to bf16 into `dst` (as many as `dst` holds): [`bf16_bits`], compiled for
 /// AVX-512 where the CPU has it (every CPU with AMX or AVX512-BF16 does).
 pub(super) fn round_into(src: &[f32], dst: &mut [u16]) {

@@ -13,7 +13,9 @@
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use super::bf16::{avx512, bf16_bits, interleave, round_into, up, PackedBf16, BLOCK, KSTEP};
+use super::bf16::{
+    avx512, bf16_bits, halves_mut, interleave, round_into, up, PackedBf16, BLOCK, KSTEP,
+};
 use super::gemm::SendPtr;
 
 /// Rows of a micro-tile (2 x [`MR`] accumulators + 2 weight lines + 1 broadcast of 32 registers).
@@ -41,13 +43,11 @@ thread_local! {
     static A_BUF: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The activations of a product: rows `[m, k]`, the columns `first..first + m` of a matrix
-/// stored `[k, ld]` (the transposed operand of dw: `dyᵀ` read from `dy`), or rows already
-/// rounded into the kernel's form ([`rows_padded`]`(m)` rows of `up(k, KSTEP) / 2` pairs).
+/// The f32 activations of a product: rows `[m, k]`, or the columns `first..first + m` of a
+/// matrix stored `[k, ld]` (the transposed operand of dw: `dyᵀ` read from `dy`).
 #[derive(Clone, Copy)]
 enum Rows<'a> {
     Plain(&'a [f32]),
-    Pairs(&'a [u32]),
     Columns {
         t: &'a [f32],
         ld: usize,
@@ -65,13 +65,9 @@ fn convert(a: Rows, m: usize, k: usize, kp: usize, out: &mut [u32]) {
         Rows::Plain(a) => chunks(out, pairs, par, |row, dst| {
             dst.fill(0);
             if row < m {
-                // SAFETY: a u32 slice read as twice as many u16 (alignment 4 >= 2, no padding).
-                let d16 =
-                    unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u16, kp) };
-                round_into(&a[row * k..(row + 1) * k], &mut d16[..k]);
+                round_into(&a[row * k..(row + 1) * k], &mut halves_mut(dst)[..k]);
             }
         }),
-        Rows::Pairs(_) => unreachable!("dpbf16: rows already in pairs need no conversion"),
         Rows::Columns { t, ld, first } => chunks(out, 16 * pairs, par, |rb, dst| {
             dst.fill(0);
             let (i0, ni) = (rb * 16, m.saturating_sub(rb * 16).min(16));
@@ -175,7 +171,8 @@ pub(super) fn matmul_pairs(m: usize, a: &[u32], w: &PackedBf16, c: &mut [f32]) {
         a.len() >= rows_padded(m) * up(w.k, KSTEP) / 2 && c.len() >= m * w.n,
         "dpbf16::matmul_pairs: operands smaller than their shapes"
     );
-    product(m, Rows::Pairs(a), w, Sink::F32(SendPtr(c.as_mut_ptr())))
+    let rows = &a[..rows_padded(m) * up(w.k, KSTEP) / 2];
+    run(m, rows, w, Sink::F32(SendPtr(c.as_mut_ptr())))
 }
 
 /// The SwiGLU gate on the product `r = bf16(a) · wᵀ`, whose columns come in 32-column blocks of
@@ -225,32 +222,30 @@ enum Sink {
     Glu { out: SendPtr<u16>, ld: usize },
 }
 
-#[cfg(target_arch = "x86_64")]
+/// The product of f32 activations: rounded into the calling thread's buffer, then [`run`].
 fn product(m: usize, a: Rows, w: &PackedBf16, sink: Sink) {
-    let (n, k) = (w.n, w.k);
-    let (mp, kp, np) = (up(m, MR), up(k, KSTEP), up(n, BLOCK));
-    let mut buf = Vec::new();
-    let ab = match a {
-        Rows::Pairs(p) => &p[..mp * kp / 2],
-        _ => {
-            buf = A_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
-            buf.resize(mp * kp / 2, 0);
-            convert(a, m, k, kp, &mut buf[..mp * kp / 2]);
-            &buf[..mp * kp / 2]
-        }
-    };
-    crate::cpu::gemm::split_blocks(np / BLOCK, m * n * k, |b0, b1| {
+    let (mp, kp) = (up(m, MR), up(w.k, KSTEP));
+    let mut buf = A_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    buf.resize(mp * kp / 2, 0);
+    convert(a, m, w.k, kp, &mut buf[..mp * kp / 2]);
+    run(m, &buf[..mp * kp / 2], w, sink);
+    A_BUF.with(|b| *b.borrow_mut() = buf);
+}
+
+/// The product of activations `ab` in the kernel's form (`up(m, MR)` rows of pairs) on all
+/// threads, each task taking a range of the 32-column panels.
+#[cfg(target_arch = "x86_64")]
+fn run(m: usize, ab: &[u32], w: &PackedBf16, sink: Sink) {
+    let (kp, np) = (up(w.k, KSTEP), up(w.n, BLOCK));
+    crate::cpu::gemm::split_blocks(np / BLOCK, m * w.n * w.k, |b0, b1| {
         // SAFETY: AVX512-BF16 is available (the caller's check); `ab` holds mp x kp bf16, the
         // packing np x kp, and this task writes only the columns of blocks [b0, b1) of `sink`.
         unsafe { panels(ab, w, sink, m, kp, b0, b1) };
     });
-    if !buf.is_empty() {
-        A_BUF.with(|b| *b.borrow_mut() = buf);
-    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn product(_: usize, _: Rows, _: &PackedBf16, _: Sink) {
+fn run(_: usize, _: &[u32], _: &PackedBf16, _: Sink) {
     unreachable!("AVX512-BF16 is never available off x86_64")
 }
 

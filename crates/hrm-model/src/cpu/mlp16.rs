@@ -78,10 +78,7 @@ impl PackedMlp {
     fn fused(&self, m: usize, x: &[f32], s: &mut Scratch, out: &mut [f32]) {
         let ld = up(self.inner, KSTEP);
         s.pairs.resize(dpbf16::rows_padded(m) * ld / 2, 0);
-        // SAFETY: a u32 slice read as twice as many u16 (alignment 4 >= 2, no padding).
-        let rows = unsafe {
-            std::slice::from_raw_parts_mut(s.pairs.as_mut_ptr() as *mut u16, s.pairs.len() * 2)
-        };
+        let rows = bf16::halves_mut(&mut s.pairs);
         dpbf16::glu(m, x, &self.gate_up, rows, ld);
         if self.inner < ld {
             // the K padding of `down`: zeros, as the product's own rounding pads (the gate of a

@@ -102,47 +102,44 @@ impl<'a> HostWeights<'a> {
     }
 }
 
-/// Every block's weights packed for `kernels`, from their current values: H blocks, then L.
-pub(super) fn pack_blocks(m: &Hrm, kernels: super::Kernels) -> Result<PackedBlocks> {
+/// Every block's weights (qkv, o, gate_up, down) through `pack(weights, d, i)`, from their
+/// current values: H blocks, then L.
+pub(super) fn pack_blocks<P>(
+    m: &Hrm,
+    pack: impl Fn([&[f32]; 4], usize, usize) -> P,
+) -> Result<Vec<P>> {
     let (d, i) = (m.cfg.hidden_size, m.cfg.mlp_inner());
     let weights = HostWeights::new(m);
     let n = m.weights.h_level.len() + m.weights.l_level.len();
-    let blocks = (0..n).map(|j| weights.block(j));
-    Ok(match kernels {
-        super::Kernels::Bf16 => PackedBlocks::Bf16(
-            blocks
-                .map(|b| {
-                    let [qkv, o, gu, down] = b?;
-                    Ok((
-                        [
-                            bf16::PackedBf16::pack(qkv, 3 * d, d),
-                            bf16::PackedBf16::pack(o, d, d),
-                        ],
-                        PackedMlp::pack(gu, down, i, d, d),
-                    ))
-                })
-                .collect::<Result<_>>()?,
-        ),
-        super::Kernels::Plain => {
-            return Err(Error::msg(
-                "internal: the plain kernels have no packed weights",
-            ))
-        }
-        super::Kernels::PackedF32 => PackedBlocks::F32(
-            blocks
-                .map(|b| {
-                    let [qkv, o, gu, down] = b?;
-                    let pack = packed::PackedF32::pack;
-                    Ok([
-                        pack(qkv, 3 * d, d),
-                        pack(o, d, d),
-                        pack(gu, 2 * i, d),
-                        pack(down, d, i),
-                    ])
-                })
-                .collect::<Result<_>>()?,
-        ),
-    })
+    (0..n).map(|j| Ok(pack(weights.block(j)?, d, i))).collect()
+}
+
+/// One block packed for the bf16 kernels: (qkv, o) and the MLP.
+pub(super) fn bf16_block(
+    [qkv, o, gu, down]: [&[f32]; 4],
+    d: usize,
+    i: usize,
+) -> ([bf16::PackedBf16; 2], PackedMlp) {
+    let pack = bf16::PackedBf16::pack;
+    (
+        [pack(qkv, 3 * d, d), pack(o, d, d)],
+        PackedMlp::pack(gu, down, i, d, d),
+    )
+}
+
+/// One block packed for the small-batch f32 kernel: (qkv, o, gate_up, down).
+pub(super) fn f32_block(
+    [qkv, o, gu, down]: [&[f32]; 4],
+    d: usize,
+    i: usize,
+) -> [packed::PackedF32; 4] {
+    let pack = packed::PackedF32::pack;
+    [
+        pack(qkv, 3 * d, d),
+        pack(o, d, d),
+        pack(gu, 2 * i, d),
+        pack(down, d, i),
+    ]
 }
 
 /// A segment's no-gradient calls on host buffers, in [`crate::config::ModelConfig::schedule`]

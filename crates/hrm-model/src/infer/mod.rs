@@ -161,7 +161,7 @@ impl<'m> Engine<'m> {
     /// elsewhere.
     pub fn new(model: &'m Hrm, kernels: Kernels) -> Result<Self> {
         let mut e = Self::plain(model);
-        let bf16_packs = || host::pack_blocks(model, Kernels::Bf16);
+        let bf16_packs = || host::pack_blocks(model, host::bf16_block).map(PackedBlocks::Bf16);
         if kernels == Kernels::Bf16 && !bf16::available() {
             return Err(Error::msg(format!(
                 "bf16 matrix products need {}, and this CPU offers neither (or HRM_NO_SIMD is \
@@ -198,7 +198,8 @@ impl<'m> Engine<'m> {
             Kernels::PackedF32 => {
                 let rows = model.cfg.batch_size * model.cfg.full_seq_len();
                 if e.host && !model.cfg.mlp_t && packed::fast(rows) {
-                    e.packed = Some(host::pack_blocks(model, Kernels::PackedF32)?);
+                    let blocks = host::pack_blocks(model, host::f32_block)?;
+                    e.packed = Some(PackedBlocks::F32(blocks));
                 }
             }
         }

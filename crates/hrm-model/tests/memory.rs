@@ -56,10 +56,10 @@ fn step_peak(h: usize, l: usize) -> usize {
     peak_of(&config(h, l, ForwardDtype::F32))
 }
 
+/// Peak bytes allocated during one training step of a model of `cfg` (see [`step_peak`]).
 fn peak_of(cfg: &ModelConfig) -> usize {
-    let cfg = cfg.clone();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let model = Hrm::new(&cfg, &Device::Cpu, &mut rng).unwrap();
+    let model = Hrm::new(cfg, &Device::Cpu, &mut rng).unwrap();
     let batch = Batch::random(cfg.batch_size, cfg.seq_len, 11, 0.5, None, &mut rng);
     let carry = model.initial_carry(&batch).unwrap();
     // warm-up step (thread pools, lazily built tables)

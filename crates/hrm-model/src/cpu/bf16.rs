@@ -131,6 +131,25 @@ impl PackedBf16 {
     /// # Safety
     /// The view must address `n x k` readable f32.
     pub unsafe fn pack_view(w: Mat<f32>, n: usize, k: usize) -> Self {
+        // SAFETY: strip cb's columns 16cb .. 16cb + cols lie inside the n x k view.
+        unsafe { Self::pack_strips(w, n, k, |cb| (cb * 16, n.saturating_sub(cb * 16).min(16))) }
+    }
+
+    /// Pack an `n x k` operand whose 16-column strip `cb` is the `cols` columns of the view `w`
+    /// from column `first`, `(first, cols) = strip(cb)` (`cols` < 16 leaves the rest of the strip
+    /// zero; 0 for a padding strip): [`PackedBf16::pack_view`] when the strips are the view's
+    /// columns in order, or a weight whose columns the packing reorders
+    /// ([`crate::cpu::mlp16::PackedMlp::pack`]) without a reordered copy.
+    ///
+    /// # Safety
+    /// For every strip, the view's columns `first..first + cols` and every kk < k must be
+    /// readable f32.
+    pub(super) unsafe fn pack_strips(
+        w: Mat<f32>,
+        n: usize,
+        k: usize,
+        strip_of: impl Fn(usize) -> (usize, usize) + Sync,
+    ) -> Self {
         let (np, kp) = (up(n, BLOCK), up(k, KSTEP));
         let mut buf = lines(np * kp);
         if kp == 0 {
@@ -140,12 +159,12 @@ impl PackedBf16 {
         let wide = avx512();
         let fill = |(cb, strip): (usize, &mut [Line])| {
             let src = &src; // the whole SendPtr (a raw pointer alone is not Sync)
-            let (c0, cols) = (cb * 16, n.saturating_sub(cb * 16).min(16));
+            let (c0, cols) = strip_of(cb);
             if cols == 0 {
                 return; // a padding strip (N is padded to 32)
             }
             // SAFETY: (whole closure) the strip's columns [c0, c0 + cols) and every kk < k lie
-            // inside the n x k view (the caller's contract); `strip` is kp / 2 lines.
+            // inside the view (the caller's contract); `strip` is kp / 2 lines.
             let first = unsafe { src.0.offset(c0 as isize * w.rs) };
             let view = Mat {
                 ptr: first as *const f32,

@@ -6,6 +6,7 @@
 use rayon::prelude::*;
 
 use super::bf16::{self, up, Kernel, PackedBf16, KSTEP};
+use super::gemm::Mat;
 use super::{dpbf16, kernels};
 
 /// An MLP's two weights packed for [`PackedMlp::forward`]: `gate_up` with its columns reordered
@@ -39,18 +40,16 @@ impl PackedMlp {
             "PackedMlp::pack: gate_up is not {}x{k}",
             2 * inner
         );
-        let cols = up(inner, 16);
-        let mut blocked = vec![0f32; 2 * cols * k];
-        for (r, row) in blocked.chunks_exact_mut(k).enumerate() {
-            let (cb, half, j) = (r / 32, (r / 16) % 2, r % 16);
-            let c = cb * 16 + j;
-            if c < inner {
-                let src = half * inner + c;
-                row.copy_from_slice(&gate_up[src * k..(src + 1) * k]);
-            }
-        }
+        // strip 2b is the gate rows 16b.., strip 2b + 1 the same up rows inner + 16b..
+        let strip = |cb: usize| {
+            let c = cb / 2 * 16;
+            ((cb % 2) * inner + c, inner.saturating_sub(c).min(16))
+        };
+        // SAFETY: every strip's rows lie inside gate_up's 2 * inner rows of k (checked above).
+        let gate_up =
+            unsafe { PackedBf16::pack_strips(Mat::rows(gate_up, k), 2 * up(inner, 16), k, strip) };
         Self {
-            gate_up: PackedBf16::pack(&blocked, 2 * cols, k),
+            gate_up,
             down: PackedBf16::pack(down, n, inner),
             inner,
         }

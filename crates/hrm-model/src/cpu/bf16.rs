@@ -171,13 +171,10 @@ impl PackedBf16 {
                 rs: w.rs,
                 cs: w.cs,
             };
-            match (w.cs == 1, w.rs == 1, wide) {
+            match (w.cs == 1, wide) {
                 #[cfg(target_arch = "x86_64")]
-                (true, _, true) => unsafe { strip_rows_avx512(view, cols, k, strip) },
-                #[cfg(target_arch = "x86_64")]
-                (false, true, true) => unsafe { strip_cols_avx512(view, cols, k, strip) },
-                (true, _, _) => unsafe { strip_rows(view, cols, k, strip) },
-                (false, true, _) => unsafe { strip_cols(view, cols, k, strip) },
+                (true, true) => unsafe { strip_rows_avx512(view, cols, k, strip) },
+                (true, _) => unsafe { strip_rows(view, cols, k, strip) },
                 _ => {
                     let strip = flat_mut(strip);
                     for kk in 0..k {
@@ -192,7 +189,51 @@ impl PackedBf16 {
                 }
             }
         };
-        if n * k >= 1 << 15 {
+        let par = n * k >= 1 << 15;
+        if w.rs == 1 && w.cs != 1 {
+            // a transposed operand (K rows contiguous along the columns) goes by K tiles: a
+            // task reads 32 K rows left to right, strip after strip (going down all of K per
+            // strip would touch a new page every K row or two), and fills that tile of each
+            // strip
+            let dst = gemm::SendPtr(buf.as_mut_ptr());
+            let tile = |t: usize| {
+                let (src, dst) = (&src, &dst); // the whole SendPtrs (raw pointers are not Sync)
+                let (k0, kt) = (t * KSTEP, KSTEP.min(k - t * KSTEP));
+                for cb in 0..np / 16 {
+                    let (c0, cols) = strip_of(cb);
+                    if cols == 0 {
+                        continue;
+                    }
+                    // SAFETY: the strip's columns [c0, c0 + cols) of K rows k0 .. k0 + kt lie
+                    // inside the view (the caller's contract); lines cb * kp / 2 + 16t .. + 16
+                    // of `buf` are this tile's alone.
+                    unsafe {
+                        let view = Mat {
+                            ptr: src.0.offset(c0 as isize + k0 as isize * w.cs) as *const f32,
+                            rs: 1,
+                            cs: w.cs,
+                        };
+                        let lines = std::slice::from_raw_parts_mut(
+                            dst.0.add(cb * kp / 2 + t * KSTEP / 2),
+                            KSTEP / 2,
+                        );
+                        #[cfg(target_arch = "x86_64")]
+                        if wide {
+                            strip_cols_avx512(view, cols, kt, lines);
+                            continue;
+                        }
+                        strip_cols(view, cols, kt, lines);
+                    }
+                }
+            };
+            let tiles = 0..kp / KSTEP;
+            if par {
+                use rayon::prelude::*;
+                tiles.into_par_iter().for_each(tile);
+            } else {
+                tiles.for_each(tile);
+            }
+        } else if par {
             use rayon::prelude::*;
             buf.par_chunks_mut(kp / 2).enumerate().for_each(fill);
         } else {
@@ -665,6 +706,7 @@ pub(crate) mod tests {
             (82, 64, 128),
             (64, 128, 2624),
             (777, 33, 45),
+            (32, 40, 70), // a transposed a's last 16-row block is all padding
             (5, 3, 1),
             (400, 20, 33),
         ] {
@@ -711,6 +753,7 @@ pub(crate) mod tests {
             (37, 45),
             (40, 70),
             (64, 129),
+            (70, 600), // n * k >= 2^15: the parallel loops
         ] {
             let mut w = data(n * k, 7);
             w[n * k / 2] = f32::NAN;

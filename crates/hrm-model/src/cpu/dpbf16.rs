@@ -56,8 +56,10 @@ enum Rows<'a> {
 }
 
 /// Round the `m` rows of `a` (width `k`) into `out`: `mp` rows of `kp / 2` pairs, zero padded;
-/// in parallel when large. Transposed rows go 16 rows x 16 pairs at a time: contiguous reads of
-/// two K rows, then the 16 x 16 block written transposed.
+/// in parallel when large. Transposed rows go band by band, a band being 16 pairs (32 K rows of
+/// `t`): its 16 x 16 blocks are read left to right along those 32 rows (contiguous runs of
+/// each row, few pages: reading one column block down all of K would touch a new page every
+/// row) and written transposed into the band's 16 pairs of each output row.
 fn convert(a: Rows, m: usize, k: usize, kp: usize, out: &mut [u32]) {
     let pairs = kp / 2;
     let par = m * k >= 1 << 16;
@@ -68,27 +70,42 @@ fn convert(a: Rows, m: usize, k: usize, kp: usize, out: &mut [u32]) {
                 round_into(&a[row * k..(row + 1) * k], &mut halves_mut(dst)[..k]);
             }
         }),
-        Rows::Columns { t, ld, first } => chunks(out, 16 * pairs, par, |rb, dst| {
-            dst.fill(0);
-            let (i0, ni) = (rb * 16, m.saturating_sub(rb * 16).min(16));
-            if ni == 0 {
-                return;
-            }
-            let b = Block {
-                t,
-                ld,
-                c0: first + i0,
-                ni,
-                k,
-                pairs,
+        Rows::Columns { t, ld, first } => {
+            let rows = out.len() / pairs;
+            let dst = SendPtr(out.as_mut_ptr());
+            let band = |p0: usize| {
+                let dst = &dst; // the whole SendPtr (a raw pointer alone is not Sync)
+                for i0 in (0..rows).step_by(16) {
+                    let b = Block {
+                        t,
+                        ld,
+                        c0: first + i0,
+                        ni: m.saturating_sub(i0).min(16),
+                        nr: (rows - i0).min(16),
+                        k,
+                        p0,
+                    };
+                    // SAFETY: rows i0 .. i0 + nr of `out` hold `pairs` u32 each and this band
+                    // writes only their pairs p0 .. p0 + 16 (pairs is a multiple of 16).
+                    let d = unsafe { dst.0.add(i0 * pairs + p0) };
+                    #[cfg(target_arch = "x86_64")]
+                    if avx512() {
+                        // SAFETY: the CPU has AVX-512 F/BW; `d` as above.
+                        unsafe { columns_avx512(b, d, pairs) };
+                        continue;
+                    }
+                    // SAFETY: `d` as above.
+                    unsafe { columns_block(b, d, pairs) };
+                }
             };
-            #[cfg(target_arch = "x86_64")]
-            if avx512() {
-                // SAFETY: the CPU has AVX-512 F/BW.
-                return unsafe { columns_avx512(b, dst) };
+            let bands = (0..pairs).step_by(16);
+            if par {
+                use rayon::prelude::*;
+                bands.collect::<Vec<_>>().into_par_iter().for_each(band);
+            } else {
+                bands.for_each(band);
             }
-            columns_block(b, dst)
-        }),
+        }
     }
 }
 
@@ -104,53 +121,128 @@ fn chunks(out: &mut [u32], size: usize, par: bool, f: impl Fn(usize, &mut [u32])
     }
 }
 
-/// Rows `c0 .. c0 + ni` (`ni <= 16`) of the transposed operand (columns of `t`, `[k, ld]`),
-/// for rows of `pairs` pairs.
+/// One 16 x 16 block of the transposed operand: output rows `c0 .. c0 + nr` (columns of `t`,
+/// `[k, ld]`; those past `ni` are padding, written as zeros), pairs `p0 .. p0 + 16` (zeros past
+/// K).
 #[derive(Clone, Copy)]
 struct Block<'a> {
     t: &'a [f32],
     ld: usize,
     c0: usize,
     ni: usize,
+    nr: usize,
     k: usize,
-    pairs: usize,
+    p0: usize,
 }
 
-/// Round and transpose `b` into `dst`.
+impl Block<'_> {
+    /// Pairs to read: none for a block of padding rows only (their columns lie outside `t`).
+    fn pairs_to_read(&self) -> usize {
+        if self.ni == 0 {
+            0
+        } else {
+            16.min(self.k.div_ceil(2).saturating_sub(self.p0))
+        }
+    }
+}
+
+/// Round and transpose `b` into `nr` rows of 16 pairs at `dst`, row stride `pairs`.
+///
+/// # Safety
+/// `dst + i * pairs` addresses 16 writable u32 for every `i < b.nr`.
 #[inline(always)]
-fn columns_block(b: Block, dst: &mut [u32]) {
+unsafe fn columns_block(b: Block, dst: *mut u32, pairs: usize) {
     let Block {
         t,
         ld,
         c0,
         ni,
+        nr,
         k,
-        pairs,
+        p0,
     } = b;
-    for p0 in (0..k.div_ceil(2)).step_by(16) {
-        let np = 16.min(k.div_ceil(2) - p0);
-        let mut tmp = [[0u32; 16]; 16]; // [pair][row]
-        for (dp, block) in tmp.iter_mut().enumerate().take(np) {
-            let kk = 2 * (p0 + dp);
-            let row = |kk: usize| &t[kk * ld + c0..][..ni];
-            interleave(row(kk), (kk + 1 < k).then(|| row(kk + 1)), &mut block[..ni]);
+    let np = b.pairs_to_read();
+    let mut tmp = [[0u32; 16]; 16]; // [pair][row]
+    for (dp, block) in tmp.iter_mut().enumerate().take(np) {
+        let kk = 2 * (p0 + dp);
+        let row = |kk: usize| &t[kk * ld + c0..][..ni];
+        interleave(row(kk), (kk + 1 < k).then(|| row(kk + 1)), &mut block[..ni]);
+    }
+    for i in 0..nr {
+        let mut line = [0u32; 16];
+        for (l, block) in line.iter_mut().zip(&tmp) {
+            *l = block[i];
         }
-        for i in 0..ni {
-            for (dp, block) in tmp.iter().enumerate().take(np) {
-                dst[i * pairs + p0 + dp] = block[i];
-            }
-        }
+        // SAFETY: row i of the destination holds 16 writable u32 (the caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(line.as_ptr(), dst.add(i * pairs), 16) };
     }
 }
 
-/// [`columns_block`] compiled for AVX-512.
+/// [`columns_block`] with AVX-512: each K pair of the 16 columns rounded as one vector (the
+/// rounding of [`bf16_bits`]), then the 16 x 16 pairs transposed in registers.
 ///
 /// # Safety
-/// The CPU has AVX-512 F/BW.
+/// The CPU has AVX-512 F/BW; as [`columns_block`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn columns_avx512(b: Block, dst: &mut [u32]) {
-    columns_block(b, dst)
+unsafe fn columns_avx512(b: Block, dst: *mut u32, pairs: usize) {
+    use std::arch::x86_64::*;
+    let (t, ld, c0, ni, nr, k, p0) = (b.t, b.ld, b.c0, b.ni, b.nr, b.k, b.p0);
+    // the bf16 bits of each lane, in its low half
+    let bits = |x: __m512i| {
+        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(1));
+        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(
+            x,
+            _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb),
+        ));
+        let abs = _mm512_and_si512(x, _mm512_set1_epi32(0x7fff_ffff));
+        let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
+        let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(0x40));
+        _mm512_mask_blend_epi32(nan, rounded, quiet)
+    };
+    let cols: __mmask16 = ((1u32 << ni) - 1) as u16;
+    let np = b.pairs_to_read();
+    let mut v = [_mm512_setzero_si512(); 16]; // [pair], lanes the 16 columns
+    for (dp, v) in v.iter_mut().enumerate().take(np) {
+        let kk = 2 * (p0 + dp);
+        // SAFETY: K rows kk (and kk + 1 below k) hold columns c0 .. c0 + ni of `t` (the
+        // caller's shapes); masked lanes are not read.
+        let row = |kk: usize| unsafe {
+            _mm512_maskz_loadu_epi32(cols, t.as_ptr().add(kk * ld + c0) as *const i32)
+        };
+        let lo = bits(row(kk));
+        let hi = if kk + 1 < k {
+            _mm512_slli_epi32::<16>(bits(row(kk + 1)))
+        } else {
+            _mm512_setzero_si512()
+        };
+        *v = _mm512_or_si512(lo, hi);
+    }
+    // transpose: at step s, rows r and r + s (r & s == 0) swap their off-diagonal s-blocks
+    for s in [8usize, 4, 2, 1] {
+        let (mut lo, mut hi) = ([0i32; 16], [0i32; 16]);
+        for c in 0..16 {
+            let keep = c & s == 0;
+            lo[c] = if keep { c } else { 16 + c - s } as i32;
+            hi[c] = if keep { c + s } else { 16 + c } as i32;
+        }
+        // SAFETY: 16 i32 each.
+        let (lo, hi) = unsafe {
+            (
+                _mm512_loadu_si512(lo.as_ptr() as *const _),
+                _mm512_loadu_si512(hi.as_ptr() as *const _),
+            )
+        };
+        for r in (0..16).filter(|r| r & s == 0) {
+            let (a, b) = (v[r], v[r + s]);
+            v[r] = _mm512_permutex2var_epi32(a, lo, b);
+            v[r + s] = _mm512_permutex2var_epi32(a, hi, b);
+        }
+    }
+    for (i, v) in v.iter().enumerate().take(nr) {
+        // SAFETY: row i of the destination holds 16 writable u32 (the caller's contract).
+        unsafe { _mm512_storeu_si512(dst.add(i * pairs) as *mut _, *v) };
+    }
 }
 
 /// Rows of the activations in the kernel's form for `m` rows (a whole number of micro-tiles).
@@ -379,6 +471,76 @@ unsafe fn tile(
         unsafe {
             _mm512_storeu_ps(dst.add(i * ld), acc[2 * i]);
             _mm512_storeu_ps(dst.add(i * ld + 16), acc[2 * i + 1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The transposed operand in the kernel's form equals rounding each element with
+    /// [`bf16_bits`] and pairing along K, on both block loops (AVX-512 and scalar), serial and
+    /// parallel: odd K, a K that ends inside a band, output rows past `m` (one whole 16-row
+    /// block of them at m = 32), a column offset, and NaN, infinities, -0, subnormals and
+    /// rounding ties.
+    #[test]
+    fn transposed_rows_round_and_pair_like_the_scalar_rule() {
+        let specials = [
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7f80_0001), // a signalling NaN: quieted, not rounded to infinity
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            1e-40,
+            -3e-39,
+            f32::from_bits(0x3f80_8000), // a tie: rounds to even (down)
+            f32::from_bits(0x3f81_8000), // a tie: rounds to even (up)
+            f32::from_bits(0x7f7f_ffff), // rounds to infinity
+        ];
+        for &(m, k, ld, first) in &[
+            (1, 1, 1, 0),
+            (5, 3, 9, 2),
+            (32, 33, 40, 3),
+            (17, 64, 17, 0),
+            (200, 700, 230, 21), // m * k >= 2^16: the parallel path
+        ] {
+            let mut t = super::super::bf16::tests::data(k * ld, 9);
+            for (i, &x) in specials.iter().enumerate() {
+                t[(i * 37) % (k * ld)] = x;
+            }
+            let kp = up(k, KSTEP);
+            let pairs = kp / 2;
+            let mp = rows_padded(m);
+            let mut want = vec![0u32; mp * pairs];
+            for i in 0..m {
+                for kk in 0..k {
+                    let h = bf16_bits(t[kk * ld + first + i]) as u32;
+                    want[i * pairs + kk / 2] |= h << (16 * (kk % 2));
+                }
+            }
+            let mut got = vec![0xdead_beef_u32; mp * pairs];
+            convert(Rows::Columns { t: &t, ld, first }, m, k, kp, &mut got);
+            assert_eq!(got, want, "convert {m}x{k} (ld {ld}, first {first})");
+            // the scalar loop, block by block
+            let mut scalar = vec![0xdead_beef_u32; mp * pairs];
+            for p0 in (0..pairs).step_by(16) {
+                for i0 in (0..mp).step_by(16) {
+                    let b = Block {
+                        t: &t,
+                        ld,
+                        c0: first + i0,
+                        ni: m.saturating_sub(i0).min(16),
+                        nr: (mp - i0).min(16),
+                        k,
+                        p0,
+                    };
+                    // SAFETY: rows i0 .. i0 + nr of `scalar` hold `pairs` u32 from p0 + 16.
+                    unsafe { columns_block(b, scalar.as_mut_ptr().add(i0 * pairs + p0), pairs) };
+                }
+            }
+            assert_eq!(scalar, want, "scalar blocks {m}x{k}");
         }
     }
 }

@@ -52,9 +52,11 @@ fn parallelism(m: usize, n: usize, k: usize, threads: usize) -> Parallelism {
     }
 }
 
-/// Threads for the large products (rayon's setting: `RAYON_NUM_THREADS` or all cores).
+/// Threads for the large products: those of rayon's pool (`RAYON_NUM_THREADS`, `--threads`, or
+/// all cores). Asked of the pool, which is free, not of candle's helper, which reads the
+/// environment (and without `RAYON_NUM_THREADS`, /proc/cpuinfo) at every call.
 pub fn threads() -> usize {
-    candle_core::utils::get_num_threads()
+    rayon::current_num_threads()
 }
 
 /// A pointer that rayon tasks may share; each task writes a disjoint part of the buffer.

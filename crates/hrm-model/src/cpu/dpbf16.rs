@@ -98,12 +98,11 @@ fn convert(a: Rows, m: usize, k: usize, kp: usize, out: &mut [u32]) {
                     unsafe { columns_block(b, d, pairs) };
                 }
             };
-            let bands = (0..pairs).step_by(16);
             if par {
                 use rayon::prelude::*;
-                bands.collect::<Vec<_>>().into_par_iter().for_each(band);
+                (0..pairs / 16).into_par_iter().for_each(|b| band(16 * b));
             } else {
-                bands.for_each(band);
+                (0..pairs / 16).for_each(|b| band(16 * b));
             }
         }
     }
@@ -136,13 +135,31 @@ struct Block<'a> {
 }
 
 impl Block<'_> {
-    /// Pairs to read: none for a block of padding rows only (their columns lie outside `t`).
-    fn pairs_to_read(&self) -> usize {
-        if self.ni == 0 {
+    /// The block's pairs rounded and paired along K, `[pair][row]` (zeros past K, past `ni`, and
+    /// for a block of padding rows only, whose columns lie outside `t`).
+    #[inline(always)]
+    fn gather(&self) -> [[u32; 16]; 16] {
+        let Block {
+            t,
+            ld,
+            c0,
+            ni,
+            k,
+            p0,
+            ..
+        } = *self;
+        let np = if ni == 0 {
             0
         } else {
-            16.min(self.k.div_ceil(2).saturating_sub(self.p0))
+            16.min(k.div_ceil(2).saturating_sub(p0))
+        };
+        let mut tmp = [[0u32; 16]; 16];
+        for (dp, block) in tmp.iter_mut().enumerate().take(np) {
+            let kk = 2 * (p0 + dp);
+            let row = |kk: usize| &t[kk * ld + c0..][..ni];
+            interleave(row(kk), (kk + 1 < k).then(|| row(kk + 1)), &mut block[..ni]);
         }
+        tmp
     }
 }
 
@@ -152,23 +169,8 @@ impl Block<'_> {
 /// `dst + i * pairs` addresses 16 writable u32 for every `i < b.nr`.
 #[inline(always)]
 unsafe fn columns_block(b: Block, dst: *mut u32, pairs: usize) {
-    let Block {
-        t,
-        ld,
-        c0,
-        ni,
-        nr,
-        k,
-        p0,
-    } = b;
-    let np = b.pairs_to_read();
-    let mut tmp = [[0u32; 16]; 16]; // [pair][row]
-    for (dp, block) in tmp.iter_mut().enumerate().take(np) {
-        let kk = 2 * (p0 + dp);
-        let row = |kk: usize| &t[kk * ld + c0..][..ni];
-        interleave(row(kk), (kk + 1 < k).then(|| row(kk + 1)), &mut block[..ni]);
-    }
-    for i in 0..nr {
+    let tmp = b.gather();
+    for i in 0..b.nr {
         let mut line = [0u32; 16];
         for (l, block) in line.iter_mut().zip(&tmp) {
             *l = block[i];
@@ -178,8 +180,28 @@ unsafe fn columns_block(b: Block, dst: *mut u32, pairs: usize) {
     }
 }
 
-/// [`columns_block`] with AVX-512: each K pair of the 16 columns rounded as one vector (the
-/// rounding of [`bf16_bits`]), then the 16 x 16 pairs transposed in registers.
+/// The lane indices of the register transpose in [`columns_avx512`]: for step `s` = 8, 4, 2, 1,
+/// the `_mm512_permutex2var_epi32` selections that give rows r and r + s (r & s == 0) their
+/// swapped off-diagonal s-blocks.
+const TRANSPOSE: [([i32; 16], [i32; 16]); 4] = {
+    let mut t = [([0; 16], [0; 16]); 4];
+    let mut step = 0;
+    while step < 4 {
+        let s = 8 >> step;
+        let mut c = 0;
+        while c < 16 {
+            let keep = c & s == 0;
+            t[step].0[c] = if keep { c } else { 16 + c - s } as i32;
+            t[step].1[c] = if keep { c + s } else { 16 + c } as i32;
+            c += 1;
+        }
+        step += 1;
+    }
+    t
+};
+
+/// [`columns_block`] with AVX-512: the pairs gathered (the rounding loop compiled for AVX-512),
+/// then the 16 x 16 pairs transposed in registers.
 ///
 /// # Safety
 /// The CPU has AVX-512 F/BW; as [`columns_block`].
@@ -187,46 +209,11 @@ unsafe fn columns_block(b: Block, dst: *mut u32, pairs: usize) {
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn columns_avx512(b: Block, dst: *mut u32, pairs: usize) {
     use std::arch::x86_64::*;
-    let (t, ld, c0, ni, nr, k, p0) = (b.t, b.ld, b.c0, b.ni, b.nr, b.k, b.p0);
-    // the bf16 bits of each lane, in its low half
-    let bits = |x: __m512i| {
-        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(1));
-        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(
-            x,
-            _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb),
-        ));
-        let abs = _mm512_and_si512(x, _mm512_set1_epi32(0x7fff_ffff));
-        let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
-        let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(0x40));
-        _mm512_mask_blend_epi32(nan, rounded, quiet)
-    };
-    let cols: __mmask16 = ((1u32 << ni) - 1) as u16;
-    let np = b.pairs_to_read();
-    let mut v = [_mm512_setzero_si512(); 16]; // [pair], lanes the 16 columns
-    for (dp, v) in v.iter_mut().enumerate().take(np) {
-        let kk = 2 * (p0 + dp);
-        // SAFETY: K rows kk (and kk + 1 below k) hold columns c0 .. c0 + ni of `t` (the
-        // caller's shapes); masked lanes are not read.
-        let row = |kk: usize| unsafe {
-            _mm512_maskz_loadu_epi32(cols, t.as_ptr().add(kk * ld + c0) as *const i32)
-        };
-        let lo = bits(row(kk));
-        let hi = if kk + 1 < k {
-            _mm512_slli_epi32::<16>(bits(row(kk + 1)))
-        } else {
-            _mm512_setzero_si512()
-        };
-        *v = _mm512_or_si512(lo, hi);
-    }
-    // transpose: at step s, rows r and r + s (r & s == 0) swap their off-diagonal s-blocks
-    for s in [8usize, 4, 2, 1] {
-        let (mut lo, mut hi) = ([0i32; 16], [0i32; 16]);
-        for c in 0..16 {
-            let keep = c & s == 0;
-            lo[c] = if keep { c } else { 16 + c - s } as i32;
-            hi[c] = if keep { c + s } else { 16 + c } as i32;
-        }
-        // SAFETY: 16 i32 each.
+    let tmp = b.gather();
+    // SAFETY: (all loads) 16 u32 / i32 each.
+    let mut v = tmp.map(|row| unsafe { _mm512_loadu_si512(row.as_ptr() as *const _) });
+    for (step, (lo, hi)) in TRANSPOSE.iter().enumerate() {
+        let s = 8 >> step;
         let (lo, hi) = unsafe {
             (
                 _mm512_loadu_si512(lo.as_ptr() as *const _),
@@ -239,7 +226,7 @@ unsafe fn columns_avx512(b: Block, dst: *mut u32, pairs: usize) {
             v[r + s] = _mm512_permutex2var_epi32(a, hi, b);
         }
     }
-    for (i, v) in v.iter().enumerate().take(nr) {
+    for (i, v) in v.iter().enumerate().take(b.nr) {
         // SAFETY: row i of the destination holds 16 writable u32 (the caller's contract).
         unsafe { _mm512_storeu_si512(dst.add(i * pairs) as *mut _, *v) };
     }

@@ -13,10 +13,12 @@
 # Environment:
 #   HRM      the hrm binary (default target/release/hrm)
 #   CONFIG   the preset (default configs/sudoku-cpu.toml)
+#   OVERRIDES  more key=value overrides for every run, space-separated (e.g. "epochs=30" to train
+#            to convergence; use a RUNS folder of its own for each setting)
 #   PYTHON   any python3 (standard library only) for the summary
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 3 ] || { sed -n 2,16p "$0" >&2; exit 2; }
+[ $# -ge 3 ] || { sed -n 2,18p "$0" >&2; exit 2; }
 DATA="$1"
 RUNS="$2"
 shift 2
@@ -35,8 +37,9 @@ train() { # precision seed
   [ "$1" = bf16 ] && dtype=bfloat16
   if finished "$dir"; then return 0; fi
   rm -rf "$dir"
+  # shellcheck disable=SC2086 # OVERRIDES is a list of words
   "$HRM" --threads 1 train "$CONFIG" "data_path=$DATA" "seed=$2" "arch.forward_dtype=$dtype" \
-    --run-dir "$dir" >"$RUNS/$1-s$2.log" 2>&1
+    ${OVERRIDES:-} --run-dir "$dir" >"$RUNS/$1-s$2.log" 2>&1
   touch "$dir/done"
 }
 

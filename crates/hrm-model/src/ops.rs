@@ -625,11 +625,14 @@ impl RopeTables {
     }
 }
 
-/// Rotate-half RoPE of one head vector in place: x'_i = x_i c_i - x_{i+h} s_i,
-/// x'_{i+h} = x_{i+h} c_{i+h} + x_i s_{i+h} (the tables repeat, so c_i = c_{i+h}).
+/// Rotate-half RoPE of one head vector `x` into `out`: out_i = x_i c_i - x_{i+h} s_i,
+/// out_{i+h} = x_{i+h} c_{i+h} + x_i s_{i+h} (the tables repeat, so c_i = c_{i+h}). Reading the
+/// source and writing the destination in one loop is also the gather of a head's rows (a copy
+/// first would be a `memcpy` call per 64-value row).
 #[inline]
-fn rope_apply<T: Real>(x: &mut [T], cos: &[f32], sin: &[f32]) {
+fn rope_apply<T: Real>(x: &[T], cos: &[f32], sin: &[f32], out: &mut [T]) {
     let h = x.len() / 2;
+    let (cos, sin, out) = (&cos[..2 * h], &sin[..2 * h], &mut out[..2 * h]);
     for i in 0..h {
         let (a, b) = (x[i], x[i + h]);
         let (ci, si) = (T::from_f64(cos[i] as f64), T::from_f64(sin[i] as f64));
@@ -638,15 +641,17 @@ fn rope_apply<T: Real>(x: &mut [T], cos: &[f32], sin: &[f32]) {
             T::from_f64(sin[i + h] as f64),
         );
         // same operation order as `q * cos + rotate_half(q) * sin`
-        x[i] = a * ci + (-b) * si;
-        x[i + h] = b * cj + a * sj;
+        out[i] = a * ci + (-b) * si;
+        out[i + h] = b * cj + a * sj;
     }
 }
 
-/// Transpose of [`rope_apply`] (the gradient through the rotation): g = g'∘c - R(g'∘s).
+/// Transpose of [`rope_apply`] (the gradient through the rotation) from `g` into `out`:
+/// out = g∘c - R(g∘s).
 #[inline]
-fn rope_apply_t<T: Real>(g: &mut [T], cos: &[f32], sin: &[f32]) {
+fn rope_apply_t<T: Real>(g: &[T], cos: &[f32], sin: &[f32], out: &mut [T]) {
     let h = g.len() / 2;
+    let (cos, sin, out) = (&cos[..2 * h], &sin[..2 * h], &mut out[..2 * h]);
     for i in 0..h {
         let (a, b) = (g[i], g[i + h]);
         let (ci, si) = (T::from_f64(cos[i] as f64), T::from_f64(sin[i] as f64));
@@ -654,8 +659,8 @@ fn rope_apply_t<T: Real>(g: &mut [T], cos: &[f32], sin: &[f32]) {
             T::from_f64(cos[i + h] as f64),
             T::from_f64(sin[i + h] as f64),
         );
-        g[i] = a * ci + b * sj;
-        g[i + h] = b * cj - a * si;
+        out[i] = a * ci + b * sj;
+        out[i + h] = b * cj - a * si;
     }
 }
 
@@ -711,12 +716,18 @@ impl Attention {
         let mut k = vec![T::zero(); s * dh];
         for i in 0..s {
             let row = &qkv[(b * s + i) * 3 * d..(b * s + i + 1) * 3 * d];
-            q[i * dh..(i + 1) * dh].copy_from_slice(&row[h * dh..(h + 1) * dh]);
-            k[i * dh..(i + 1) * dh].copy_from_slice(&row[d + h * dh..d + (h + 1) * dh]);
+            let (qs, ks) = (
+                &row[h * dh..(h + 1) * dh],
+                &row[d + h * dh..d + (h + 1) * dh],
+            );
+            let (qi, ki) = (&mut q[i * dh..(i + 1) * dh], &mut k[i * dh..(i + 1) * dh]);
             if let Some(r) = &self.rope {
                 let (c, sn) = (&r.cos[i * dh..(i + 1) * dh], &r.sin[i * dh..(i + 1) * dh]);
-                rope_apply(&mut q[i * dh..(i + 1) * dh], c, sn);
-                rope_apply(&mut k[i * dh..(i + 1) * dh], c, sn);
+                rope_apply(qs, c, sn, qi);
+                rope_apply(ks, c, sn, ki);
+            } else {
+                qi.copy_from_slice(qs);
+                ki.copy_from_slice(ks);
             }
         }
         let mut p = vec![T::zero(); s * s];
@@ -877,17 +888,22 @@ impl Attention {
                 );
             }
             for i in 0..s {
-                let (dqi, dki) = (&mut dq[i * dh..(i + 1) * dh], &mut dk[i * dh..(i + 1) * dh]);
+                let (dqi, dki) = (&dq[i * dh..(i + 1) * dh], &dk[i * dh..(i + 1) * dh]);
+                // SAFETY: as above, this task's columns of row b*S + i (two disjoint runs of Dh).
+                let (rq, rk) = unsafe {
+                    let row = g.0.add(base + i * 3 * d);
+                    (
+                        std::slice::from_raw_parts_mut(row.add(h * dh), dh),
+                        std::slice::from_raw_parts_mut(row.add(d + h * dh), dh),
+                    )
+                };
                 if let Some(r) = &self.rope {
                     let (c, sn) = (&r.cos[i * dh..(i + 1) * dh], &r.sin[i * dh..(i + 1) * dh]);
-                    rope_apply_t(dqi, c, sn);
-                    rope_apply_t(dki, c, sn);
-                }
-                // SAFETY: as above, this task's columns of row b*S + i.
-                unsafe {
-                    let row = g.0.add(base + i * 3 * d);
-                    std::ptr::copy_nonoverlapping(dqi.as_ptr(), row.add(h * dh), dh);
-                    std::ptr::copy_nonoverlapping(dki.as_ptr(), row.add(d + h * dh), dh);
+                    rope_apply_t(dqi, c, sn, rq);
+                    rope_apply_t(dki, c, sn, rk);
+                } else {
+                    rq.copy_from_slice(dqi);
+                    rk.copy_from_slice(dki);
                 }
             }
         });

@@ -72,6 +72,12 @@ pub(super) fn flat_mut(l: &mut [Line]) -> &mut [u16] {
     unsafe { std::slice::from_raw_parts_mut(l.as_mut_ptr() as *mut u16, l.len() * 32) }
 }
 
+/// Lines as their K pairs (16 `u32` a line, the first value of a pair in the low half).
+pub(super) fn words_mut(l: &mut [Line]) -> &mut [u32] {
+    // SAFETY: Line is 64 bytes aligned to 64 with no padding; every bit pattern is a valid u32.
+    unsafe { std::slice::from_raw_parts_mut(l.as_mut_ptr() as *mut u32, l.len() * 16) }
+}
+
 /// Rows of K pairs (a `u32` each, the first value in the low half) as their bf16 values.
 pub(super) fn halves_mut(p: &mut [u32]) -> &mut [u16] {
     // SAFETY: a u32 slice read as twice as many u16 (alignment 4 >= 2, no padding).
@@ -447,9 +453,8 @@ pub fn matmul(m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
         return;
     }
     match kernel() {
-        Kernel::Amx => crate::cpu::amx::matmul(m, a, w, c),
-        Kernel::Avx512Bf16 => crate::cpu::dpbf16::matmul(m, a, w, c),
         Kernel::Reference => reference(m, a, w, c),
+        unit => crate::cpu::rows16::matmul(unit, m, a, w, c),
     }
 }
 
@@ -467,8 +472,8 @@ fn empty(m: usize, w: &PackedBf16, c: &mut [f32]) -> bool {
 }
 
 /// `c[m x n] = bf16(A) · wᵀ` where A `[m, w.k]` is the columns `first..first + m` of `t`
-/// `[w.k, ld]`: on AVX512-BF16 A is rounded and transposed in one pass by the kernel; the other
-/// kernels take it transposed into f32 rows first, in `rows` (kept by the caller between calls).
+/// `[w.k, ld]`: on AMX and AVX512-BF16 A is rounded and transposed in one pass; the reference
+/// kernel takes it transposed into f32 rows first, in `rows` (kept by the caller between calls).
 fn matmul_columns(
     m: usize,
     (t, ld, first): (&[f32], usize, usize),
@@ -479,29 +484,17 @@ fn matmul_columns(
     if empty(m, w, c) {
         return;
     }
-    if kernel() == Kernel::Avx512Bf16 {
-        return crate::cpu::dpbf16::matmul_columns(m, t, ld, first, w, c);
+    if kernel() != Kernel::Reference {
+        return crate::cpu::rows16::matmul_columns(kernel(), m, (t, ld, first), w, c);
     }
-    // 32 rows x 32 columns at a time (whole cache lines read and written), in parallel when large
     let k = w.k;
     rows.resize(m * k, 0.0);
-    let fill = |(ib, out): (usize, &mut [f32])| {
-        let (i0, ni) = (first + ib * 32, out.len() / k);
-        for k0 in (0..k).step_by(32) {
-            for kk in k0..(k0 + 32).min(k) {
-                for (di, &v) in t[kk * ld + i0..kk * ld + i0 + ni].iter().enumerate() {
-                    out[di * k + kk] = v;
-                }
-            }
+    for (di, out) in rows.chunks_mut(k).enumerate() {
+        for (kk, o) in out.iter_mut().enumerate() {
+            *o = t[kk * ld + first + di];
         }
-    };
-    if m * k >= 1 << 16 {
-        use rayon::prelude::*;
-        rows.par_chunks_mut(32 * k).enumerate().for_each(fill);
-    } else {
-        rows.chunks_mut(32 * k).enumerate().for_each(fill);
     }
-    matmul(m, rows, w, c)
+    reference(m, rows, w, c)
 }
 
 /// Rows of the result per pass of a product whose `a` is transposed: a multiple of every
@@ -652,24 +645,25 @@ pub(crate) mod tests {
     }
 
     /// Every kernel this CPU has (AMX, AVX512-BF16, called directly, whatever the dispatch
-    /// picks) and the dispatch itself against the f32 product of the rounded operands.
+    /// picks; on rows, on the columns of a transposed operand and on rows already rounded into
+    /// pairs) and the dispatch itself against the f32 product of the rounded operands.
     #[test]
     fn every_kernel_matches_the_product_of_the_rounded_operands() {
-        let kernels: [(&str, bool, fn(usize, &[f32], &PackedBf16, &mut [f32])); 3] = [
-            ("dispatch", true, matmul),
-            ("amx", crate::cpu::amx::available(), crate::cpu::amx::matmul),
+        use crate::cpu::rows16;
+        let units: [(&str, Kernel, bool); 2] = [
+            ("amx", Kernel::Amx, crate::cpu::amx::available()),
             (
                 "avx512-bf16",
+                Kernel::Avx512Bf16,
                 crate::cpu::dpbf16::available(),
-                crate::cpu::dpbf16::matmul,
             ),
         ];
         // not silent: the kernel in use is named, and the dispatch is checked in any case
         eprintln!(
             "bf16 kernel: {}; amx {}, avx512-bf16 {}",
             kernel().name(),
-            kernels[1].1,
-            kernels[2].1
+            units[0].2,
+            units[1].2
         );
         for &(m, n, k) in SHAPES {
             for exact in [true, false] {
@@ -679,16 +673,39 @@ pub(crate) mod tests {
                 let mut want = vec![0f32; m * n];
                 reference(m, &a, &w, &mut want);
                 let (want64, mag) = oracle(m, &a, &w);
-                for (name, on, f) in kernels {
-                    if !on {
-                        continue;
+                let mut got = vec![f32::NAN; m * n];
+                matmul(m, &a, &w, &mut got);
+                let mut outcomes = vec![("dispatch".to_string(), got)];
+                // the operand transposed (stored [k, ld], its rows at a column offset), and
+                // already rounded into rows of pairs
+                let (ld, first) = (m + 3, 2);
+                let mut t = vec![7.0f32; k * ld];
+                for i in 0..m {
+                    for j in 0..k {
+                        t[j * ld + first + i] = a[i * k + j];
+                    }
+                }
+                let kp = up(k, KSTEP);
+                for &(name, unit, _) in units.iter().filter(|u| u.2) {
+                    let mut got = vec![f32::NAN; m * n];
+                    rows16::matmul(unit, m, &a, &w, &mut got);
+                    outcomes.push((name.to_string(), got));
+                    let mut got = vec![f32::NAN; m * n];
+                    rows16::matmul_columns(unit, m, (&t, ld, first), &w, &mut got);
+                    outcomes.push((format!("{name} columns"), got));
+                    let mut pairs = lines(rows16::rows_padded(unit, m) * kp);
+                    for (i, row) in flat_mut(&mut pairs).chunks_mut(kp).take(m).enumerate() {
+                        round_into(&a[i * k..(i + 1) * k], row);
                     }
                     let mut got = vec![f32::NAN; m * n];
-                    f(m, &a, &w, &mut got);
+                    rows16::matmul_pairs(unit, m, &pairs, &w, &mut got);
+                    outcomes.push((format!("{name} pairs"), got));
+                }
+                for (name, got) in &outcomes {
                     if exact {
-                        assert_eq!(got, want, "{name} {m}x{n}x{k}: exact data, other numbers");
+                        assert_eq!(got, &want, "{name} {m}x{n}x{k}: exact data, other numbers");
                     } else {
-                        check(name, (m, n, k), &got, &want64, &mag);
+                        check(name, (m, n, k), got, &want64, &mag);
                     }
                 }
             }

@@ -1,13 +1,14 @@
 //! A SwiGLU MLP, `down(silu(g) * u)` with `[g | u] = x · gate_upᵀ`, in bf16 products whose
-//! hidden activation stays in bf16 between the two: on the AVX512-BF16 kernel the gate is applied
-//! to the first product's micro-tiles and rounded for the second, with no f32 round trip through
-//! memory. On the other kernels the same numbers come from the two products and an f32 gate.
+//! hidden activation stays in bf16 between the two: on AMX and AVX512-BF16 the gate is applied
+//! to the first product's result blocks and rounded for the second, with no f32 round trip
+//! through memory. On the reference kernel the same numbers come from the two products and an
+//! f32 gate.
 
 use rayon::prelude::*;
 
-use super::bf16::{self, up, Kernel, PackedBf16, KSTEP};
+use super::bf16::{self, lines, up, Kernel, Line, PackedBf16, KSTEP};
 use super::gemm::Mat;
-use super::{dpbf16, kernels};
+use super::{kernels, rows16};
 
 /// An MLP's two weights packed for [`PackedMlp::forward`]: `gate_up` with its columns reordered
 /// into 32-column blocks of 16 gate columns and the same 16 up columns (zero padded to a whole
@@ -23,9 +24,9 @@ pub struct PackedMlp {
 /// Scratch buffers of [`PackedMlp::forward`], kept between calls.
 #[derive(Debug, Default)]
 pub struct Scratch {
-    /// The bf16 activation in the kernel's rows of pairs (the fused path).
-    pairs: Vec<u32>,
-    /// The gate-up product and the f32 activation (the other kernels).
+    /// The bf16 activation in the kernels' rows of pairs (the fused path).
+    pairs: Vec<Line>,
+    /// The gate-up product and the f32 activation (the reference kernel).
     gate_up: Vec<f32>,
     act: Vec<f32>,
 }
@@ -65,30 +66,34 @@ impl PackedMlp {
         if m == 0 || n == 0 {
             return;
         }
-        if bf16::kernel() == Kernel::Avx512Bf16 && k > 0 && inner > 0 {
-            self.fused(m, x, s, out)
+        let unit = bf16::kernel();
+        if unit != Kernel::Reference && k > 0 && inner > 0 {
+            self.fused(unit, m, x, s, out)
         } else {
             self.split(m, x, s, out)
         }
     }
 
-    /// [`PackedMlp::forward`] on the AVX512-BF16 kernel: the gate applied to the gate-up
-    /// product's micro-tiles, the activation in bf16 rows for the down product.
-    fn fused(&self, m: usize, x: &[f32], s: &mut Scratch, out: &mut [f32]) {
+    /// [`PackedMlp::forward`] on AMX or AVX512-BF16 (`unit`): the gate applied to the gate-up
+    /// product's result blocks, the activation in bf16 rows for the down product.
+    fn fused(&self, unit: Kernel, m: usize, x: &[f32], s: &mut Scratch, out: &mut [f32]) {
         let ld = up(self.inner, KSTEP);
-        s.pairs.resize(dpbf16::rows_padded(m) * ld / 2, 0);
-        let rows = bf16::halves_mut(&mut s.pairs);
-        dpbf16::glu(m, x, &self.gate_up, rows, ld);
+        let len = rows16::rows_padded(unit, m) * ld;
+        if s.pairs.len() * 32 < len {
+            s.pairs = lines(len);
+        }
+        let rows = &mut bf16::flat_mut(&mut s.pairs)[..len];
+        rows16::glu(unit, m, x, &self.gate_up, rows, ld);
         if self.inner < ld {
             // the K padding of `down`: zeros, as the product's own rounding pads (the gate of a
             // padding column is x · 0, which is NaN where x holds an infinity)
             rows.chunks_exact_mut(ld)
                 .for_each(|r| r[self.inner..].fill(0));
         }
-        dpbf16::matmul_pairs(m, &s.pairs, &self.down, out);
+        rows16::matmul_pairs(unit, m, &s.pairs, &self.down, out);
     }
 
-    /// [`PackedMlp::forward`] on the other kernels: the two products and an f32 gate.
+    /// [`PackedMlp::forward`] on the reference kernel: the two products and an f32 gate.
     fn split(&self, m: usize, x: &[f32], s: &mut Scratch, out: &mut [f32]) {
         let (inner, wide) = (self.inner, self.gate_up.n);
         s.gate_up.resize(m * wide, 0.0);

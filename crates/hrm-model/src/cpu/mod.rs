@@ -17,6 +17,7 @@ pub mod gemm;
 pub mod kernels;
 pub mod mlp16;
 pub mod packed;
+mod rows16;
 
 /// Whether the hand-written SIMD kernels may run (`HRM_NO_SIMD` unset); read once.
 pub fn simd_enabled() -> bool {

@@ -1033,6 +1033,21 @@ pub fn softmax_composed(x: &Tensor) -> Result<Tensor> {
 // Residual add + RMSNorm
 // ------------------------------------------------------------------------------------------------
 
+/// `sum_j f(j)` for `j < len` in f64, over 8 interleaved partial sums (independent chains that
+/// vectorise, where one running sum waits on every add), combined pairwise, then the tail.
+#[inline(always)]
+fn lane_sum(len: usize, f: impl Fn(usize) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let whole = len / 8 * 8;
+    for j in (0..whole).step_by(8) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(j + l);
+        }
+    }
+    let tail: f64 = (whole..len).map(f).sum();
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
 /// `rms_norm(a + b)` over the last dimension: `y = x / sqrt(mean(x^2) + eps)`.
 #[derive(Debug, Clone, Copy)]
 pub struct AddRmsNorm {
@@ -1063,15 +1078,15 @@ impl AddRmsNorm {
             .zip(x.par_chunks(d * ROWS))
             .for_each(|(zs, xs)| {
                 for (zr, xr) in zs.chunks_mut(d).zip(xs.chunks(d)) {
-                    let mut ss = 0f64;
                     for (zj, &xj) in zr.iter_mut().zip(xr) {
-                        let mut v = *zj + xj;
-                        if round_bf16 {
-                            v = T::from_f64(bf16::from_f64(v.to_f64()).to_f64());
-                        }
-                        *zj = v;
-                        ss += v.to_f64() * v.to_f64();
+                        *zj = *zj + xj;
                     }
+                    if round_bf16 {
+                        for v in zr.iter_mut() {
+                            *v = T::from_f64(bf16::from_f64(v.to_f64()).to_f64());
+                        }
+                    }
+                    let ss = lane_sum(d, |j| zr[j].to_f64() * zr[j].to_f64());
                     let var = T::from_f64(ss / d as f64);
                     let r = T::one() / (var + T::from_f64(self.eps)).sqrt();
                     for v in zr.iter_mut() {
@@ -1088,21 +1103,17 @@ impl AddRmsNorm {
             let base = c * d * 64;
             for (r, dxr) in dxs.chunks_mut(d).enumerate() {
                 let off = base + r * d;
-                let mut ss = 0f64;
-                for j in 0..d {
-                    let x = (a[off + j] + b[off + j]).to_f64();
-                    ss += x * x;
-                }
+                let (a, b, g) = (&a[off..off + d], &b[off..off + d], &g[off..off + d]);
+                let ss = lane_sum(d, |j| {
+                    let x = (a[j] + b[j]).to_f64();
+                    x * x
+                });
                 let rr = 1.0 / (ss / d as f64 + self.eps).sqrt();
-                let mut gy = 0f64;
-                for j in 0..d {
-                    let y = (a[off + j] + b[off + j]).to_f64() * rr;
-                    gy += g[off + j].to_f64() * y;
-                }
+                let gy = lane_sum(d, |j| g[j].to_f64() * ((a[j] + b[j]).to_f64() * rr));
                 let m = gy / d as f64;
                 for j in 0..d {
-                    let y = (a[off + j] + b[off + j]).to_f64() * rr;
-                    dxr[j] = T::from_f64(rr * (g[off + j].to_f64() - y * m));
+                    let y = (a[j] + b[j]).to_f64() * rr;
+                    dxr[j] = T::from_f64(rr * (g[j].to_f64() - y * m));
                 }
             }
         });

@@ -257,13 +257,9 @@ impl Products {
         tb: gemm::Op,
     ) -> Vec<f32> {
         match self {
-            // (no zero-filled buffer first: sgemm writes every element)
+            // (no zero-filled buffer first: both write every element)
             Products::F32 => gemm::sgemm(m, n, k, a, ta, b, tb),
-            Products::Bf16 => {
-                let mut c = vec![0f32; m * n];
-                self.matmul_into(m, n, k, a, ta, b, tb, &mut c);
-                c
-            }
+            Products::Bf16 => crate::cpu::bf16::gemm(m, n, k, a, ta, b, tb),
         }
     }
 }

@@ -471,40 +471,15 @@ fn empty(m: usize, w: &PackedBf16, c: &mut [f32]) -> bool {
     false
 }
 
-/// `c[m x n] = bf16(A) · wᵀ` where A `[m, w.k]` is the columns `first..first + m` of `t`
-/// `[w.k, ld]`: on AMX and AVX512-BF16 A is rounded and transposed in one pass; the reference
-/// kernel takes it transposed into f32 rows first, in `rows` (kept by the caller between calls).
-fn matmul_columns(
-    m: usize,
-    (t, ld, first): (&[f32], usize, usize),
-    w: &PackedBf16,
-    c: &mut [f32],
-    rows: &mut Vec<f32>,
-) {
-    if empty(m, w, c) {
-        return;
-    }
-    if kernel() != Kernel::Reference {
-        return crate::cpu::rows16::matmul_columns(kernel(), m, (t, ld, first), w, c);
-    }
-    let k = w.k;
-    rows.resize(m * k, 0.0);
-    for (di, out) in rows.chunks_mut(k).enumerate() {
-        for (kk, o) in out.iter_mut().enumerate() {
-            *o = t[kk * ld + first + di];
-        }
-    }
-    reference(m, rows, w, c)
-}
-
 /// Rows of the result per pass of a product whose `a` is transposed: a multiple of every
-/// kernel's row block (12, 16, 32).
+/// kernel's row block (12, 32), so that the bf16 copy of them stays small (dw of a training step:
+/// m = 3,072 rows of k = 2,624 would be 16 MB).
 const CHUNK: usize = 384;
 
 /// `c = op(a) · op(b)` (`[m x k] · [k x n]` into `[m x n]`, overwritten; contiguous row-major
 /// operands as [`gemm::sgemm_into`] takes them) with bf16 operands and f32 accumulation: the
 /// products of a bf16 training step. `b` is packed per call (`n x k` reads, against `m x n x k`
-/// multiply-adds), `a` is rounded per call.
+/// multiply-adds), `a` is rounded per call (a transposed `a` rounded and transposed in one pass).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_into(
     m: usize,
@@ -516,6 +491,51 @@ pub fn gemm_into(
     tb: gemm::Op,
     c: &mut [f32],
 ) {
+    check_operands(m, n, k, a, b);
+    assert_eq!(c.len(), m * n, "bf16::gemm: c is not {m}x{n}");
+    if m * n == 0 {
+        return;
+    }
+    if k == 0 {
+        return c.fill(0.0); // an empty sum
+    }
+    if kernel() == Kernel::Reference {
+        // the f32 product of the rounded operands
+        return gemm::sgemm_into(m, n, k, &round_bf16(a), ta, &round_bf16(b), tb, c);
+    }
+    // SAFETY: c holds the m x n result, which the call overwrites.
+    unsafe { gemm_unit((m, n, k), (a, ta), (b, tb), gemm::SendPtr(c.as_mut_ptr())) }
+}
+
+/// [`gemm_into`] into a new `m x n` buffer, with no zero fill first (every kernel writes every
+/// element of the result).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    ta: gemm::Op,
+    b: &[f32],
+    tb: gemm::Op,
+) -> Vec<f32> {
+    if kernel() == Kernel::Reference || m * n * k == 0 {
+        let mut c = vec![0f32; m * n];
+        gemm_into(m, n, k, a, ta, b, tb, &mut c);
+        return c;
+    }
+    check_operands(m, n, k, a, b);
+    let mut c = Vec::<f32>::with_capacity(m * n);
+    // SAFETY: the buffer has room for m x n f32, and gemm_unit writes every one of them (whole
+    // blocks and edge blocks of every row and column) before the length is set.
+    unsafe {
+        gemm_unit((m, n, k), (a, ta), (b, tb), gemm::SendPtr(c.as_mut_ptr()));
+        c.set_len(m * n);
+    }
+    c
+}
+
+fn check_operands(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) {
     for (x, rows, cols) in [(a, m, k), (b, k, n)] {
         assert_eq!(
             x.len(),
@@ -524,24 +544,44 @@ pub fn gemm_into(
             x.len()
         );
     }
+}
+
+/// [`gemm_into`] on AMX or AVX512-BF16 into `c`.
+///
+/// # Safety
+/// The operands checked, `m, n, k > 0`, [`kernel`] not the reference, and `c` addresses `m * n`
+/// writable f32 (initialised or not: every one is written).
+unsafe fn gemm_unit(
+    (m, n, k): (usize, usize, usize),
+    (a, ta): (&[f32], gemm::Op),
+    (b, tb): (&[f32], gemm::Op),
+    c: gemm::SendPtr<f32>,
+) {
+    use crate::cpu::rows16::{self, Rows};
     // the n x k transpose of op(b), as the packing reads it
     let bt = match tb {
         gemm::Op::N => Mat::rows(b, n).t(),
         gemm::Op::T => Mat::rows(b, k),
     };
-    // SAFETY: `bt` views the n x k elements of `b` just checked.
+    // SAFETY: `bt` views the n x k elements of `b` (checked by the caller).
     let w = unsafe { PackedBf16::pack_view(bt, n, k) };
+    let unit = kernel();
     match ta {
-        gemm::Op::N => matmul(m, a, &w, c),
+        // SAFETY: c addresses the m x n result (the caller's contract).
+        gemm::Op::N => unsafe { rows16::product_into(unit, m, Rows::Plain(a), &w, c) },
         gemm::Op::T => {
-            // a is stored [k, m]: [`CHUNK`] rows of the result at a time, so that the kernel's
-            // copy of them stays small (dw of a training step: m = 3,072 rows of k = 2,624
-            // would be 32 MB in f32)
-            let mut rows = Vec::new();
+            // a is stored [k, m]: [`CHUNK`] rows of the result at a time
             for c0 in (0..m).step_by(CHUNK) {
-                let mc = CHUNK.min(m - c0);
-                let out = &mut c[c0 * n..(c0 + mc) * n];
-                matmul_columns(mc, (a, m, c0), &w, out, &mut rows);
+                let rows = Rows::Columns {
+                    t: a,
+                    ld: m,
+                    first: c0,
+                };
+                // SAFETY: rows c0 .. c0 + mc of the result lie inside c.
+                unsafe {
+                    let out = gemm::SendPtr(c.0.add(c0 * n));
+                    rows16::product_into(unit, CHUNK.min(m - c0), rows, &w, out)
+                }
             }
         }
     }
@@ -691,7 +731,10 @@ pub(crate) mod tests {
                     rows16::matmul(unit, m, &a, &w, &mut got);
                     outcomes.push((name.to_string(), got));
                     let mut got = vec![f32::NAN; m * n];
-                    rows16::matmul_columns(unit, m, (&t, ld, first), &w, &mut got);
+                    let rows = rows16::Rows::Columns { t: &t, ld, first };
+                    let c = gemm::SendPtr(got.as_mut_ptr());
+                    // SAFETY: the unit is available, the shapes non-empty, `got` m x n.
+                    unsafe { rows16::product_into(unit, m, rows, &w, c) };
                     outcomes.push((format!("{name} columns"), got));
                     let mut pairs = lines(rows16::rows_padded(unit, m) * kp);
                     for (i, row) in flat_mut(&mut pairs).chunks_mut(kp).take(m).enumerate() {

@@ -262,22 +262,20 @@ pub(super) fn glu(kernel: Kernel, m: usize, a: &[f32], w: &PackedBf16, out: &mut
     product(kernel, m, Rows::Plain(a), w, Sink::Glu { out, ld })
 }
 
-/// `c = bf16(A) · wᵀ` where A `[m, w.k]` is the columns `first..first + m` of `t` `[w.k, ld]`
-/// (the caller checked the shapes, `m, n, k > 0`): A is rounded and transposed in one pass,
-/// with no f32 copy.
-pub(super) fn matmul_columns(
+/// `c = bf16(a) · wᵀ` on `kernel` into the `m x w.n` f32 at `c`, initialised or not (every one
+/// is written).
+///
+/// # Safety
+/// `kernel` available, `m, w.n, w.k > 0`, `a` holds its `m x w.k` values (the columns of a
+/// transposed operand inside it), and `c` addresses `m * w.n` writable f32.
+pub(super) unsafe fn product_into(
     kernel: Kernel,
     m: usize,
-    (t, ld, first): (&[f32], usize, usize),
+    a: Rows,
     w: &PackedBf16,
-    c: &mut [f32],
+    c: SendPtr<f32>,
 ) {
-    assert!(
-        first + m <= ld && t.len() >= w.k * ld,
-        "rows16: columns outside the operand"
-    );
-    let a = Rows::Columns { t, ld, first };
-    product(kernel, m, a, w, Sink::F32(SendPtr(c.as_mut_ptr())))
+    product(kernel, m, a, w, Sink::F32(c))
 }
 
 /// Where a product's results go.

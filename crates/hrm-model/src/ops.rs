@@ -621,6 +621,23 @@ impl RopeTables {
     }
 }
 
+/// Ask the CPU to bring `x`'s cache lines into L1 (a hint: no effect on any value).
+#[inline(always)]
+fn prefetch<T>(x: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(x);
+        let p = x.as_ptr() as *const i8;
+        for off in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch reads nothing architecturally, and p + off lies inside `x`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
 /// Rotate-half RoPE of one head vector `x` into `out`: out_i = x_i c_i - x_{i+h} s_i,
 /// out_{i+h} = x_{i+h} c_{i+h} + x_i s_{i+h} (the tables repeat, so c_i = c_{i+h}). Reading the
 /// source and writing the destination in one loop is also the gather of a head's rows (a copy
@@ -703,6 +720,9 @@ impl Attention {
         Ok((dims[0], dims[1]))
     }
 
+    /// Rows ahead of the gather in [`Attention::head_ctx`] whose head values are prefetched.
+    const AHEAD: usize = 4;
+
     /// Gather head `h` of batch row `b` from `qkv` `[B, S, 3D]`, rotate q and k, and compute
     /// P = softmax(q k^T / sqrt(Dh)) row by row (max-subtracted).
     fn head_ctx<T: Real>(&self, qkv: &[T], s: usize, b: usize, h: usize) -> HeadCtx<T> {
@@ -710,8 +730,17 @@ impl Attention {
         let d = self.num_heads * dh;
         let mut q = vec![T::zero(); s * dh];
         let mut k = vec![T::zero(); s * dh];
+        let row_of = |i: usize| &qkv[(b * s + i) * 3 * d..(b * s + i + 1) * 3 * d];
         for i in 0..s {
-            let row = &qkv[(b * s + i) * 3 * d..(b * s + i + 1) * 3 * d];
+            let row = row_of(i);
+            if i + Self::AHEAD < s {
+                // the head's q, k and v of a row a few ahead: rows lie 3D apart, past what the
+                // hardware prefetchers follow, so each row's first loads would wait on memory
+                let next = row_of(i + Self::AHEAD);
+                for part in 0..3 {
+                    prefetch(&next[part * d + h * dh..part * d + (h + 1) * dh]);
+                }
+            }
             let (qs, ks) = (
                 &row[h * dh..(h + 1) * dh],
                 &row[d + h * dh..d + (h + 1) * dh],

@@ -50,38 +50,41 @@ fn max_lanes(x: &[f32]) -> f32 {
     m
 }
 
-/// Sum over 16 independent lanes (a fixed order, so results do not depend on the machine).
-#[inline(always)]
-fn sum_lanes(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let n = x.len() / 16 * 16;
-    for c in x[..n].chunks_exact(16) {
-        for k in 0..16 {
-            acc[k] += c[k];
-        }
-    }
-    let mut s = 0f32;
-    for a in acc {
-        s += a;
-    }
-    for &v in &x[n..] {
-        s += v;
-    }
-    s
-}
-
 /// `row = softmax(row * scale)` (max-subtracted), the body compiled per instruction set: every
-/// loop is either element-wise or a 16-lane reduction, so all of them vectorise.
+/// loop is either element-wise or a 16-lane reduction, so all of them vectorise. Three passes
+/// over the row: the maximum of the unscaled values (for `scale > 0`, `max(x) * scale` is
+/// `max(x * scale)` exactly: rounding is monotonic), the exponentials with their sum over 16
+/// independent lanes (a fixed order, so results do not depend on the machine), and the
+/// normalisation.
 #[inline(always)]
 fn softmax_row_body(row: &mut [f32], scale: f32) {
-    for x in row.iter_mut() {
-        *x *= scale;
+    let (mx, scale) = if scale > 0.0 {
+        (max_lanes(row) * scale, scale)
+    } else {
+        for x in row.iter_mut() {
+            *x *= scale;
+        }
+        (max_lanes(row), 1.0)
+    };
+    let mut acc = [0f32; 16];
+    let n = row.len() / 16 * 16;
+    for c in row[..n].chunks_exact_mut(16) {
+        for k in 0..16 {
+            let e = exp_f32(c[k] * scale - mx);
+            c[k] = e;
+            acc[k] += e;
+        }
     }
-    let mx = max_lanes(row);
-    for x in row.iter_mut() {
-        *x = exp_f32(*x - mx);
+    let mut sum = 0f32;
+    for a in acc {
+        sum += a;
     }
-    let inv = 1.0 / sum_lanes(row);
+    for x in &mut row[n..] {
+        let e = exp_f32(*x * scale - mx);
+        *x = e;
+        sum += e;
+    }
+    let inv = 1.0 / sum;
     for x in row.iter_mut() {
         *x *= inv;
     }
@@ -271,6 +274,46 @@ mod tests {
             let s: f64 = e.iter().sum();
             for (a, b) in row.iter().zip(&e) {
                 assert!((*a as f64 - b / s).abs() < 1e-7);
+            }
+        }
+    }
+
+    /// The three-pass softmax gives the bits of the plain form (scale every value, take the
+    /// maximum, exponentiate, sum over 16 lanes in order, normalise), on rows below, at and past
+    /// one 16-lane chunk, with -inf entries (masked scores), a positive and a negative scale.
+    #[test]
+    fn softmax_rows_equal_the_four_pass_form_bit_for_bit() {
+        for &width in &[1usize, 7, 16, 17, 82, 100] {
+            for &scale in &[0.125f32, 1.0, -0.5] {
+                let mut p: Vec<f32> = (0..4 * width)
+                    .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.731)
+                    .collect();
+                p[width / 2] = f32::NEG_INFINITY;
+                let mut want = p.clone();
+                for row in want.chunks_mut(width) {
+                    row.iter_mut().for_each(|x| *x *= scale);
+                    let mx = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    row.iter_mut().for_each(|x| *x = exp_f32(*x - mx));
+                    let n = width / 16 * 16;
+                    let mut acc = [0f32; 16];
+                    for c in row[..n].chunks_exact(16) {
+                        for k in 0..16 {
+                            acc[k] += c[k];
+                        }
+                    }
+                    let mut sum = 0f32;
+                    for a in acc {
+                        sum += a;
+                    }
+                    for &x in &row[n..] {
+                        sum += x;
+                    }
+                    let inv = 1.0 / sum;
+                    row.iter_mut().for_each(|x| *x *= inv);
+                }
+                softmax_rows(&mut p, width, scale);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&p), bits(&want), "width {width} scale {scale}");
             }
         }
     }

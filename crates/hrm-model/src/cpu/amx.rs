@@ -171,7 +171,6 @@ mod imp {
         let m_chunk = ((1 << 18) / sa).max(BLOCK) / BLOCK * BLOCK;
         // a result block on the edges (rows past m or columns past n), and a gated block
         let mut edge = [0f32; BLOCK * BLOCK];
-        let ep = edge.as_mut_ptr();
         let wt = flat(&w.tiles).as_ptr();
         let a = ab.as_ptr() as *const u16;
         // SAFETY: (whole block) the configuration is a valid palette-1 layout; all tile
@@ -191,14 +190,14 @@ mod imp {
                         let (a0, a1) = (a.add(r * kp), a.add((r + 16) * kp));
                         match sink {
                             Sink::Glu { out, ld } => {
-                                block32(a0, a1, sa, b_lo, b_hi, kt, ep, BLOCK);
+                                block32(a0, a1, sa, b_lo, b_hi, kt, edge.as_mut_ptr(), BLOCK);
                                 gate(&edge, out.0.add(r * ld + cb * 16), ld);
                             }
                             Sink::F32(c) if r + BLOCK <= m && col + BLOCK <= n => {
                                 block32(a0, a1, sa, b_lo, b_hi, kt, c.0.add(r * n + col), n);
                             }
                             Sink::F32(c) => {
-                                block32(a0, a1, sa, b_lo, b_hi, kt, ep, BLOCK);
+                                block32(a0, a1, sa, b_lo, b_hi, kt, edge.as_mut_ptr(), BLOCK);
                                 for i in 0..BLOCK.min(m.saturating_sub(r)) {
                                     for j in 0..BLOCK.min(n - col) {
                                         *c.0.add((r + i) * n + col + j) = edge[i * BLOCK + j];

@@ -275,6 +275,12 @@ pub(super) unsafe fn product_into(
     w: &PackedBf16,
     c: SendPtr<f32>,
 ) {
+    if let Rows::Columns { t, ld, first } = a {
+        debug_assert!(
+            first + m <= ld && t.len() >= w.k * ld,
+            "columns outside the operand"
+        );
+    }
     product(kernel, m, a, w, Sink::F32(c))
 }
 

@@ -73,6 +73,12 @@ pub(super) fn flat_mut(l: &mut [Line]) -> &mut [u16] {
 }
 
 /// Lines as their K pairs (16 `u32` a line, the first value of a pair in the low half).
+pub(super) fn words(l: &[Line]) -> &[u32] {
+    // SAFETY: Line is 64 bytes aligned to 64 with no padding; every bit pattern is a valid u32.
+    unsafe { std::slice::from_raw_parts(l.as_ptr() as *const u32, l.len() * 16) }
+}
+
+/// [`words`], mutable.
 pub(super) fn words_mut(l: &mut [Line]) -> &mut [u32] {
     // SAFETY: Line is 64 bytes aligned to 64 with no padding; every bit pattern is a valid u32.
     unsafe { std::slice::from_raw_parts_mut(l.as_mut_ptr() as *mut u32, l.len() * 16) }
@@ -491,23 +497,12 @@ pub fn gemm_into(
     tb: gemm::Op,
     c: &mut [f32],
 ) {
-    check_operands(m, n, k, a, b);
     assert_eq!(c.len(), m * n, "bf16::gemm: c is not {m}x{n}");
-    if m * n == 0 {
-        return;
-    }
-    if k == 0 {
-        return c.fill(0.0); // an empty sum
-    }
-    if kernel() == Kernel::Reference {
-        // the f32 product of the rounded operands
-        return gemm::sgemm_into(m, n, k, &round_bf16(a), ta, &round_bf16(b), tb, c);
-    }
     // SAFETY: c holds the m x n result, which the call overwrites.
-    unsafe { gemm_unit((m, n, k), (a, ta), (b, tb), gemm::SendPtr(c.as_mut_ptr())) }
+    unsafe { gemm_raw((m, n, k), (a, ta), (b, tb), c.as_mut_ptr()) }
 }
 
-/// [`gemm_into`] into a new `m x n` buffer, with no zero fill first (every kernel writes every
+/// [`gemm_into`] into a new `m x n` buffer, with no zero fill first (every path writes every
 /// element of the result).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
@@ -519,23 +514,28 @@ pub fn gemm(
     b: &[f32],
     tb: gemm::Op,
 ) -> Vec<f32> {
-    if kernel() == Kernel::Reference || m * n * k == 0 {
-        let mut c = vec![0f32; m * n];
-        gemm_into(m, n, k, a, ta, b, tb, &mut c);
-        return c;
-    }
-    check_operands(m, n, k, a, b);
     let mut c = Vec::<f32>::with_capacity(m * n);
-    // SAFETY: the buffer has room for m x n f32, and gemm_unit writes every one of them (whole
-    // blocks and edge blocks of every row and column) before the length is set.
+    // SAFETY: the buffer has room for m x n f32, and gemm_raw writes every one of them before
+    // the length is set.
     unsafe {
-        gemm_unit((m, n, k), (a, ta), (b, tb), gemm::SendPtr(c.as_mut_ptr()));
+        gemm_raw((m, n, k), (a, ta), (b, tb), c.as_mut_ptr());
         c.set_len(m * n);
     }
     c
 }
 
-fn check_operands(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) {
+/// [`gemm_into`] into the `m x n` f32 at `c`, initialised or not: every one is written (zeros
+/// for an empty sum; the reference kernel's f32 product of the rounded operands; AMX or
+/// AVX512-BF16 by [`gemm_unit`]).
+///
+/// # Safety
+/// `c` addresses `m * n` writable f32.
+unsafe fn gemm_raw(
+    (m, n, k): (usize, usize, usize),
+    (a, ta): (&[f32], gemm::Op),
+    (b, tb): (&[f32], gemm::Op),
+    c: *mut f32,
+) {
     for (x, rows, cols) in [(a, m, k), (b, k, n)] {
         assert_eq!(
             x.len(),
@@ -543,6 +543,19 @@ fn check_operands(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) {
             "bf16::gemm: operand of {} elements, not {rows}x{cols}",
             x.len()
         );
+    }
+    if m * n == 0 {
+        return;
+    }
+    // SAFETY: (whole block) c addresses m x n f32 (the caller's contract); zero bits are 0.0.
+    unsafe {
+        if k == 0 {
+            std::ptr::write_bytes(c, 0, m * n);
+        } else if kernel() == Kernel::Reference {
+            gemm::sgemm_raw(m, n, k, &round_bf16(a), ta, &round_bf16(b), tb, c);
+        } else {
+            gemm_unit((m, n, k), (a, ta), (b, tb), gemm::SendPtr(c));
+        }
     }
 }
 

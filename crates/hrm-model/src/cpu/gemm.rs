@@ -202,10 +202,12 @@ pub fn sgemm_into(
     unsafe { sgemm_raw(m, n, k, a, ta, b, tb, c.as_mut_ptr()) }
 }
 
+/// [`sgemm`] into `cp`.
+///
 /// # Safety
 /// `cp` must point to `m * n` writable f32 slots (they need not be initialised).
 #[allow(clippy::too_many_arguments)]
-unsafe fn sgemm_raw(
+pub(crate) unsafe fn sgemm_raw(
     m: usize,
     n: usize,
     k: usize,

@@ -9,8 +9,8 @@
 use std::cell::RefCell;
 
 use super::bf16::{
-    avx512, bf16_bits, halves_mut, interleave, lines, round_into, up, words_mut, Kernel, Line,
-    PackedBf16, BLOCK, KSTEP,
+    avx512, bf16_bits, halves_mut, interleave, lines, round_into, up, words, words_mut, Kernel,
+    Line, PackedBf16, BLOCK, KSTEP,
 };
 use super::gemm::SendPtr;
 use super::{amx, dpbf16};
@@ -224,13 +224,13 @@ pub(super) fn rows_padded(kernel: Kernel, m: usize) -> usize {
 /// `c = bf16(a) · wᵀ` on `kernel` (AMX or AVX512-BF16, available; the caller checked the
 /// shapes, `m, n, k > 0`).
 pub(super) fn matmul(kernel: Kernel, m: usize, a: &[f32], w: &PackedBf16, c: &mut [f32]) {
-    product(
-        kernel,
-        m,
-        Rows::Plain(a),
-        w,
-        Sink::F32(SendPtr(c.as_mut_ptr())),
-    )
+    assert!(
+        c.len() >= m * w.n,
+        "rows16::matmul: the result is smaller than {m}x{}",
+        w.n
+    );
+    // SAFETY: c holds the m x n result (checked); the rest is the caller's check.
+    unsafe { product_into(kernel, m, Rows::Plain(a), w, SendPtr(c.as_mut_ptr())) }
 }
 
 /// `c = a · wᵀ` for activations already rounded into pairs: [`rows_padded`]`(kernel, m)` rows
@@ -242,9 +242,13 @@ pub(super) fn matmul_pairs(kernel: Kernel, m: usize, a: &[Line], w: &PackedBf16,
         a.len() * 16 >= len && c.len() >= m * w.n,
         "rows16::matmul_pairs: operands smaller than their shapes"
     );
-    // SAFETY: a Line is 16 u32 with no padding.
-    let rows = unsafe { std::slice::from_raw_parts(a.as_ptr() as *const u32, len) };
-    run(kernel, m, rows, w, Sink::F32(SendPtr(c.as_mut_ptr())))
+    run(
+        kernel,
+        m,
+        &words(a)[..len],
+        w,
+        Sink::F32(SendPtr(c.as_mut_ptr())),
+    )
 }
 
 /// The SwiGLU gate on the product `r = bf16(a) · wᵀ`, whose columns come in 32-column blocks of

@@ -22,6 +22,7 @@
 //! I SwiGLU inner width.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;
@@ -30,6 +31,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use crate::cpu::gemm::{self, SendPtr};
+use crate::cpu::init_from;
 
 // ------------------------------------------------------------------------------------------------
 // Element type plumbing
@@ -183,6 +185,40 @@ fn output_f32(v: Vec<f32>, dtype: DType) -> CpuStorage {
         DType::BF16 => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
         _ => CpuStorage::F32(v),
     }
+}
+
+/// A new `len`-element buffer written chunk by chunk in parallel, `fill(index, chunk)` for each
+/// `chunk` elements, with no zero fill of the whole buffer first (one on the calling thread
+/// alone, through memory, that the kernels then overwrite).
+///
+/// # Safety
+/// `fill` writes every element of the chunk it is given.
+unsafe fn par_written<T: Send>(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| fill(i, c));
+    // SAFETY: the chunks cover the first `len` elements, and `fill` wrote each one (the
+    // caller's contract).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// [`par_written`] for kernels that take an initialised chunk: each task zeroes its chunk
+/// (while it is in its cache) and hands it to `fill`.
+fn par_filled<T: Real>(len: usize, chunk: usize, fill: impl Fn(usize, &mut [T]) + Sync) -> Vec<T> {
+    // SAFETY: `init_from` writes every element of the chunk.
+    unsafe { par_written(len, chunk, |i, c| fill(i, init_from(c, |_| T::zero()))) }
+}
+
+/// `len` zeros, zeroed in parallel (a buffer that tasks write in pieces other than chunks).
+fn par_zeros<T: Real>(len: usize) -> Vec<T> {
+    par_filled(len, 1 << 16, |_, _| ())
 }
 
 fn same_dtype(a: DType, b: DType, op: &str) -> Result<()> {
@@ -787,7 +823,7 @@ impl Attention {
     }
 
     fn fwd_t<T: Real>(&self, qkv: &[T], b: usize, s: usize) -> Vec<T> {
-        let mut out = vec![T::zero(); b * s * self.num_heads * self.head_dim];
+        let mut out = par_zeros(b * s * self.num_heads * self.head_dim);
         self.forward_into(qkv, b, s, &mut out);
         out
     }
@@ -827,7 +863,7 @@ impl Attention {
         let (nh, dh) = (self.num_heads, self.head_dim);
         let d = nh * dh;
         let scale = T::from_f64(1.0 / (dh as f64).sqrt());
-        let mut dqkv = vec![T::zero(); b * s * 3 * d];
+        let mut dqkv: Vec<T> = par_zeros(b * s * 3 * d);
         let gptr = SendPtr(dqkv.as_mut_ptr());
         (0..b * nh).into_par_iter().for_each(|bh| {
             let (bi, h) = (bh / nh, bh % nh);
@@ -1080,13 +1116,20 @@ pub struct AddRmsNorm {
     pub eps: f64,
 }
 
+/// Rows of [`AddRmsNorm`] per parallel task.
+const NORM_ROWS: usize = 64;
+
 impl AddRmsNorm {
     /// Forward over rows of width `d`; returns y. With `round_bf16` the sum is rounded to bf16
     /// first, as the reference's bf16 residual add does before the fp32 norm.
     fn fwd_t<T: Real>(&self, a: &[T], b: &[T], d: usize, round_bf16: bool) -> Vec<T> {
-        let mut y = a.to_vec();
-        self.forward_inplace(&mut y, b, d, round_bf16);
-        y
+        let fill = |c: usize, ys: &mut [MaybeUninit<T>]| {
+            let r0 = c * d * NORM_ROWS;
+            let ys = init_from(ys, |i| a[r0 + i]);
+            self.rows_inplace(ys, &b[r0..r0 + ys.len()], d, round_bf16)
+        };
+        // SAFETY: `init_from` writes every element of the chunk.
+        unsafe { par_written(a.len(), d * NORM_ROWS, fill) }
     }
 
     /// `z = rms_norm(z + x)` in place over rows of width `d` (the forward of the op, also used by
@@ -1098,34 +1141,35 @@ impl AddRmsNorm {
         d: usize,
         round_bf16: bool,
     ) {
-        const ROWS: usize = 64;
-        z.par_chunks_mut(d * ROWS)
-            .zip(x.par_chunks(d * ROWS))
-            .for_each(|(zs, xs)| {
-                for (zr, xr) in zs.chunks_mut(d).zip(xs.chunks(d)) {
-                    for (zj, &xj) in zr.iter_mut().zip(xr) {
-                        *zj = *zj + xj;
-                    }
-                    if round_bf16 {
-                        for v in zr.iter_mut() {
-                            *v = T::from_f64(bf16::from_f64(v.to_f64()).to_f64());
-                        }
-                    }
-                    let ss = lane_sum(d, |j| zr[j].to_f64() * zr[j].to_f64());
-                    let var = T::from_f64(ss / d as f64);
-                    let r = T::one() / (var + T::from_f64(self.eps)).sqrt();
-                    for v in zr.iter_mut() {
-                        *v = *v * r;
-                    }
+        z.par_chunks_mut(d * NORM_ROWS)
+            .zip(x.par_chunks(d * NORM_ROWS))
+            .for_each(|(zs, xs)| self.rows_inplace(zs, xs, d, round_bf16));
+    }
+
+    /// [`AddRmsNorm::forward_inplace`] of the rows of `z` on the calling thread.
+    fn rows_inplace<T: Real>(&self, z: &mut [T], x: &[T], d: usize, round_bf16: bool) {
+        for (zr, xr) in z.chunks_mut(d).zip(x.chunks(d)) {
+            for (zj, &xj) in zr.iter_mut().zip(xr) {
+                *zj = *zj + xj;
+            }
+            if round_bf16 {
+                for v in zr.iter_mut() {
+                    *v = T::from_f64(bf16::from_f64(v.to_f64()).to_f64());
                 }
-            });
+            }
+            let ss = lane_sum(d, |j| zr[j].to_f64() * zr[j].to_f64());
+            let var = T::from_f64(ss / d as f64);
+            let r = T::one() / (var + T::from_f64(self.eps)).sqrt();
+            for v in zr.iter_mut() {
+                *v = *v * r;
+            }
+        }
     }
 
     /// dx = r (g - y mean(g y)), recomputing r from a + b.
     fn bwd_t<T: Real>(&self, a: &[T], b: &[T], g: &[T], d: usize) -> Vec<T> {
-        let mut dx = vec![T::zero(); a.len()];
-        dx.par_chunks_mut(d * 64).enumerate().for_each(|(c, dxs)| {
-            let base = c * d * 64;
+        let fill = |c: usize, dxs: &mut [MaybeUninit<T>]| {
+            let base = c * d * NORM_ROWS;
             for (r, dxr) in dxs.chunks_mut(d).enumerate() {
                 let off = base + r * d;
                 let (a, b, g) = (&a[off..off + d], &b[off..off + d], &g[off..off + d]);
@@ -1138,11 +1182,12 @@ impl AddRmsNorm {
                 let m = gy / d as f64;
                 for j in 0..d {
                     let y = (a[j] + b[j]).to_f64() * rr;
-                    dxr[j] = T::from_f64(rr * (g[j].to_f64() - y * m));
+                    dxr[j].write(T::from_f64(rr * (g[j].to_f64() - y * m)));
                 }
             }
-        });
-        dx
+        };
+        // SAFETY: `fill` writes every element of each row of its chunk (j < d).
+        unsafe { par_written(a.len(), d * NORM_ROWS, fill) }
     }
 }
 
@@ -1263,24 +1308,29 @@ fn sigmoid<T: Real>(x: T) -> T {
 
 impl SwiGlu {
     fn fwd_t<T: Real>(gu: &[T], inner: usize) -> Vec<T> {
-        let mut out = vec![T::zero(); gu.len() / 2];
-        Self::forward_into(gu, inner, &mut out);
-        out
+        const ROWS: usize = 16;
+        par_filled(gu.len() / 2, inner * ROWS, |c, out| {
+            Self::forward_into_seq(&gu[c * 2 * inner * ROWS..], inner, out)
+        })
     }
 
     /// `out [rows, I] = silu(gate) * up` from `gu [rows, 2I]`.
     pub(crate) fn forward_into<T: Real>(gu: &[T], inner: usize, out: &mut [T]) {
         out.par_chunks_mut(inner)
             .zip(gu.par_chunks(2 * inner))
-            .for_each(|(o, gur)| {
-                let (g, u) = gur.split_at(inner);
-                T::swiglu_row(g, u, o);
-            });
+            .for_each(|(o, gur)| Self::forward_into_seq(gur, inner, o));
+    }
+
+    /// [`SwiGlu::forward_into`] of the rows of `out` on the calling thread (`gu` may run on).
+    fn forward_into_seq<T: Real>(gu: &[T], inner: usize, out: &mut [T]) {
+        for (o, gur) in out.chunks_mut(inner).zip(gu.chunks(2 * inner)) {
+            let (g, u) = gur.split_at(inner);
+            T::swiglu_row(g, u, o);
+        }
     }
 
     fn bwd_t<T: Real>(gu: &[T], dout: &[T], inner: usize) -> Vec<T> {
-        let mut d = vec![T::zero(); gu.len()];
-        d.par_chunks_mut(2 * inner).enumerate().for_each(|(r, dr)| {
+        let fill = |r: usize, dr: &mut [MaybeUninit<T>]| {
             let g = &gu[r * 2 * inner..r * 2 * inner + inner];
             let u = &gu[r * 2 * inner + inner..(r + 1) * 2 * inner];
             let go = &dout[r * inner..(r + 1) * inner];
@@ -1289,11 +1339,12 @@ impl SwiGlu {
                 let s = sigmoid(g[i]);
                 let silu = g[i] * s;
                 // silu'(x) = s (1 + x (1 - s))
-                dg[i] = go[i] * u[i] * s * (T::one() + g[i] * (T::one() - s));
-                du[i] = go[i] * silu;
+                dg[i].write(go[i] * u[i] * s * (T::one() + g[i] * (T::one() - s)));
+                du[i].write(go[i] * silu);
             }
-        });
-        d
+        };
+        // SAFETY: `fill` writes both halves of its row, i < inner.
+        unsafe { par_written(gu.len(), 2 * inner, fill) }
     }
 }
 

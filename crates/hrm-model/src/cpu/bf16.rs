@@ -62,6 +62,11 @@ pub(super) fn lines(len: usize) -> Vec<Line> {
     vec![Line([0; 32]); len / 32]
 }
 
+/// Zeroes the lines of `l` and returns them as initialised.
+fn zeroed(l: &mut [std::mem::MaybeUninit<Line>]) -> &mut [Line] {
+    crate::cpu::init_from(l, |_| Line([0; 32]))
+}
+
 pub(super) fn flat(l: &[Line]) -> &[u16] {
     // SAFETY: Line is 32 u16 with no padding (repr(C), size 64).
     unsafe { std::slice::from_raw_parts(l.as_ptr() as *const u16, l.len() * 32) }
@@ -163,14 +168,22 @@ impl PackedBf16 {
         strip_of: impl Fn(usize) -> (usize, usize) + Sync,
     ) -> Self {
         let (np, kp) = (up(n, BLOCK), up(k, KSTEP));
-        let mut buf = lines(np * kp);
+        let len = np * kp / 32;
         if kp == 0 {
-            return Self { n, k, tiles: buf };
+            return Self {
+                n,
+                k,
+                tiles: Vec::new(),
+            };
         }
+        // no zero fill of the whole buffer first (on the calling thread, through memory): each
+        // task zeroes the lines it fills (the padding stays zero) while they are in its cache
+        let mut buf = Vec::<Line>::with_capacity(len);
         let src = gemm::SendPtr(w.ptr as *mut f32);
         let wide = avx512();
-        let fill = |(cb, strip): (usize, &mut [Line])| {
+        let fill = |(cb, strip): (usize, &mut [std::mem::MaybeUninit<Line>])| {
             let src = &src; // the whole SendPtr (a raw pointer alone is not Sync)
+            let strip = zeroed(strip);
             let (c0, cols) = strip_of(cb);
             if cols == 0 {
                 return; // a padding strip (N is padded to 32)
@@ -207,28 +220,31 @@ impl PackedBf16 {
             // task reads 32 K rows left to right, strip after strip (going down all of K per
             // strip would touch a new page every K row or two), and fills that tile of each
             // strip
-            let dst = gemm::SendPtr(buf.as_mut_ptr());
+            let dst = gemm::SendPtr(buf.spare_capacity_mut().as_mut_ptr());
             let tile = |t: usize| {
                 let (src, dst) = (&src, &dst); // the whole SendPtrs (raw pointers are not Sync)
                 let (k0, kt) = (t * KSTEP, KSTEP.min(k - t * KSTEP));
                 for cb in 0..np / 16 {
+                    // SAFETY: lines cb * kp / 2 + 16t .. + 16 of `buf`'s capacity are this
+                    // tile's alone.
+                    let lines = zeroed(unsafe {
+                        std::slice::from_raw_parts_mut(
+                            dst.0.add(cb * kp / 2 + t * KSTEP / 2),
+                            KSTEP / 2,
+                        )
+                    });
                     let (c0, cols) = strip_of(cb);
                     if cols == 0 {
                         continue;
                     }
                     // SAFETY: the strip's columns [c0, c0 + cols) of K rows k0 .. k0 + kt lie
-                    // inside the view (the caller's contract); lines cb * kp / 2 + 16t .. + 16
-                    // of `buf` are this tile's alone.
+                    // inside the view (the caller's contract).
                     unsafe {
                         let view = Mat {
                             ptr: src.0.offset(c0 as isize + k0 as isize * w.cs) as *const f32,
                             rs: 1,
                             cs: w.cs,
                         };
-                        let lines = std::slice::from_raw_parts_mut(
-                            dst.0.add(cb * kp / 2 + t * KSTEP / 2),
-                            KSTEP / 2,
-                        );
                         #[cfg(target_arch = "x86_64")]
                         if wide {
                             strip_cols_avx512(view, cols, kt, lines);
@@ -247,10 +263,19 @@ impl PackedBf16 {
             }
         } else if par {
             use rayon::prelude::*;
-            buf.par_chunks_mut(kp / 2).enumerate().for_each(fill);
+            buf.spare_capacity_mut()[..len]
+                .par_chunks_mut(kp / 2)
+                .enumerate()
+                .for_each(fill);
         } else {
-            buf.chunks_mut(kp / 2).enumerate().for_each(fill);
+            buf.spare_capacity_mut()[..len]
+                .chunks_mut(kp / 2)
+                .enumerate()
+                .for_each(fill);
         }
+        // SAFETY: the strips (or the K tiles of every strip) cover all `len` lines, each zeroed
+        // by its task before it was filled.
+        unsafe { buf.set_len(len) };
         Self { n, k, tiles: buf }
     }
 

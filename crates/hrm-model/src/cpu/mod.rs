@@ -24,3 +24,16 @@ pub fn simd_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("HRM_NO_SIMD").is_none())
 }
+
+/// `dst[i] = f(i)` for every element, then `dst` as initialised: how a new buffer's tasks fill
+/// their part of it (each in its own cache) instead of one zero fill of the whole buffer first.
+pub(crate) fn init_from<T>(
+    dst: &mut [std::mem::MaybeUninit<T>],
+    f: impl Fn(usize) -> T,
+) -> &mut [T] {
+    for (i, d) in dst.iter_mut().enumerate() {
+        d.write(f(i));
+    }
+    // SAFETY: every element was just written; MaybeUninit<T> has T's layout.
+    unsafe { &mut *(dst as *mut [std::mem::MaybeUninit<T>] as *mut [T]) }
+}

@@ -1321,7 +1321,8 @@ impl SwiGlu {
             .for_each(|(o, gur)| Self::forward_into_seq(gur, inner, o));
     }
 
-    /// [`SwiGlu::forward_into`] of the rows of `out` on the calling thread (`gu` may run on).
+    /// [`SwiGlu::forward_into`] of the rows of `out` on the calling thread (`gu` starts at their
+    /// first row and may hold more).
     fn forward_into_seq<T: Real>(gu: &[T], inner: usize, out: &mut [T]) {
         for (o, gur) in out.chunks_mut(inner).zip(gu.chunks(2 * inner)) {
             let (g, u) = gur.split_at(inner);

@@ -390,14 +390,84 @@ pub(super) fn interleave(lo: &[f32], hi: Option<&[f32]>, dst: &mut [u32]) {
     }
 }
 
-/// [`strip_rows`] compiled for AVX-512.
+/// [`strip_rows`] with AVX-512: per K tile, each column's values rounded into its 16 pairs (the
+/// rounding loop compiled for AVX-512), then the 16 x 16 pairs transposed in registers
+/// ([`transpose16`]) into the tile's 16 lines.
 ///
 /// # Safety
 /// As [`strip_rows`], on a CPU with AVX-512 F/BW.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn strip_rows_avx512(w: Mat<f32>, cols: usize, k: usize, strip: &mut [Line]) {
-    unsafe { strip_rows(w, cols, k, strip) }
+    use std::arch::x86_64::*;
+    for (t, tile) in strip.chunks_mut(KSTEP / 2).enumerate() {
+        let (k0, kt) = (t * KSTEP, KSTEP.min(k - t * KSTEP));
+        let mut tmp = [[0u32; 16]; 16]; // [column][pair]
+        for (c, row) in tmp.iter_mut().enumerate().take(cols) {
+            // SAFETY: row c's values k0 .. k0 + kt are inside the view.
+            let x =
+                unsafe { std::slice::from_raw_parts(w.ptr.offset(c as isize * w.rs).add(k0), kt) };
+            for (d, &v) in halves_mut(row).iter_mut().zip(x) {
+                *d = bf16_bits(v);
+            }
+        }
+        // SAFETY: the CPU has AVX-512 F/BW; each line is 64 bytes.
+        unsafe {
+            for (line, v) in tile.iter_mut().zip(transpose16(&tmp)) {
+                _mm512_storeu_si512(line as *mut Line as *mut _, v);
+            }
+        }
+    }
+}
+
+/// The lane indices of [`transpose16`]: for step `s` = 8, 4, 2, 1, the
+/// `_mm512_permutex2var_epi32` selections that give rows r and r + s (r & s == 0) their swapped
+/// off-diagonal s-blocks.
+#[cfg(target_arch = "x86_64")]
+const TRANSPOSE: [([i32; 16], [i32; 16]); 4] = {
+    let mut t = [([0; 16], [0; 16]); 4];
+    let mut step = 0;
+    while step < 4 {
+        let s = 8 >> step;
+        let mut c = 0;
+        while c < 16 {
+            let keep = c & s == 0;
+            t[step].0[c] = if keep { c } else { 16 + c - s } as i32;
+            t[step].1[c] = if keep { c + s } else { 16 + c } as i32;
+            c += 1;
+        }
+        step += 1;
+    }
+    t
+};
+
+/// The transpose of a 16 x 16 block of pairs in registers: row `i` of the result is column `i`
+/// of `tmp`.
+///
+/// # Safety
+/// The CPU has AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn transpose16(tmp: &[[u32; 16]; 16]) -> [std::arch::x86_64::__m512i; 16] {
+    use std::arch::x86_64::*;
+    // SAFETY: (all loads) 16 u32 / i32 each.
+    let mut v = tmp.map(|row| unsafe { _mm512_loadu_si512(row.as_ptr() as *const _) });
+    for (step, (lo, hi)) in TRANSPOSE.iter().enumerate() {
+        let s = 8 >> step;
+        // SAFETY: 16 i32 each.
+        let (lo, hi) = unsafe {
+            (
+                _mm512_loadu_si512(lo.as_ptr() as *const _),
+                _mm512_loadu_si512(hi.as_ptr() as *const _),
+            )
+        };
+        for r in (0..16).filter(|r| r & s == 0) {
+            let (a, b) = (v[r], v[r + s]);
+            v[r] = _mm512_permutex2var_epi32(a, lo, b);
+            v[r + s] = _mm512_permutex2var_epi32(a, hi, b);
+        }
+    }
+    v
 }
 
 /// [`strip_cols`] compiled for AVX-512.
@@ -840,7 +910,8 @@ pub(crate) mod tests {
     }
 
     /// Both fast layouts and the element-wise loop pack every shape to the rounded weight:
-    /// strips narrower than 16 columns, K below, at and past a tile, odd K; NaN stays NaN.
+    /// strips narrower than 16 columns, K below, at and past a tile, odd K; NaN stays NaN, and
+    /// infinities, -0 and subnormals round as [`bf16_bits`] rounds them.
     #[test]
     fn every_packing_layout_gives_the_rounded_weight() {
         for &(n, k) in &[
@@ -854,6 +925,12 @@ pub(crate) mod tests {
             (70, 600), // n * k >= 2^15: the parallel loops
         ] {
             let mut w = data(n * k, 7);
+            for (i, x) in [f32::NEG_INFINITY, -0.0, 1e-40, -3e-39, f32::INFINITY]
+                .into_iter()
+                .enumerate()
+            {
+                w[(i * 13) % (n * k)] = x;
+            }
             w[n * k / 2] = f32::NAN;
             let mut wt = vec![0f32; n * k]; // [k, n]
             for i in 0..n {

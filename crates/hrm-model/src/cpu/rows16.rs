@@ -8,6 +8,8 @@
 
 use std::cell::RefCell;
 
+#[cfg(target_arch = "x86_64")]
+use super::bf16::transpose16;
 use super::bf16::{
     avx512, bf16_bits, halves_mut, interleave, lines, round_into, up, words, words_mut, Kernel,
     Line, PackedBf16, BLOCK, KSTEP,
@@ -160,28 +162,8 @@ unsafe fn columns_block(b: Block, dst: *mut u32, pairs: usize) {
     }
 }
 
-/// The lane indices of the register transpose in [`columns_avx512`]: for step `s` = 8, 4, 2, 1,
-/// the `_mm512_permutex2var_epi32` selections that give rows r and r + s (r & s == 0) their
-/// swapped off-diagonal s-blocks.
-const TRANSPOSE: [([i32; 16], [i32; 16]); 4] = {
-    let mut t = [([0; 16], [0; 16]); 4];
-    let mut step = 0;
-    while step < 4 {
-        let s = 8 >> step;
-        let mut c = 0;
-        while c < 16 {
-            let keep = c & s == 0;
-            t[step].0[c] = if keep { c } else { 16 + c - s } as i32;
-            t[step].1[c] = if keep { c + s } else { 16 + c } as i32;
-            c += 1;
-        }
-        step += 1;
-    }
-    t
-};
-
 /// [`columns_block`] with AVX-512: the pairs gathered (the rounding loop compiled for AVX-512),
-/// then the 16 x 16 pairs transposed in registers.
+/// then the 16 x 16 pairs transposed in registers ([`transpose16`]).
 ///
 /// # Safety
 /// The CPU has AVX-512 F/BW; as [`columns_block`].
@@ -189,23 +171,8 @@ const TRANSPOSE: [([i32; 16], [i32; 16]); 4] = {
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn columns_avx512(b: Block, dst: *mut u32, pairs: usize) {
     use std::arch::x86_64::*;
-    let tmp = b.gather();
-    // SAFETY: (all loads) 16 u32 / i32 each.
-    let mut v = tmp.map(|row| unsafe { _mm512_loadu_si512(row.as_ptr() as *const _) });
-    for (step, (lo, hi)) in TRANSPOSE.iter().enumerate() {
-        let s = 8 >> step;
-        let (lo, hi) = unsafe {
-            (
-                _mm512_loadu_si512(lo.as_ptr() as *const _),
-                _mm512_loadu_si512(hi.as_ptr() as *const _),
-            )
-        };
-        for r in (0..16).filter(|r| r & s == 0) {
-            let (a, b) = (v[r], v[r + s]);
-            v[r] = _mm512_permutex2var_epi32(a, lo, b);
-            v[r + s] = _mm512_permutex2var_epi32(a, hi, b);
-        }
-    }
+    // SAFETY: the CPU has AVX-512 F (the caller's contract).
+    let v = unsafe { transpose16(&b.gather()) };
     for (i, v) in v.iter().enumerate().take(b.nr) {
         // SAFETY: row i of the destination holds 16 writable u32 (the caller's contract).
         unsafe { _mm512_storeu_si512(dst.add(i * pairs) as *mut _, *v) };

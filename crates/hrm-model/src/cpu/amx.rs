@@ -146,8 +146,17 @@ mod imp {
         }
     }
 
+    /// Bytes of packed weight per panel of [`panels`]: half of the 2 MiB L2 of a core of the
+    /// Xeons with AMX, the other half for the activations and the results.
+    const PANEL: usize = 1 << 20;
+
     /// Result columns `[32*b0, 32*b1)` for all rows (with [`Sink::Glu`]: their gated columns
-    /// `[16*b0, 16*b1)`).
+    /// `[16*b0, 16*b1)`), panel by panel of [`PANEL`] bytes of the weight: for each block of 32
+    /// rows, every column block of the panel. The rows' A tiles (32 x K, 32 KiB at K = 512) stay
+    /// in L1 while the panel's B tiles, contiguous and read in order, stream from L2, where the
+    /// panel stays across the row blocks. (With the columns outside, the rows' A tiles, 16
+    /// strided lines each, came from L2 once per column block: slower on every block shape,
+    /// BENCHMARKS.md.)
     ///
     /// # Safety
     /// AMX available; `ab` is `[up(m, 32), kp]` bf16 in pairs (64-byte aligned, as
@@ -166,9 +175,9 @@ mod imp {
         let cfg = config();
         let (n, kt) = (w.n, kp / KSTEP);
         let mp = ab.len() / (kp / 2);
-        // rows of activations processed per pass over the columns (256 KiB, kept in L2)
         let sa = kp * 2; // bytes per activation row
-        let m_chunk = ((1 << 18) / sa).max(BLOCK) / BLOCK * BLOCK;
+                         // column blocks per panel: PANEL bytes of packed weight
+        let panel = (PANEL / (BLOCK * sa)).max(1);
         // a result block on the edges (rows past m or columns past n), and a gated block
         let mut edge = [0f32; BLOCK * BLOCK];
         let wt = flat(&w.tiles).as_ptr();
@@ -178,37 +187,36 @@ mod imp {
         // 32 x 32 edge buffer or rows/columns inside `c` (full blocks only).
         unsafe {
             asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack));
-            let mut i0 = 0;
-            while i0 < mp {
-                let i1 = (i0 + m_chunk).min(mp);
-                for cb in b0..b1 {
-                    let b_lo = wt.add((2 * cb) * kt * 512);
-                    let b_hi = wt.add((2 * cb + 1) * kt * 512);
-                    let col = cb * BLOCK;
-                    let mut r = i0;
-                    while r < i1 {
-                        let (a0, a1) = (a.add(r * kp), a.add((r + 16) * kp));
-                        match sink {
-                            Sink::Glu { out, ld } => {
-                                block32(a0, a1, sa, b_lo, b_hi, kt, edge.as_mut_ptr(), BLOCK);
-                                gate(&edge, out.0.add(r * ld + cb * 16), ld);
-                            }
-                            Sink::F32(c) if r + BLOCK <= m && col + BLOCK <= n => {
-                                block32(a0, a1, sa, b_lo, b_hi, kt, c.0.add(r * n + col), n);
-                            }
-                            Sink::F32(c) => {
-                                block32(a0, a1, sa, b_lo, b_hi, kt, edge.as_mut_ptr(), BLOCK);
-                                for i in 0..BLOCK.min(m.saturating_sub(r)) {
-                                    for j in 0..BLOCK.min(n - col) {
-                                        *c.0.add((r + i) * n + col + j) = edge[i * BLOCK + j];
-                                    }
-                                }
+            // the 32 x 32 result block of rows r.., column block cb
+            let mut one = |r: usize, cb: usize| {
+                let b_lo = wt.add((2 * cb) * kt * 512);
+                let b_hi = wt.add((2 * cb + 1) * kt * 512);
+                let col = cb * BLOCK;
+                let (a0, a1) = (a.add(r * kp), a.add((r + 16) * kp));
+                match sink {
+                    Sink::Glu { out, ld } => {
+                        block32(a0, a1, sa, b_lo, b_hi, kt, edge.as_mut_ptr(), BLOCK);
+                        gate(&edge, out.0.add(r * ld + cb * 16), ld);
+                    }
+                    Sink::F32(c) if r + BLOCK <= m && col + BLOCK <= n => {
+                        block32(a0, a1, sa, b_lo, b_hi, kt, c.0.add(r * n + col), n);
+                    }
+                    Sink::F32(c) => {
+                        block32(a0, a1, sa, b_lo, b_hi, kt, edge.as_mut_ptr(), BLOCK);
+                        for i in 0..BLOCK.min(m.saturating_sub(r)) {
+                            for j in 0..BLOCK.min(n - col) {
+                                *c.0.add((r + i) * n + col + j) = edge[i * BLOCK + j];
                             }
                         }
-                        r += BLOCK;
                     }
                 }
-                i0 = i1;
+            };
+            for p0 in (b0..b1).step_by(panel) {
+                for r in (0..mp).step_by(BLOCK) {
+                    for cb in p0..(p0 + panel).min(b1) {
+                        one(r, cb);
+                    }
+                }
             }
             asm!("tilerelease", options(nostack));
         }

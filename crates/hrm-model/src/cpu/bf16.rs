@@ -731,7 +731,9 @@ pub(crate) mod tests {
     }
 
     /// Shapes with every kind of edge (rows below a micro-tile or a tile, rows not a multiple of
-    /// 12, 16 or 32; columns and K not multiples of 32, odd K, K = 1) and the model's own.
+    /// 12, 16 or 32; columns and K not multiples of 32, odd K, K = 1), the model's own, and a
+    /// weight of several of the AMX kernel's 1 MiB panels per thread (K = 1,000: 16 column blocks
+    /// a panel) ending in a partial one.
     const SHAPES: &[(usize, usize, usize)] = &[
         (1, 32, 32),
         (1, 1, 1),
@@ -744,6 +746,7 @@ pub(crate) mod tests {
         (100, 96, 64),
         (300, 64, 1000),
         (2624, 128, 129),
+        (37, 2100, 1000),
     ];
 
     /// Values exact in bf16 whose products and sums of up to 2^16 terms are exact in f32

@@ -176,7 +176,8 @@ mod imp {
         let (n, kt) = (w.n, kp / KSTEP);
         let mp = ab.len() / (kp / 2);
         let sa = kp * 2; // bytes per activation row
-                         // column blocks per panel: PANEL bytes of packed weight
+
+        // column blocks per panel of PANEL bytes of the weight
         let panel = (PANEL / (BLOCK * sa)).max(1);
         // a result block on the edges (rows past m or columns past n), and a gated block
         let mut edge = [0f32; BLOCK * BLOCK];

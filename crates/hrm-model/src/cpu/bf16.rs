@@ -333,19 +333,8 @@ pub(super) fn avx512() -> bool {
 #[inline(always)]
 unsafe fn strip_rows(w: Mat<f32>, cols: usize, k: usize, strip: &mut [Line]) {
     for (t, tile) in strip.chunks_mut(KSTEP / 2).enumerate() {
-        let (k0, kt) = (t * KSTEP, KSTEP.min(k - t * KSTEP));
-        let mut tmp = [[0u32; 16]; 16]; // [column][pair]
-        for (c, row) in tmp.iter_mut().enumerate().take(cols) {
-            // SAFETY: row c's values k0 .. k0 + kt are inside the view.
-            let x =
-                unsafe { std::slice::from_raw_parts(w.ptr.offset(c as isize * w.rs).add(k0), kt) };
-            for (p, v) in x.chunks_exact(2).enumerate() {
-                row[p] = pair(v[0], v[1]);
-            }
-            if kt % 2 == 1 {
-                row[kt / 2] = pair(x[kt - 1], 0.0);
-            }
-        }
+        // SAFETY: the caller's contract.
+        let tmp = unsafe { rows_tile(w, cols, k, t) };
         for (p, line) in tile.iter_mut().enumerate() {
             let line = pairs_mut(line);
             for (c, row) in tmp.iter().enumerate() {
@@ -353,6 +342,25 @@ unsafe fn strip_rows(w: Mat<f32>, cols: usize, k: usize, strip: &mut [Line]) {
             }
         }
     }
+}
+
+/// K tile `t` of a [`strip_rows`] strip, `[column][pair]`: each of the `cols` columns' values
+/// `32 t ..` rounded into its 16 pairs (contiguous reads), zeros past K and past `cols`.
+///
+/// # Safety
+/// As [`strip_rows`], `t < up(k, 32) / 32`.
+#[inline(always)]
+unsafe fn rows_tile(w: Mat<f32>, cols: usize, k: usize, t: usize) -> [[u32; 16]; 16] {
+    let (k0, kt) = (t * KSTEP, KSTEP.min(k - t * KSTEP));
+    let mut tmp = [[0u32; 16]; 16];
+    for (c, row) in tmp.iter_mut().enumerate().take(cols) {
+        // SAFETY: row c's values k0 .. k0 + kt are inside the view.
+        let x = unsafe { std::slice::from_raw_parts(w.ptr.offset(c as isize * w.rs).add(k0), kt) };
+        for (h, &v) in halves_mut(row).iter_mut().zip(x) {
+            *h = bf16_bits(v);
+        }
+    }
+    tmp
 }
 
 /// One 16-column strip of a view whose columns are contiguous (`rs = 1`: a stored `[k, n]` read
@@ -401,18 +409,10 @@ pub(super) fn interleave(lo: &[f32], hi: Option<&[f32]>, dst: &mut [u32]) {
 unsafe fn strip_rows_avx512(w: Mat<f32>, cols: usize, k: usize, strip: &mut [Line]) {
     use std::arch::x86_64::*;
     for (t, tile) in strip.chunks_mut(KSTEP / 2).enumerate() {
-        let (k0, kt) = (t * KSTEP, KSTEP.min(k - t * KSTEP));
-        let mut tmp = [[0u32; 16]; 16]; // [column][pair]
-        for (c, row) in tmp.iter_mut().enumerate().take(cols) {
-            // SAFETY: row c's values k0 .. k0 + kt are inside the view.
-            let x =
-                unsafe { std::slice::from_raw_parts(w.ptr.offset(c as isize * w.rs).add(k0), kt) };
-            for (d, &v) in halves_mut(row).iter_mut().zip(x) {
-                *d = bf16_bits(v);
-            }
-        }
-        // SAFETY: the CPU has AVX-512 F/BW; each line is 64 bytes.
+        // SAFETY: (whole block) the caller's contract; the CPU has AVX-512 F/BW, and each line
+        // is 64 bytes.
         unsafe {
+            let tmp = rows_tile(w, cols, k, t);
             for (line, v) in tile.iter_mut().zip(transpose16(&tmp)) {
                 _mm512_storeu_si512(line as *mut Line as *mut _, v);
             }

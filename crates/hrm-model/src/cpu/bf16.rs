@@ -12,6 +12,7 @@
 //! row one 64-byte line of 16 columns x 2 values. One line is one AVX512-BF16 operand, so both
 //! kernels read the same packing.
 
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use crate::cpu::gemm::{self, Mat};
@@ -63,7 +64,7 @@ pub(super) fn lines(len: usize) -> Vec<Line> {
 }
 
 /// Zeroes the lines of `l` and returns them as initialised.
-fn zeroed(l: &mut [std::mem::MaybeUninit<Line>]) -> &mut [Line] {
+fn zeroed(l: &mut [MaybeUninit<Line>]) -> &mut [Line] {
     crate::cpu::init_from(l, |_| Line([0; 32]))
 }
 
@@ -177,15 +178,17 @@ impl PackedBf16 {
             };
         }
         // no zero fill of the whole buffer first (on the calling thread, through memory): each
-        // task zeroes the lines it fills (the padding stays zero) while they are in its cache
+        // task writes every line of its strip (a weight's rows, through whole 16 x 16 tiles of
+        // pairs), or zeroes the lines it fills in part while they are in its cache (the
+        // padding stays zero)
         let mut buf = Vec::<Line>::with_capacity(len);
         let src = gemm::SendPtr(w.ptr as *mut f32);
         let wide = avx512();
-        let fill = |(cb, strip): (usize, &mut [std::mem::MaybeUninit<Line>])| {
+        let fill = |(cb, strip): (usize, &mut [MaybeUninit<Line>])| {
             let src = &src; // the whole SendPtr (a raw pointer alone is not Sync)
-            let strip = zeroed(strip);
             let (c0, cols) = strip_of(cb);
             if cols == 0 {
+                zeroed(strip);
                 return; // a padding strip (N is padded to 32)
             }
             // SAFETY: (whole closure) the strip's columns [c0, c0 + cols) and every kk < k lie
@@ -201,7 +204,7 @@ impl PackedBf16 {
                 (true, true) => unsafe { strip_rows_avx512(view, cols, k, strip) },
                 (true, _) => unsafe { strip_rows(view, cols, k, strip) },
                 _ => {
-                    let strip = flat_mut(strip);
+                    let strip = flat_mut(zeroed(strip));
                     for kk in 0..k {
                         let line = &mut strip[(kk / 2) * 32 + kk % 2..];
                         for col in 0..cols {
@@ -273,8 +276,8 @@ impl PackedBf16 {
                 .enumerate()
                 .for_each(fill);
         }
-        // SAFETY: the strips (or the K tiles of every strip) cover all `len` lines, each zeroed
-        // by its task before it was filled.
+        // SAFETY: the strips (or the K tiles of every strip) cover all `len` lines, each written
+        // whole by its task (a weight's rows) or zeroed before it was filled.
         unsafe { buf.set_len(len) };
         Self { n, k, tiles: buf }
     }
@@ -325,21 +328,24 @@ pub(super) fn avx512() -> bool {
 
 /// One 16-column strip of a view whose rows are contiguous (`cs = 1`: a weight `[n, k]`):
 /// per K tile of 32, each column's 32 values rounded into 16 pairs (contiguous reads), then the
-/// 16 x 16 pairs transposed into the tile's 16 lines. Columns past `cols` stay zero.
+/// 16 x 16 pairs transposed into the tile's 16 lines. Every line is written (zeros past `cols`
+/// and past K), so `strip` needs no zero fill first.
 ///
 /// # Safety
 /// `w` addresses `cols` rows of `k` readable f32 (row stride `w.rs`); `strip` is `up(k, 32) / 2`
 /// lines.
 #[inline(always)]
-unsafe fn strip_rows(w: Mat<f32>, cols: usize, k: usize, strip: &mut [Line]) {
+unsafe fn strip_rows(w: Mat<f32>, cols: usize, k: usize, strip: &mut [MaybeUninit<Line>]) {
     for (t, tile) in strip.chunks_mut(KSTEP / 2).enumerate() {
         // SAFETY: the caller's contract.
         let tmp = unsafe { rows_tile(w, cols, k, t) };
         for (p, line) in tile.iter_mut().enumerate() {
-            let line = pairs_mut(line);
+            let mut pairs = [0u32; 16];
             for (c, row) in tmp.iter().enumerate() {
-                line[c] = row[p];
+                pairs[c] = row[p];
             }
+            // SAFETY: a line is 64 bytes, the 16 pairs.
+            unsafe { (line.as_mut_ptr() as *mut [u32; 16]).write(pairs) };
         }
     }
 }
@@ -406,7 +412,7 @@ pub(super) fn interleave(lo: &[f32], hi: Option<&[f32]>, dst: &mut [u32]) {
 /// As [`strip_rows`], on a CPU with AVX-512 F/BW.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn strip_rows_avx512(w: Mat<f32>, cols: usize, k: usize, strip: &mut [Line]) {
+unsafe fn strip_rows_avx512(w: Mat<f32>, cols: usize, k: usize, strip: &mut [MaybeUninit<Line>]) {
     use std::arch::x86_64::*;
     for (t, tile) in strip.chunks_mut(KSTEP / 2).enumerate() {
         // SAFETY: (whole block) the caller's contract; the CPU has AVX-512 F/BW, and each line
@@ -414,7 +420,7 @@ unsafe fn strip_rows_avx512(w: Mat<f32>, cols: usize, k: usize, strip: &mut [Lin
         unsafe {
             let tmp = rows_tile(w, cols, k, t);
             for (line, v) in tile.iter_mut().zip(transpose16(&tmp)) {
-                _mm512_storeu_si512(line as *mut Line as *mut _, v);
+                _mm512_storeu_si512(line.as_mut_ptr() as *mut _, v);
             }
         }
     }
